@@ -1,0 +1,171 @@
+"""Content-addressed artifact cache.
+
+Every artifact (corpus, tokenizer, checkpoint, synthetic corpus, evaluation) is a
+directory `<cache>/<kind>/<name>-<key>` where `key` hashes its resolved config and
+the keys of its inputs. It is built in a temporary sibling directory, a manifest
+with a SHA-256 of every file is written last, and the directory is renamed into
+place. So a directory with a valid manifest is complete; anything else is debris
+from an interrupted run and is rebuilt. A per-artifact lock file keeps two runs
+of the same profile from building the same thing at once.
+"""
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+log = logging.getLogger("resurface")
+
+MANIFEST = "manifest.json"
+FORMAT_VERSION = 1  # bump when an artifact layout changes, to invalidate old caches
+
+
+def stable_hash(obj: Any, n: int = 16) -> str:
+    blob = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:n]
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class Artifact:
+    kind: str
+    name: str
+    key: str
+    path: Path
+    meta: dict = field(default_factory=dict, compare=False)
+
+    def __truediv__(self, other: str) -> Path:
+        return self.path / other
+
+
+@dataclass
+class TimingRecord:
+    stage: str
+    artifact: str
+    seconds: float
+    status: str  # "built" or "reused"
+
+
+class CorruptArtifact(RuntimeError):
+    pass
+
+
+class Cache:
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self.timings: list[TimingRecord] = []
+
+    # -------------------------------------------------------------- keys
+    def key(self, kind: str, config: Any, inputs: list[Artifact] | tuple = ()) -> str:
+        return stable_hash({"v": FORMAT_VERSION, "kind": kind, "config": config,
+                            "inputs": sorted(a.key for a in inputs)})
+
+    def path_for(self, kind: str, name: str, key: str) -> Path:
+        return self.root / kind / f"{name}-{key}"
+
+    # ---------------------------------------------------------- manifest
+    @staticmethod
+    def verify(path: Path) -> dict:
+        """Return the manifest if every listed file is present with its checksum, else raise."""
+        mpath = path / MANIFEST
+        if not mpath.exists():
+            raise CorruptArtifact(f"{path} has no manifest (interrupted build)")
+        try:
+            manifest = json.loads(mpath.read_text())
+        except json.JSONDecodeError as exc:
+            raise CorruptArtifact(f"{mpath} is not valid JSON ({exc})") from None
+        for rel, digest in manifest.get("files", {}).items():
+            f = path / rel
+            if not f.exists():
+                raise CorruptArtifact(f"{f} is missing")
+            if file_sha256(f) != digest:
+                raise CorruptArtifact(f"{f} does not match its manifest checksum")
+        return manifest
+
+    @staticmethod
+    def _write_manifest(path: Path, kind: str, name: str, key: str, config: Any,
+                        inputs: list[Artifact], meta: dict, seconds: float) -> dict:
+        files = {str(p.relative_to(path)): file_sha256(p)
+                 for p in sorted(path.rglob("*")) if p.is_file() and p.name != MANIFEST}
+        manifest = {"kind": kind, "name": name, "key": key, "config": config,
+                    "inputs": {a.name: a.key for a in inputs}, "meta": meta,
+                    "build_seconds": round(seconds, 3), "files": files}
+        tmp = path / (MANIFEST + ".tmp")
+        tmp.write_text(json.dumps(manifest, indent=1, default=str))
+        os.replace(tmp, path / MANIFEST)
+        return manifest
+
+    @contextmanager
+    def _lock(self, target: Path):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        lock_path = target.parent / f".{target.name}.lock"
+        with open(lock_path, "w") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    # -------------------------------------------------------------- main
+    def get_or_build(self, kind: str, name: str, config: Any, build: Callable[[Path], dict | None],
+                     inputs: list[Artifact] | tuple = (), stage: str | None = None) -> Artifact:
+        """Return the cached artifact, or build it with `build(tmp_dir) -> meta` and publish it.
+
+        `config` must be JSON-serialisable and hold everything that changes the result.
+        """
+        inputs = list(inputs)
+        key = self.key(kind, config, inputs)
+        target = self.path_for(kind, name, key)
+        stage = stage or kind
+        t0 = time.perf_counter()
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise RuntimeError(f"Cannot create the artifact cache at {self.root}: {exc.strerror}.") from None
+        with self._lock(target):
+            if target.exists():
+                try:
+                    manifest = self.verify(target)
+                    log.info("reused %s/%s (%s)", kind, name, key)
+                    self.timings.append(TimingRecord(stage, f"{kind}/{name}", time.perf_counter() - t0, "reused"))
+                    return Artifact(kind, name, key, target, manifest.get("meta", {}))
+                except CorruptArtifact as exc:
+                    log.warning("rebuilding %s/%s: %s", kind, name, exc)
+                    shutil.rmtree(target)
+            tmp = target.parent / f".tmp-{target.name}-{os.getpid()}"
+            if tmp.exists():
+                shutil.rmtree(tmp)
+            try:
+                tmp.mkdir(parents=True)
+            except OSError as exc:
+                raise RuntimeError(f"Cannot write to the artifact cache at {tmp.parent}: {exc.strerror}.") from None
+            log.info("building %s/%s (%s)", kind, name, key)
+            try:
+                meta = build(tmp) or {}
+                seconds = time.perf_counter() - t0
+                manifest = self._write_manifest(tmp, kind, name, key, config, inputs, meta, seconds)
+                os.replace(tmp, target)
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
+        self.timings.append(TimingRecord(stage, f"{kind}/{name}", seconds, "built"))
+        return Artifact(kind, name, key, target, manifest["meta"])
+
+    def timings_frame(self):
+        import pandas as pd
+        return pd.DataFrame([t.__dict__ for t in self.timings], columns=["stage", "artifact", "seconds", "status"])

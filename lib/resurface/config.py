@@ -1,0 +1,341 @@
+"""Typed, validated study parameters.
+
+A profile is one YAML file in `params/`. It is loaded into frozen pydantic models
+before any compute; anything wrong (unknown key, wrong type, impossible value,
+dangling reference) raises `ConfigError` with one sentence naming the key, the
+value and what is allowed. Nothing is written before validation passes.
+"""
+from __future__ import annotations
+
+import copy
+import difflib
+import json
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from .paths import PARAMS_DIR, ROOT
+
+CORPUS_SOURCES = ("sotu", "brown", "moby_dick", "wordnet")
+CORPUS_ROLES = ("lineage", "cross_family")
+ARCHITECTURES = ("gpt_neox", "llama", "gpt2")
+MODEL_KINDS = ("lineage", "stronger_different", "cross_family")
+RELATIONS = ("self", "same_lineage", "stronger_different", "cross_family", "real_text")
+EMBEDDED_TASKS = ("minimal_pairs", "next_sentence", "heldout_ppl")
+
+
+class ConfigError(ValueError):
+    """A parameter problem, stated in one sentence."""
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class CorporaConfig(Strict):
+    lineage: list[Literal[CORPUS_SOURCES]] = Field(min_length=1)
+    cross_family: list[Literal[CORPUS_SOURCES]] = Field(min_length=1)
+    canary_source: Literal[CORPUS_SOURCES] = "moby_dick"
+    heldout_fraction: float = Field(0.1, gt=0, lt=0.5)
+    max_chars: int | None = Field(None, gt=0, description="cap per corpus (smoke profiles)")
+    split_seed: int = 0
+
+    @model_validator(mode="after")
+    def _disjoint(self):
+        overlap = (set(self.lineage) & set(self.cross_family)) | (
+            {self.canary_source} & (set(self.lineage) | set(self.cross_family)))
+        if overlap:
+            raise ValueError(f"corpus source(s) {sorted(overlap)} are used in two roles; lineage, "
+                             "cross_family and canary_source must be disjoint")
+        return self
+
+
+class TokenizerConfig(Strict):
+    corpora: list[Literal[CORPUS_ROLES]] = Field(min_length=1)
+    vocab_size: int = Field(ge=512, le=65536)
+
+
+class CanaryConfig(Strict):
+    counts: list[int] = Field(min_length=1)
+    per_count: int = Field(gt=0)
+    length_tokens: int = Field(64, ge=16)
+    dev_fraction: float = Field(0.5, gt=0, lt=1)
+
+    @model_validator(mode="after")
+    def _positive_counts(self):
+        if any(c <= 0 for c in self.counts):
+            raise ValueError(f"canary duplication counts {self.counts} must all be positive")
+        return self
+
+
+class ModelConfig(Strict):
+    """One zoo member: trained locally (embedded) or taken from the Hub (hub_id)."""
+    kind: Literal[MODEL_KINDS]
+    hub_id: str | None = None
+    revision: str | None = None
+    architecture: Literal[ARCHITECTURES] | None = None
+    tokenizer: str | None = None
+    corpora: list[Literal[CORPUS_ROLES]] = Field(default_factory=lambda: ["lineage"])
+    layers: int = Field(2, gt=0)
+    width: int = Field(64, gt=0)
+    heads: int = Field(4, gt=0)
+    steps: int = Field(1000, gt=0)
+    batch_size: int = Field(32, gt=0)
+    lr: float = Field(3e-3, gt=0, lt=1)
+    warmup_steps: int = Field(50, ge=0)
+    checkpoints: list[int] = Field(default_factory=list)
+    data_seed: int = 0
+    init_seed: int = 0
+    canaries: bool = False
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        if self.hub_id is None:
+            if self.architecture is None or self.tokenizer is None:
+                raise ValueError("a locally trained model needs `architecture` and `tokenizer`")
+            if self.width % self.heads:
+                raise ValueError(f"width {self.width} is not divisible by heads {self.heads}")
+            bad = [c for c in self.checkpoints if not 0 < c < self.steps]
+            if bad:
+                raise ValueError(f"checkpoint steps {bad} must lie strictly between 0 and steps={self.steps}")
+        return self
+
+    @property
+    def is_local(self) -> bool:
+        return self.hub_id is None
+
+
+class ZooConfig(Strict):
+    seq_len: int = Field(128, ge=16)
+    models: dict[str, ModelConfig] = Field(min_length=1)
+
+
+class SamplingConfig(Strict):
+    temperatures: list[float] = Field(min_length=1)
+    top_p: float = Field(1.0, gt=0, le=1)
+    top_k: int = Field(0, ge=0)
+    max_new_tokens: int = Field(128, gt=0)
+    tokens_per_corpus: int = Field(gt=0)
+    batch_size: int = Field(256, gt=0)
+    backend: Literal["fast", "hf", "vllm"] = "fast"
+
+    @model_validator(mode="after")
+    def _positive_temperature(self):
+        bad = [t for t in self.temperatures if not t > 0]
+        if bad:
+            raise ValueError(f"temperatures {bad} must be > 0 (use a small value such as 0.1 for near-greedy)")
+        return self
+
+
+class FinetuneConfig(Strict):
+    lr: float = Field(1e-3, gt=0, lt=1)
+    batch_size: int = Field(16, gt=0)
+    warmup_steps: int = Field(5, ge=0)
+    epochs: int = Field(1, gt=0)
+
+
+class BenchmarkConfig(Strict):
+    tasks: list[str] = Field(min_length=1)
+    items_per_task: int = Field(1000, gt=0)
+    ppl_documents: int = Field(200, gt=0)
+    batch_size: int = Field(64, gt=0)
+
+
+class TransferConfig(Strict):
+    students: list[str] = Field(min_length=1)
+    sources: list[str] = Field(min_length=1)
+    relations: list[Literal[RELATIONS]] = Field(default_factory=lambda: list(RELATIONS))
+    seeds: list[int] = Field(min_length=1)
+
+
+class MemorizationConfig(Strict):
+    prefix_len: int = Field(32, gt=0)
+    suffix_len: int = Field(32, gt=0)
+    batch_size: int = Field(64, gt=0)
+
+
+class StudyConfig(Strict):
+    profile: str
+    description: str = ""
+    seed: int = 0
+    threads: int | Literal["auto"] = "auto"
+    cache_dir: str | None = None
+    corpora: CorporaConfig
+    tokenizers: dict[str, TokenizerConfig] = Field(min_length=1)
+    canaries: CanaryConfig
+    zoo: ZooConfig
+    sampling: SamplingConfig
+    finetune: FinetuneConfig
+    benchmarks: BenchmarkConfig
+    transfer: TransferConfig
+    memorization: MemorizationConfig = MemorizationConfig()
+
+    @model_validator(mode="after")
+    def _references(self):
+        models = self.zoo.models
+        for name, m in models.items():
+            if m.is_local and m.tokenizer not in self.tokenizers:
+                raise ValueError(f"model `{name}` uses tokenizer `{m.tokenizer}`, which is not one of "
+                                 f"{sorted(self.tokenizers)}")
+        for s in self.transfer.students:
+            if s not in models:
+                raise ValueError(f"student `{s}` is not a zoo model; zoo models are {sorted(models)}")
+            if models[s].kind != "lineage":
+                raise ValueError(f"student `{s}` must be a lineage model, not kind `{models[s].kind}`")
+        for ref in self.transfer.sources:
+            name, step = parse_model_ref(ref)
+            if name not in models:
+                raise ValueError(f"source `{ref}` names no zoo model; zoo models are {sorted(models)}")
+            if step is not None and models[name].is_local and step not in models[name].checkpoints:
+                raise ValueError(f"source `{ref}` asks for step {step}, but `{name}` saves checkpoints "
+                                 f"{models[name].checkpoints}")
+        if self.cache_dir is not None:
+            p = Path(self.cache_dir)
+            resolved = (p if p.is_absolute() else ROOT / p).resolve()
+            if not p.is_absolute() and ROOT.resolve() not in resolved.parents:
+                raise ValueError(f"cache_dir `{self.cache_dir}` escapes the project; use a path inside "
+                                 "it or an absolute path")
+        return self
+
+
+_REF = re.compile(r"^(?P<name>[A-Za-z0-9_.\-]+)(@step(?P<step>\d+))?$")
+
+
+def parse_model_ref(ref: str) -> tuple[str, int | None]:
+    """`lineage-small@step500` -> ("lineage-small", 500); `lineage-small` -> ("lineage-small", None)."""
+    m = _REF.match(ref)
+    if not m:
+        raise ValueError(f"model reference `{ref}` is not of the form NAME or NAME@stepN")
+    return m["name"], int(m["step"]) if m["step"] else None
+
+
+# ---------------------------------------------------------------- loading
+
+def available_profiles() -> list[str]:
+    return sorted(p.stem for p in PARAMS_DIR.glob("*.yaml"))
+
+
+def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
+    node = tree
+    parts = dotted.split(".")
+    for part in parts[:-1]:
+        if not isinstance(node.get(part), dict):
+            node[part] = {}
+        node = node[part]
+    node[parts[-1]] = value
+
+
+def _sentence(err: ValidationError, raw: dict) -> str:
+    """Turn pydantic's first error into one sentence naming key, value and what is allowed."""
+    e = err.errors()[0]
+    loc = [str(x) for x in e["loc"] if not str(x).startswith("function-")]
+    # pydantic puts literal/union branch names in loc; keep only real keys
+    loc = [x for x in loc if not x.startswith("literal[") and x not in ("int", "str", "float")]
+    key = ".".join(loc) or "(top level)"
+    if e["type"] == "extra_forbidden":
+        siblings = _allowed_keys(loc[:-1])
+        close = difflib.get_close_matches(loc[-1], siblings, n=1)
+        hint = f"; did you mean `{close[0]}`?" if close else f"; allowed keys here are {siblings}."
+        return f"Unknown parameter `{key}`{hint}".rstrip(".") + ("" if close else ".")
+    value = e.get("input")
+    msg = e["msg"]
+    if msg.startswith("Value error, "):
+        return msg[len("Value error, "):].rstrip(".") + f" (at `{key}`)." if key != "(top level)" \
+            else msg[len("Value error, "):].rstrip(".") + "."
+    shown = json.dumps(value, default=str) if not isinstance(value, dict) else "{...}"
+    return f"Parameter `{key}` = {shown} is not allowed: {msg[0].lower() + msg[1:]}."
+
+
+def _allowed_keys(loc: list[str]) -> list[str]:
+    """The field names allowed at `loc` (for did-you-mean), walking dicts of models by key."""
+    model: Any = StudyConfig
+    skip_key = False
+    for part in loc:
+        if skip_key:  # `part` is a user-chosen dict key such as a model name
+            skip_key = False
+            continue
+        field = getattr(model, "model_fields", {}).get(part)
+        if field is None:
+            return []
+        ann = field.annotation
+        args = getattr(ann, "__args__", ())
+        if getattr(ann, "__origin__", None) is dict:
+            model, skip_key = args[1], True
+        elif isinstance(ann, type) and issubclass(ann, BaseModel):
+            model = ann
+        else:
+            return []
+    return sorted(getattr(model, "model_fields", {}))
+
+
+def load_raw(profile: str) -> dict:
+    path = PARAMS_DIR / f"{profile}.yaml"
+    if not re.fullmatch(r"[A-Za-z0-9_\-]+", profile or ""):
+        raise ConfigError(f"Profile name `{profile}` is not allowed: use letters, digits, `-` or `_` "
+                          f"(available: {available_profiles()}).")
+    if not path.exists():
+        close = difflib.get_close_matches(profile, available_profiles(), n=1)
+        hint = f" Did you mean `{close[0]}`?" if close else ""
+        raise ConfigError(f"Unknown profile `{profile}`: available profiles are {available_profiles()}.{hint}")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"params/{profile}.yaml is not valid YAML{where}: "
+                          f"{getattr(exc, 'problem', exc)}.") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"params/{profile}.yaml must hold a mapping of parameters, not {type(raw).__name__}.")
+    return raw
+
+
+def load_config(profile: str, overrides: dict[str, Any] | None = None) -> StudyConfig:
+    """Load `params/<profile>.yaml`, apply dotted-key overrides, validate; raise ConfigError."""
+    raw = copy.deepcopy(load_raw(profile))
+    raw.setdefault("profile", profile)
+    for key, value in (overrides or {}).items():
+        if not isinstance(key, str) or not key:
+            raise ConfigError(f"Override key {key!r} must be a dotted parameter name such as `sampling.top_p`.")
+        _set_dotted(raw, key, value)
+    try:
+        return StudyConfig.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(_sentence(err, raw)) from None
+
+
+def config_dict(cfg: StudyConfig) -> dict:
+    return cfg.model_dump(mode="json")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m resurface.config PROFILE [key=value ...]`: validate and print, exit 1 on error."""
+    import argparse
+    import sys
+
+    ap = argparse.ArgumentParser(description="Validate a resurface profile.")
+    ap.add_argument("profile")
+    ap.add_argument("overrides", nargs="*", help="dotted key=value (value parsed as YAML)")
+    args = ap.parse_args(argv)
+    try:
+        ov = {}
+        for item in args.overrides:
+            if "=" not in item:
+                raise ConfigError(f"Override `{item}` must look like key=value.")
+            k, v = item.split("=", 1)
+            try:
+                ov[k] = yaml.safe_load(v)
+            except yaml.YAMLError:
+                raise ConfigError(f"Override `{item}` has a value that is not valid YAML.") from None
+        cfg = load_config(args.profile, ov)
+    except ConfigError as exc:
+        print(f"resurface: {exc}", file=sys.stderr)
+        return 1
+    print(yaml.safe_dump(config_dict(cfg), sort_keys=False))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

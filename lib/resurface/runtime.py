@@ -1,0 +1,141 @@
+"""The first call of every notebook: validate parameters, go offline, set up outputs.
+
+`study = start(profile, overrides, notebook="00_zoo")` validates before anything is
+written, prints the resolved parameters, saves them beside the outputs, and gives
+the notebook a cache plus helpers to save tables, figures and findings.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .cache import Cache
+from .config import ConfigError, StudyConfig, config_dict, load_config
+from .paths import cache_root, outputs_dir
+
+log = logging.getLogger("resurface")
+
+
+def go_offline(hf_home: Path) -> None:
+    """Embedded profiles never touch the network: the Hub is off and caches stay in the project."""
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ["HF_DATASETS_OFFLINE"] = "1"
+    os.environ["TRANSFORMERS_OFFLINE"] = "1"
+    os.environ.setdefault("HF_HOME", str(hf_home))
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def seed_everything(seed: int) -> None:
+    import numpy as np
+    import torch
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _quiet_libraries() -> None:
+    import datasets
+    import transformers
+    datasets.disable_progress_bars()
+    datasets.logging.set_verbosity_error()
+    transformers.logging.set_verbosity_error()
+    for name in ("lm-eval", "lm_eval", "httpx", "sentence_transformers"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+@dataclass
+class Study:
+    cfg: StudyConfig
+    cache: Cache
+    out: Path
+    notebook: str
+    threads: int
+    _products: list[str] = field(default_factory=list)
+
+    @property
+    def profile(self) -> str:
+        return self.cfg.profile
+
+    def path(self, kind: str, name: str) -> Path:
+        d = self.out / kind
+        d.mkdir(parents=True, exist_ok=True)
+        return d / name
+
+    def save_table(self, df, name: str) -> Path:
+        p = self.path("tables", f"{name}.csv")
+        tmp = p.with_suffix(".csv.tmp")
+        df.to_csv(tmp, index=False)
+        os.replace(tmp, p)
+        self._products.append(str(p.relative_to(self.out)))
+        return p
+
+    def save_figure(self, fig, name: str) -> list[Path]:
+        paths = []
+        for ext in ("png", "pdf"):
+            p = self.path("figures", f"{name}.{ext}")
+            fig.savefig(p, dpi=200 if ext == "png" else None, bbox_inches="tight")
+            paths.append(p)
+            self._products.append(str(p.relative_to(self.out)))
+        return paths
+
+    def save_json(self, obj: Any, kind: str, name: str) -> Path:
+        p = self.path(kind, f"{name}.json")
+        tmp = p.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(obj, indent=2, default=_json_default))
+        os.replace(tmp, p)
+        self._products.append(str(p.relative_to(self.out)))
+        return p
+
+    def record_timings(self) -> Path:
+        """Append this notebook's stage timings to tables/timings.csv (replacing its earlier rows)."""
+        import pandas as pd
+        p = self.path("tables", "timings.csv")
+        mine = self.cache.timings_frame()
+        mine.insert(0, "notebook", self.notebook)
+        if p.exists():
+            old = pd.read_csv(p)
+            mine = pd.concat([old[old["notebook"] != self.notebook], mine], ignore_index=True)
+        return self.save_table(mine, "timings")
+
+
+def _json_default(o):
+    import numpy as np
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(type(o))
+
+
+def start(profile: str, overrides: dict | None = None, notebook: str = "notebook", verbose: bool = True) -> Study:
+    """Validate `profile` (+ overrides) and prepare the run; raise ConfigError before writing anything."""
+    try:
+        cfg = load_config(profile, overrides or {})
+    except ConfigError as exc:
+        # one sentence for the reader; papermill shows it as the failing cell's error
+        raise SystemExit(f"resurface: {exc}") from None
+    root = cache_root(cfg.cache_dir)
+    go_offline(root / "hf_home")
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout, force=True)
+    _quiet_libraries()
+    from .training import set_threads
+    threads = set_threads(cfg.threads)
+    seed_everything(cfg.seed)
+    out = outputs_dir(cfg.profile)
+    out.mkdir(parents=True, exist_ok=True)
+    resolved = config_dict(cfg)
+    (out / "params.resolved.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
+    if verbose:
+        print(f"profile: {cfg.profile} | cache: {root} | outputs: {out} | torch threads: {threads}")
+        print(yaml.safe_dump(resolved, sort_keys=False, width=110))
+    return Study(cfg, Cache(root), out, notebook, threads)

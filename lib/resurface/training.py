@@ -1,0 +1,123 @@
+"""One short causal-LM training loop, used for pretraining the zoo and fine-tuning students.
+
+A plain torch loop beats the HF Trainer's per-step overhead on models this small;
+fp32 on CPU because bf16 autocast is several times slower on AVX2-only CPUs.
+"""
+from __future__ import annotations
+
+import math
+import os
+import time
+from typing import Callable, Iterable
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+
+def set_threads(threads: int | str = "auto") -> int:
+    """Use the cores that are actually free: two threads lose to one on a busy 2-core box."""
+    if threads == "auto":
+        n_cpu = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        busy = int(os.getloadavg()[0] + 0.5) if hasattr(os, "getloadavg") else 0
+        env = os.environ.get("RESURFACE_THREADS")
+        n = int(env) if env else max(1, min(n_cpu, n_cpu - max(0, busy - 1)))
+    else:
+        n = int(threads)
+    torch.set_num_threads(n)
+    return n
+
+
+def pack_documents(token_lists: Iterable[list[int]], eos_id: int, seq_len: int) -> np.ndarray:
+    """Concatenate documents, each followed by EOS, and cut into full blocks of `seq_len` tokens."""
+    flat: list[int] = []
+    for ids in token_lists:
+        flat.extend(ids)
+        flat.append(eos_id)
+    n = len(flat) // seq_len
+    dtype = np.uint16 if max(flat, default=0) < 65535 else np.int32
+    return np.asarray(flat[: n * seq_len], dtype=dtype).reshape(n, seq_len)
+
+
+def tokenize_texts(tokenizer, texts: list[str], batch: int = 256) -> list[list[int]]:
+    # the backend tokenizer: no special tokens, no max-length warnings for whole documents
+    backend = tokenizer.backend_tokenizer
+    out: list[list[int]] = []
+    for i in range(0, len(texts), batch):
+        out.extend(e.ids for e in backend.encode_batch(texts[i:i + batch], add_special_tokens=False))
+    return out
+
+
+def lr_at(step: int, steps: int, lr: float, warmup: int) -> float:
+    """Linear warm-up, then cosine decay to 10 % of the peak."""
+    if warmup and step < warmup:
+        return lr * (step + 1) / warmup
+    progress = (step - warmup) / max(1, steps - warmup)
+    return lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+
+
+def train_lm(model, blocks: np.ndarray, *, steps: int, batch_size: int, lr: float, warmup_steps: int,
+             order: np.ndarray | None = None, checkpoint_steps: Iterable[int] = (),
+             on_checkpoint: Callable[[int], None] | None = None, log_every: int = 10,
+             desc: str = "train") -> dict:
+    """Train for `steps` steps reading blocks in `order` (default: stream order, cycling).
+
+    Returns the loss history and throughput. `on_checkpoint(step)` is called after
+    the given step numbers, the way Pythia exposes `stepN` revisions.
+    """
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.95), weight_decay=0.01)
+    n = len(blocks)
+    order = np.arange(n) if order is None else order
+    checkpoint_steps = set(checkpoint_steps)
+    history: list[tuple[int, float]] = []
+    running, t0 = 0.0, time.perf_counter()
+    bar = tqdm(range(steps), desc=desc, leave=False, mininterval=2)
+    for step in bar:
+        idx = order[(np.arange(step * batch_size, (step + 1) * batch_size)) % len(order)]
+        x = torch.from_numpy(blocks[idx].astype(np.int64))
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, steps, lr, warmup_steps)
+        loss = model(input_ids=x, labels=x).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        running += loss.item()
+        if (step + 1) % log_every == 0 or step == steps - 1:
+            k = (step % log_every) + 1
+            history.append((step + 1, running / k))
+            bar.set_postfix(loss=f"{running / k:.3f}")
+            running = 0.0
+        if on_checkpoint and (step + 1) in checkpoint_steps:
+            on_checkpoint(step + 1)
+    seconds = time.perf_counter() - t0
+    model.eval()
+    tokens = steps * batch_size * blocks.shape[1]
+    return {"history": history, "seconds": seconds, "tokens": tokens, "tokens_per_s": tokens / seconds}
+
+
+@torch.no_grad()
+def mean_loss(model, blocks: np.ndarray, batch_size: int = 64) -> float:
+    """Mean next-token NLL (nats) over all predicted positions of the blocks."""
+    model.eval()
+    total, count = 0.0, 0
+    for i in range(0, len(blocks), batch_size):
+        x = torch.from_numpy(blocks[i:i + batch_size].astype(np.int64))
+        logits = model(input_ids=x).logits[:, :-1].float()
+        nll = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), x[:, 1:].reshape(-1),
+                                                reduction="sum")
+        total += nll.item()
+        count += x[:, 1:].numel()
+    return total / max(count, 1)
+
+
+@torch.no_grad()
+def bits_per_byte(model, tokenizer, texts: list[str], seq_len: int, batch_size: int = 32) -> float:
+    """Held-out bits per UTF-8 byte: comparable across tokenizers, unlike loss per token."""
+    blocks = pack_documents(tokenize_texts(tokenizer, texts), tokenizer.eos_token_id, seq_len)
+    nats_per_token = mean_loss(model, blocks, batch_size)
+    n_tokens = blocks.shape[0] * (blocks.shape[1] - 1)
+    # bytes covered by the predicted tokens, measured on their decoded text
+    n_bytes = sum(len(tokenizer.decode(b[1:].tolist()).encode("utf-8")) for b in blocks)
+    return nats_per_token * n_tokens / n_bytes / math.log(2)

@@ -1,0 +1,322 @@
+"""The embedded model zoo: a "Pythia in a box" lineage plus differently trained models.
+
+Every model is a Hugging Face directory with safetensors (`main/` = final weights,
+`stepN/` = intermediate checkpoints, like Pythia's revisions) and a tokenizer,
+loadable with the Auto classes. Lineage members share tokenizer, data and data
+order; a larger member trains for more steps on the same stream, so the smaller
+member's data is a prefix of the larger's.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .cache import Artifact, Cache
+from .canaries import load_canaries, plant
+from .config import ModelConfig, StudyConfig, parse_model_ref
+from .corpora import load_corpus
+from .tokenizer import load_tokenizer
+from .training import bits_per_byte, mean_loss, pack_documents, tokenize_texts, train_lm
+
+log = logging.getLogger("resurface")
+
+
+def hf_config(m: ModelConfig, vocab_size: int, seq_len: int):
+    from transformers import GPT2Config, GPTNeoXConfig, LlamaConfig
+    common = dict(bos_token_id=0, eos_token_id=0, pad_token_id=1)
+    if m.architecture == "gpt_neox":  # Pythia's architecture: parallel residual, partial rotary, untied
+        return GPTNeoXConfig(vocab_size=vocab_size, hidden_size=m.width, num_hidden_layers=m.layers,
+                             num_attention_heads=m.heads, intermediate_size=4 * m.width,
+                             max_position_embeddings=seq_len, rotary_pct=0.25, use_parallel_residual=True,
+                             tie_word_embeddings=False, **common)
+    if m.architecture == "llama":
+        return LlamaConfig(vocab_size=vocab_size, hidden_size=m.width, num_hidden_layers=m.layers,
+                           num_attention_heads=m.heads, num_key_value_heads=m.heads,
+                           intermediate_size=int(8 * m.width / 3) // 8 * 8, max_position_embeddings=seq_len,
+                           tie_word_embeddings=True, **common)
+    if m.architecture == "gpt2":
+        return GPT2Config(vocab_size=vocab_size, n_embd=m.width, n_layer=m.layers, n_head=m.heads,
+                          n_positions=seq_len, loss_type="ForCausalLM", resid_pdrop=0.0, embd_pdrop=0.0,
+                          attn_pdrop=0.0, **common)  # no dropout, like the other two
+    raise ValueError(f"unknown architecture {m.architecture}")
+
+
+def load_model(path: Path | str, revision: str | None = None):
+    """Load a causal LM from a saved directory (safetensors only, no remote code)."""
+    from transformers import AutoModelForCausalLM
+    kwargs = {"use_safetensors": True}
+    if revision:
+        kwargs["revision"] = revision
+    model = AutoModelForCausalLM.from_pretrained(str(path), **kwargs)
+    model.eval()
+    return model
+
+
+# ------------------------------------------------------------- the data stream
+
+def build_stream(cache: Cache, name: str, corpora: list[Artifact], tokenizer: Artifact, seq_len: int,
+                 data_seed: int, canaries: Artifact | None, horizon_tokens: int) -> Artifact:
+    """Tokenized, shuffled-by-document, packed training blocks (plus canary copies)."""
+    cfg = {"seq_len": seq_len, "data_seed": data_seed, "horizon": horizon_tokens if canaries else None}
+    inputs = list(corpora) + [tokenizer] + ([canaries] if canaries else [])
+
+    def build(tmp: Path) -> dict:
+        tok = load_tokenizer(tokenizer.path)
+        docs = [t for c in corpora for t in load_corpus(c)["train"]["text"]]
+        rng = np.random.default_rng(data_seed)
+        docs = [docs[i] for i in rng.permutation(len(docs))]
+        doc_tokens = tokenize_texts(tok, docs)
+        meta: dict = {}
+        if canaries is not None:
+            recs = load_canaries(canaries)
+            doc_tokens = plant(doc_tokens, recs, horizon_tokens, data_seed)
+            meta["canary_copies"] = int(sum(r["count"] for r in recs))
+        blocks = pack_documents(doc_tokens, tok.eos_token_id, seq_len)
+        if canaries is not None:
+            # every canary copy must lie inside the horizon that all canary models train on
+            flat = blocks.reshape(-1)
+            last = _last_canary_position(flat, load_canaries(canaries))
+            if last >= horizon_tokens:
+                raise RuntimeError(f"canary planted at token {last}, beyond the {horizon_tokens}-token horizon")
+            meta["last_canary_token"] = int(last)
+        np.save(tmp / "blocks.npy", blocks, allow_pickle=False)
+        meta.update({"blocks": int(blocks.shape[0]), "tokens": int(blocks.size), "documents": len(docs)})
+        return meta
+
+    return cache.get_or_build("streams", name, cfg, build, inputs=inputs, stage="zoo")
+
+
+def _last_canary_position(flat: np.ndarray, recs: list[dict]) -> int:
+    from numpy.lib.stride_tricks import sliding_window_view
+    first8 = {tuple(r["token_ids"][:8]) for r in recs}
+    win = sliding_window_view(flat, 8)
+    lead = {t[0] for t in first8}
+    last = -1
+    for pos in np.nonzero(np.isin(flat[: len(win)], list(lead)))[0]:
+        if tuple(win[pos]) in first8:
+            last = max(last, int(pos))
+    return last
+
+
+def load_blocks(stream: Artifact) -> np.ndarray:
+    return np.load(stream / "blocks.npy", allow_pickle=False)
+
+
+def heldout_blocks(corpus: Artifact, tokenizer, seq_len: int, max_blocks: int = 256) -> np.ndarray:
+    texts = load_corpus(corpus)["heldout"]["text"]
+    blocks = pack_documents(tokenize_texts(tokenizer, texts), tokenizer.eos_token_id, seq_len)
+    step = max(1, len(blocks) // max_blocks)
+    return blocks[::step][:max_blocks]
+
+
+# ------------------------------------------------------------- pretraining
+
+def pretrain(cache: Cache, name: str, m: ModelConfig, stream: Artifact, tokenizer: Artifact,
+             lineage_corpus: Artifact, seq_len: int) -> Artifact:
+    cfg = {"model": m.model_dump(mode="json"), "seq_len": seq_len, "recipe": 2}  # bump when hf_config changes
+
+    def build(tmp: Path) -> dict:
+        from transformers import AutoModelForCausalLM
+        tok = load_tokenizer(tokenizer.path)
+        torch.manual_seed(m.init_seed)
+        model = AutoModelForCausalLM.from_config(hf_config(m, len(tok), seq_len))
+        blocks = load_blocks(stream)
+
+        def save(step: int | str):
+            d = tmp / (f"step{step}" if isinstance(step, int) else step)
+            model.save_pretrained(str(d), safe_serialization=True)
+            tok.save_pretrained(str(d))
+
+        save(0) if 0 in m.checkpoints else None
+        result = train_lm(model, blocks, steps=m.steps, batch_size=m.batch_size, lr=m.lr,
+                          warmup_steps=m.warmup_steps, checkpoint_steps=m.checkpoints,
+                          on_checkpoint=save, desc=f"pretrain {name}")
+        save("main")
+        held = heldout_blocks(lineage_corpus, tok, seq_len)
+        held_texts = load_corpus(lineage_corpus)["heldout"]["text"][:20]
+        card = {
+            "name": name, "kind": m.kind, "architecture": m.architecture,
+            "parameters": int(sum(p.numel() for p in model.parameters())),
+            "layers": m.layers, "width": m.width, "vocab_size": len(tok),
+            "steps": m.steps, "tokens_seen": int(result["tokens"]),
+            "epochs": round(result["tokens"] / max(1, stream.meta["tokens"]), 3),
+            "train_seconds": round(result["seconds"], 1), "tokens_per_s": round(result["tokens_per_s"]),
+            "heldout_lineage_loss": round(mean_loss(model, held), 4),
+            "heldout_lineage_bpb": round(bits_per_byte(model, tok, held_texts, seq_len), 4),
+            "checkpoints": [f"step{s}" for s in m.checkpoints],
+        }
+        (tmp / "card.json").write_text(json.dumps(card, indent=1))
+        (tmp / "loss_history.json").write_text(json.dumps(result["history"]))
+        return card
+
+    return cache.get_or_build("zoo", name, cfg, build, inputs=[stream, tokenizer, lineage_corpus], stage="zoo")
+
+
+@dataclass
+class Zoo:
+    """What notebook 00 builds and every later notebook reads."""
+    cfg: StudyConfig
+    corpora: dict[str, Artifact]
+    tokenizers: dict[str, Artifact]
+    canaries: Artifact | None
+    models: dict[str, Artifact]
+
+    def model_path(self, ref: str) -> Path:
+        """`name` -> final weights, `name@stepN` -> the intermediate checkpoint."""
+        name, step = parse_model_ref(ref)
+        return self.models[name].path / ("main" if step is None else f"step{step}")
+
+    def cards(self):
+        import pandas as pd
+        return pd.DataFrame([a.meta for a in self.models.values()])
+
+    def loss_histories(self):
+        import pandas as pd
+        rows = []
+        for name, a in self.models.items():
+            for step, loss in json.loads((a / "loss_history.json").read_text()):
+                rows.append({"model": name, "step": step, "tokens": step * self.cfg.zoo.models[name].batch_size
+                             * self.cfg.zoo.seq_len, "loss": loss})
+        return pd.DataFrame(rows)
+
+
+def build_corpora(cfg: StudyConfig, cache: Cache) -> dict[str, Artifact]:
+    from .corpora import build_corpus
+    c = cfg.corpora
+    return {role: build_corpus(cache, role, list(getattr(c, role)), c.heldout_fraction, c.split_seed, c.max_chars)
+            for role in ("lineage", "cross_family")}
+
+
+def build_tokenizers(cfg: StudyConfig, cache: Cache, corpora: dict[str, Artifact]) -> dict[str, Artifact]:
+    from .tokenizer import build_tokenizer
+    return {name: build_tokenizer(cache, name, [corpora[r] for r in t.corpora], t.vocab_size, cfg.zoo.seq_len)
+            for name, t in cfg.tokenizers.items()}
+
+
+def _canary_models(cfg: StudyConfig) -> dict[str, ModelConfig]:
+    return {n: m for n, m in cfg.zoo.models.items() if m.is_local and m.canaries}
+
+
+def build_canaries(cfg: StudyConfig, cache: Cache, tokenizers: dict[str, Artifact]) -> Artifact | None:
+    from .canaries import select_canaries
+    models = _canary_models(cfg)
+    if not models:
+        return None
+    tok_names = {m.tokenizer for m in models.values()}
+    if len(tok_names) != 1:
+        raise ValueError("all canary-planted models must share one tokenizer")
+    k = cfg.canaries
+    return select_canaries(cache, cfg.corpora.canary_source, tokenizers[tok_names.pop()], list(k.counts),
+                           k.per_count, k.length_tokens, k.dev_fraction, cfg.seed)
+
+
+def train_models(cfg: StudyConfig, cache: Cache, corpora: dict[str, Artifact], tokenizers: dict[str, Artifact],
+                 canaries: Artifact | None) -> dict[str, Artifact]:
+    """Pretrain every local zoo model (each reused from the cache when already built)."""
+    # canaries are planted early enough that the shortest canary model sees every copy
+    horizon = min((m.steps * m.batch_size * cfg.zoo.seq_len for m in _canary_models(cfg).values()), default=0)
+    models = {}
+    for name, m in cfg.zoo.models.items():
+        if not m.is_local:
+            continue
+        stream = build_stream(cache, f"{'+'.join(m.corpora)}-{m.tokenizer}-d{m.data_seed}",
+                              [corpora[r] for r in m.corpora], tokenizers[m.tokenizer], cfg.zoo.seq_len,
+                              m.data_seed, canaries if m.canaries else None, horizon)
+        models[name] = pretrain(cache, name, m, stream, tokenizers[m.tokenizer], corpora["lineage"], cfg.zoo.seq_len)
+    return models
+
+
+def build_zoo(cfg: StudyConfig, cache: Cache) -> Zoo:
+    """Every step of notebook 00 in one call (later notebooks use it; all of it comes from the cache)."""
+    corpora = build_corpora(cfg, cache)
+    tokenizers = build_tokenizers(cfg, cache, corpora)
+    canaries = build_canaries(cfg, cache, tokenizers)
+    return Zoo(cfg, corpora, tokenizers, canaries, train_models(cfg, cache, corpora, tokenizers, canaries))
+
+
+# ------------------------------------------------------------- what notebook 00 shows
+
+def corpus_table(corpora: dict[str, Artifact]):
+    import pandas as pd
+    from .corpora import SOURCES
+    rows = []
+    for role, a in corpora.items():
+        m = a.meta
+        srcs = a.path.name  # keyed directory name
+        rows.append({"corpus": role, "sources": ", ".join(f"{SOURCES[s].package}@{SOURCES[s].version}"
+                                                         for s in _sources_of(a)),
+                     "train_docs": m["documents"]["train"], "heldout_docs": m["documents"]["heldout"],
+                     "train_MB": round(m["chars"]["train"] / 1e6, 2), "heldout_MB": round(m["chars"]["heldout"] / 1e6, 2),
+                     "dup_paragraphs_dropped": m["duplicate_paragraphs_dropped"], "artifact": srcs})
+    return pd.DataFrame(rows)
+
+
+def _sources_of(corpus: Artifact) -> list[str]:
+    manifest = json.loads((corpus / "manifest.json").read_text())
+    return manifest["config"]["sources"]
+
+
+def tokenizer_table(tokenizers: dict[str, Artifact]):
+    import pandas as pd
+    return pd.DataFrame([{"tokenizer": n, **a.meta} for n, a in tokenizers.items()])
+
+
+def canary_table(canaries: Artifact):
+    import pandas as pd
+    df = pd.DataFrame(load_canaries(canaries))
+    return (df.groupby(["count", "split"]).size().unstack(fill_value=0)
+            .assign(copies_planted=lambda d: d.sum(axis=1) * d.index).reset_index())
+
+
+def zoo_canary_extraction(zoo: Zoo, prefix_len: int, suffix_len: int, batch_size: int = 64):
+    """Extraction of the planted canaries by every canary-trained zoo model, per duplication count."""
+    import pandas as pd
+    from .memorization import canary_extraction
+    recs = load_canaries(zoo.canaries)
+    rows = []
+    for name, m in zoo.cfg.zoo.models.items():
+        if name in zoo.models:
+            df = canary_extraction(load_model(zoo.model_path(name)), recs, prefix_len, suffix_len, batch_size)
+            df.insert(0, "model", name)
+            rows.append(df)
+    per = pd.concat(rows, ignore_index=True)
+    return (per.groupby(["model", "count", "split"])
+            .agg(extraction_rate=("extracted", "mean"), mean_match=("match_fraction", "mean"), n=("extracted", "size"))
+            .reset_index())
+
+
+def preview_samples(zoo: Zoo, n: int = 2, max_new_tokens: int = 60, seed: int = 0):
+    """A few unconditional samples per model, to see what each source 'sounds like'."""
+    import pandas as pd
+    from .sampling import sample_documents
+    rows = []
+    for name in zoo.models:
+        model, tok = load_model(zoo.model_path(name)), load_tokenizer(zoo.model_path(name))
+        docs, _ = sample_documents(model, tok, n_tokens=1, temperature=1.0, batch_size=n,
+                                   max_new_tokens=min(max_new_tokens, zoo.cfg.zoo.seq_len - 1), seed=seed)
+        rows += [{"model": name, "sample": tok.decode(d)} for d in docs]
+    return pd.DataFrame(rows)
+
+
+def zoo_checks(cards) -> dict:
+    """The zoo's required orderings, computed from the model cards (bits per byte, lower is better)."""
+    by = {r["name"]: r for r in cards.to_dict("records")}
+    lineage = sorted((r for r in by.values() if r["kind"] == "lineage"), key=lambda r: r["parameters"])
+    checks = {}
+    if len(lineage) >= 2:
+        small, large = lineage[0], lineage[-1]
+        checks["larger_lineage_member_is_stronger"] = {
+            "small": small["name"], "large": large["name"], "small_bpb": small["heldout_lineage_bpb"],
+            "large_bpb": large["heldout_lineage_bpb"], "ok": large["heldout_lineage_bpb"] < small["heldout_lineage_bpb"]}
+        for r in by.values():
+            if r["kind"] == "stronger_different":
+                checks[f"{r['name']}_beats_{small['name']}"] = {
+                    "bpb": r["heldout_lineage_bpb"], "small_bpb": small["heldout_lineage_bpb"],
+                    "ok": r["heldout_lineage_bpb"] < small["heldout_lineage_bpb"]}
+    return checks

@@ -1,0 +1,94 @@
+"""Parameters are validated before any compute, with one sentence per problem."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from resurface import config as C
+from resurface.config import ConfigError, load_config
+
+PROFILES = C.available_profiles()
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_every_committed_profile_validates(profile):
+    cfg = load_config(profile)
+    assert cfg.profile == profile
+
+
+def test_required_profiles_exist():
+    assert {"smoke", "default"} <= set(PROFILES)
+
+
+@pytest.mark.parametrize("overrides, words", [
+    ({"sampling.temperatures": [0.0]}, ["temperatures", "> 0"]),
+    ({"sampling.temperatures": [-1]}, ["temperatures"]),
+    ({"zoo.models.lineage-small.steps": -5}, ["zoo.models.lineage-small.steps", "-5", "greater than 0"]),
+    ({"zoo.models.lineage-small.layers": "two"}, ["layers", "two", "integer"]),
+    ({"zoo.models.lineage-small.architecture": "rwkv"}, ["architecture", "rwkv", "gpt_neox"]),
+    ({"zoo.models.cross.kind": "enemy"}, ["kind", "enemy", "cross_family"]),
+    ({"transfer.relations": ["self", "cousin"]}, ["relations", "cousin", "same_lineage"]),
+    ({"transfer.students": ["nobody"]}, ["student", "nobody", "lineage-small"]),
+    ({"transfer.sources": ["lineage-small@step7"]}, ["lineage-small@step7", "checkpoints"]),
+    ({"transfer.sources": ["ghost"]}, ["ghost", "no zoo model"]),
+    ({"sampling.top_p": 1.5}, ["top_p", "1.5"]),
+    ({"corpora.heldout_fraction": 0}, ["heldout_fraction", "greater than 0"]),
+    ({"zoo.models.lineage-small.width": 65}, ["width", "heads"]),
+    ({"cache_dir": "../../elsewhere"}, ["cache_dir", "escapes the project"]),
+])
+def test_impossible_values_name_key_value_and_allowed(overrides, words):
+    with pytest.raises(ConfigError) as exc:
+        load_config("smoke", overrides)
+    msg = str(exc.value)
+    for w in words:
+        assert w in msg, (w, msg)
+    assert msg.count(". ") == 0 or msg.count(". ") == 1 and "Did you mean" in msg, f"not one sentence: {msg}"
+
+
+def test_unknown_key_gets_did_you_mean():
+    with pytest.raises(ConfigError, match=r"Unknown parameter `zoo.models.lineage-small.layrs`; did you mean `layers`"):
+        load_config("smoke", {"zoo.models.lineage-small.layrs": 3})
+    with pytest.raises(ConfigError, match=r"did you mean `sampling`"):
+        load_config("smoke", {"samplin.top_p": 0.9})
+
+
+def test_unknown_profile_lists_available():
+    with pytest.raises(ConfigError, match=r"Unknown profile `smok`.*Did you mean `smoke`"):
+        load_config("smok")
+
+
+def test_malformed_yaml(tmp_path, monkeypatch):
+    (tmp_path / "broken.yaml").write_text("zoo: [unclosed\n  models: {")
+    monkeypatch.setattr(C, "PARAMS_DIR", tmp_path)
+    with pytest.raises(ConfigError, match=r"not valid YAML at line \d+"):
+        load_config("broken")
+
+
+def test_config_is_frozen():
+    cfg = load_config("smoke")
+    with pytest.raises(Exception):
+        cfg.seed = 3
+
+
+def test_cli_exits_nonzero_with_one_line(isolated):
+    proc = subprocess.run([sys.executable, "-m", "resurface.config", "smoke", "sampling.temperatures=[0]"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().count("\n") == 0 and "temperatures" in proc.stderr
+    assert not (isolated / "outputs").exists() and not (isolated / "cache").exists()
+
+
+def test_start_writes_nothing_on_bad_params(isolated):
+    from resurface.runtime import start
+    with pytest.raises(SystemExit, match="temperatures"):
+        start("smoke", {"sampling.temperatures": [0]})
+    assert not (isolated / "outputs").exists() and not (isolated / "cache").exists()
+
+
+def test_model_refs():
+    assert C.parse_model_ref("lineage-small@step300") == ("lineage-small", 300)
+    assert C.parse_model_ref("cross") == ("cross", None)
+    with pytest.raises(ValueError):
+        C.parse_model_ref("x@latest")

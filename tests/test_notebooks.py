@@ -1,0 +1,82 @@
+"""Notebooks: committed clean, one `parameters` cell, and the whole smoke study runs end to end."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+
+
+def test_there_are_notebooks():
+    assert NOTEBOOKS and NOTEBOOKS[0].name == "00_zoo.ipynb"
+
+
+@pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda p: p.name)
+def test_committed_notebook_is_clean_and_parameterized(nb):
+    cells = json.loads(nb.read_text())["cells"]
+    code = [c for c in cells if c["cell_type"] == "code"]
+    assert all(not c.get("outputs") and c.get("execution_count") is None for c in code), "commit notebooks clean"
+    tagged = [c for c in cells if "parameters" in c.get("metadata", {}).get("tags", [])]
+    assert len(tagged) == 1
+    assert "profile" in "".join(tagged[0]["source"])
+    assert json.loads(nb.read_text())["metadata"]["kernelspec"]["name"] == "resurface"
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory, smoke_cache):
+    """Run ./run_all.sh --profile smoke once, into a temporary outputs folder."""
+    out = tmp_path_factory.mktemp("outputs")
+    env = {**os.environ, "RESURFACE_CACHE": str(smoke_cache), "RESURFACE_OUTPUTS": str(out)}
+    proc = subprocess.run(["./run_all.sh", "--profile", "smoke"], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return out / "smoke", proc
+
+
+@pytest.mark.slow
+def test_smoke_study_products(smoke_run):
+    out, proc = smoke_run
+    for nb in NOTEBOOKS:
+        executed = json.loads((out / nb.name).read_text())
+        errors = [o for c in executed["cells"] for o in c.get("outputs", []) if o.get("output_type") == "error"]
+        assert not errors
+    cards = pd.read_csv(out / "tables" / "zoo_models.csv")
+    assert set(cards["name"]) == {"lineage-small", "lineage-large", "stronger", "cross"}
+    assert (cards["parameters"] > 0).all() and cards["heldout_lineage_bpb"].between(0.5, 10).all()
+    for fig in ("zoo_loss_curves.png", "zoo_loss_curves.pdf"):
+        assert (out / "figures" / fig).stat().st_size > 5000
+    assert (out / "params.resolved.yaml").exists()
+    timings = pd.read_csv(out / "tables" / "timings.csv")
+    assert set(timings["status"]) <= {"built", "reused"} and len(timings) > 5
+
+
+@pytest.mark.slow
+def test_bad_profile_stops_before_any_notebook(tmp_path):
+    env = {**os.environ, "RESURFACE_OUTPUTS": str(tmp_path)}
+    proc = subprocess.run(["./run_all.sh", "--profile", "nope"], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert proc.returncode != 0 and "Unknown profile `nope`" in proc.stderr
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.slow
+def test_failing_notebook_is_named(tmp_path):
+    import nbformat
+    nbdir = tmp_path / "nbs"
+    nbdir.mkdir()
+    nb = nbformat.v4.new_notebook()
+    p = nbformat.v4.new_code_cell('profile = "smoke"')
+    p.metadata["tags"] = ["parameters"]
+    nb.cells = [p, nbformat.v4.new_code_cell("x = 1"), nbformat.v4.new_code_cell("raise RuntimeError('boom')")]
+    nb.metadata["kernelspec"] = {"name": "resurface", "display_name": "resurface", "language": "python"}
+    nbformat.write(nb, nbdir / "07_broken.ipynb")
+    env = {**os.environ, "RESURFACE_OUTPUTS": str(tmp_path / "out"), "RESURFACE_NOTEBOOKS": str(nbdir)}
+    proc = subprocess.run(["./run_all.sh", "--profile", "smoke"], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode != 0
+    assert "notebook 07_broken.ipynb failed at" in proc.stderr and "boom" in proc.stderr

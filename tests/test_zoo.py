@@ -1,0 +1,65 @@
+"""The model zoo: save/load as HF safetensors directories, lineage data order, canaries."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from resurface.canaries import load_canaries, plant
+from resurface.config import ModelConfig
+from resurface.zoo import hf_config, load_blocks, load_model
+
+
+@pytest.mark.parametrize("arch", ["gpt_neox", "llama", "gpt2"])
+def test_save_load_round_trip_safetensors_only(tmp_path, arch):
+    from transformers import AutoModelForCausalLM
+    m = ModelConfig(kind="lineage", architecture=arch, tokenizer="t", layers=1, width=16, heads=2)
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(hf_config(m, 300, 32)).eval()
+    model.save_pretrained(str(tmp_path))
+    assert (tmp_path / "model.safetensors").exists()
+    assert not list(tmp_path.glob("*.bin")) and not list(tmp_path.glob("*.pt"))
+    back = load_model(tmp_path)
+    x = torch.randint(0, 300, (2, 10))
+    assert torch.allclose(model(x).logits, back(x).logits, atol=1e-6)
+
+
+def test_plant_puts_every_copy_before_the_horizon():
+    docs = [[5] * 50 for _ in range(100)]
+    canaries = [{"token_ids": [9, 9, 9], "count": 4}, {"token_ids": [8, 8], "count": 2}]
+    out = plant(docs, canaries, horizon_tokens=2000, seed=0)
+    assert sum(d == [9, 9, 9] for d in out) == 4 and sum(d == [8, 8] for d in out) == 2
+    pos = np.cumsum([0] + [len(d) + 1 for d in out])
+    last = max(p for p, d in zip(pos, out) if d in ([9, 9, 9], [8, 8]))
+    assert last < 2000
+
+
+def test_smoke_zoo_models_load_and_checkpoints_exist(smoke_zoo):
+    from transformers import AutoTokenizer
+    for name, art in smoke_zoo.models.items():
+        m = load_model(smoke_zoo.model_path(name))
+        tok = AutoTokenizer.from_pretrained(str(smoke_zoo.model_path(name)))
+        assert m.config.vocab_size == len(tok)
+        card = json.loads((art / "card.json").read_text())
+        assert card["tokens_seen"] > 0 and np.isfinite(card["heldout_lineage_bpb"])
+    assert (smoke_zoo.model_path("lineage-small@step30") / "model.safetensors").exists()
+
+
+def test_lineage_shares_stream_and_larger_sees_a_superset(smoke_zoo):
+    small = json.loads((smoke_zoo.models["lineage-small"] / "manifest.json").read_text())
+    large = json.loads((smoke_zoo.models["lineage-large"] / "manifest.json").read_text())
+    stream_of = lambda m: {k: v for k, v in m["inputs"].items() if "lineage-d0" in k}
+    assert stream_of(small) and stream_of(small) == stream_of(large)
+    assert large["meta"]["tokens_seen"] > small["meta"]["tokens_seen"]
+
+
+def test_all_canary_copies_are_in_the_stream(smoke_zoo, smoke_cache):
+    recs = load_canaries(smoke_zoo.canaries)
+    stream_dir = next((smoke_cache / "streams").glob("lineage-lineage-d0-*"))
+    flat = np.load(stream_dir / "blocks.npy", allow_pickle=False).reshape(-1).tolist()
+    s = " ".join(map(str, flat))
+    for r in recs:
+        found = s.count(" ".join(map(str, r["token_ids"][:40])))
+        assert found == r["count"], (r["count"], found)
