@@ -59,6 +59,6 @@ def test_tokenizer_round_trip_and_specials(smoke_zoo):
     tok = AutoTokenizer.from_pretrained(str(smoke_zoo.tokenizers["lineage"].path))
     assert tok.bos_token == tok.eos_token == "<|endoftext|>" and tok.bos_token_id == 0
     assert tok.pad_token == "<|padding|>" and tok.pad_token_id == 1
-    assert tok.model_max_length == 64
+    assert tok.model_max_length == 128
     text = "Fellow-Citizens of the Senate: the state of the Union is strong, isn't it?"
     assert tok.decode(tok(text)["input_ids"]) == text

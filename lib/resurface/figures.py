@@ -43,3 +43,53 @@ def loss_curves(histories, title: str = "Pretraining loss"):
     ax.set_ylabel("training loss (nats / token)")
     ax.set_title(title)
     return fig
+
+
+def transfer_heatmap(runs, value: str = "headline_delta", title: str = "Mean improvement (points)"):
+    """Student x source heatmap of the mean headline delta over temperatures and seeds."""
+    import numpy as np
+    pivot = runs.pivot_table(index="student", columns="source", values=value, aggfunc="mean")
+    fig, ax = figure("double", aspect=0.28 + 0.08 * len(pivot))
+    lim = float(np.nanmax(np.abs(pivot.values))) or 1.0
+    sns.heatmap(pivot, annot=True, fmt=".2f", cmap="RdBu", vmin=-lim, vmax=lim, ax=ax,
+                cbar_kws={"label": "Δ accuracy (points)"})
+    ax.set_xlabel("source of the synthetic corpus")
+    ax.set_ylabel("student")
+    ax.set_title(title)
+    return fig
+
+
+def relation_deltas(summary, title: str, ylabel: str = "Δ accuracy vs untouched student (points)"):
+    """Mean delta per relation with its 95 % CI; summary rows: relation, mean, ci_low, ci_high."""
+    import numpy as np
+    rows = [r for r in RELATION_ORDER if r in set(summary["relation"])]
+    s = summary.set_index("relation").loc[rows]
+    fig, ax = figure("single", aspect=0.8)
+    x = np.arange(len(rows))
+    err = np.vstack([s["mean"] - s["ci_low"], s["ci_high"] - s["mean"]])
+    ax.bar(x, s["mean"], color=[RELATION_COLORS[r] for r in rows], alpha=0.85)
+    ax.errorbar(x, s["mean"], yerr=np.nan_to_num(err), fmt="none", ecolor="black", capsize=3, lw=1)
+    ax.axhline(0, color="black", lw=0.6)
+    ax.set_xticks(x, [RELATION_LABELS[r] for r in rows], rotation=25, ha="right")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    return fig
+
+
+def per_task_deltas(table, title: str = "Per task, mean Δ with 95 % CI"):
+    tasks = list(dict.fromkeys(table["task"]))
+    fig, axes = figure("double", aspect=0.32, ncols=len(tasks))
+    axes = axes if hasattr(axes, "__len__") else [axes]
+    order = [r for r in RELATION_ORDER if r in set(table["relation"])]
+    for ax, task in zip(axes, tasks):
+        d = table[table["task"] == task]
+        sns.pointplot(data=d, x="relation", y="delta", order=order, hue="relation", hue_order=order,
+                      palette=RELATION_COLORS, errorbar=("ci", 95), ax=ax, legend=False, linestyle="none")
+        ax.axhline(0, color="black", lw=0.6)
+        unit = "points" if d["metric"].iloc[0].startswith("acc") else "bits/byte, lower-is-better flipped"
+        ax.set_title(f"{task} ({d['metric'].iloc[0]})")
+        ax.set_ylabel(f"Δ ({unit})")
+        ax.set_xlabel("")
+        ax.set_xticks(range(len(order)), [RELATION_LABELS[r] for r in order], rotation=30, ha="right")
+    fig.suptitle(title, fontsize=9)
+    return fig

@@ -48,7 +48,7 @@ def _quiet_libraries() -> None:
     datasets.logging.set_verbosity_error()
     transformers.logging.set_verbosity_error()
     for name in ("lm-eval", "lm_eval", "httpx", "sentence_transformers"):
-        logging.getLogger(name).setLevel(logging.WARNING)
+        logging.getLogger(name).setLevel(logging.ERROR)
 
 
 @dataclass

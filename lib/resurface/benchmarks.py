@@ -1,0 +1,170 @@
+"""Benchmarks, all scored by lm-evaluation-harness.
+
+The embedded profile builds local lm-eval tasks from the **held-out** split of the
+lineage corpus (text no model trained on), deterministically, into the cache:
+
+- `minimal_pairs` (2-way): a held-out sentence against a corrupted twin (two
+  adjacent words swapped, or subject-verb agreement broken); scored from BOS.
+- `next_sentence` (4-way): two sentences of context; the true next sentence
+  against three sentences of similar length from other held-out documents.
+- `heldout_ppl`: rolling log-likelihood of held-out paragraphs (bits per byte).
+
+Held-out documents are split in two by document: one half makes the benchmark
+items, the other half is the *real text* control corpus for fine-tuning, so the
+control never trains on a benchmark sentence.
+
+Hub profiles name standard lm-eval tasks instead (lambada_openai, piqa, ...).
+"""
+from __future__ import annotations
+
+import json
+import random
+import re
+from pathlib import Path
+
+from .cache import Artifact, Cache
+from .config import EMBEDDED_TASKS
+from .corpora import load_corpus
+
+PRIMARY_METRIC = {"minimal_pairs": "acc", "next_sentence": "acc_norm", "heldout_ppl": "bits_per_byte"}
+HIGHER_IS_BETTER = {"acc": True, "acc_norm": True, "bits_per_byte": False, "word_perplexity": False}
+TASK_PREFIX = "rs_"
+
+_SENT = re.compile(r"(?<=[.!?])\s+(?=[A-Z\"])")
+_AGREEMENT = {"is": "are", "are": "is", "was": "were", "were": "was", "has": "have", "have": "has",
+              "does": "do", "do": "does"}
+
+
+def split_heldout(corpus: Artifact, seed: int) -> tuple[list[str], list[str]]:
+    """Held-out documents -> (benchmark documents, real-text control documents), by document."""
+    texts = list(load_corpus(corpus)["heldout"]["text"])
+    idx = list(range(len(texts)))
+    random.Random(seed).shuffle(idx)
+    half = len(idx) // 2
+    return [texts[i] for i in sorted(idx[:half])], [texts[i] for i in sorted(idx[half:])]
+
+
+def sentences(text: str, min_words: int = 6, max_words: int = 30) -> list[str]:
+    out = []
+    for para in text.split("\n\n"):
+        for s in _SENT.split(para):
+            n = len(s.split())
+            if min_words <= n <= max_words and s[-1:] in ".!?":
+                out.append(s.strip())
+    return out
+
+
+def corrupt(sentence: str, rng: random.Random) -> str | None:
+    """A minimal twin: broken agreement when possible (half the time), else two adjacent words swapped."""
+    words = sentence.split()
+    agree = [i for i, w in enumerate(words) if w in _AGREEMENT]
+    if agree and rng.random() < 0.5:
+        i = rng.choice(agree)
+        return " ".join(words[:i] + [_AGREEMENT[words[i]]] + words[i + 1:])
+    spots = [i for i in range(1, len(words) - 2) if words[i].lower() != words[i + 1].lower()]
+    if not spots:
+        return None
+    i = rng.choice(spots)
+    words[i], words[i + 1] = words[i + 1], words[i]
+    return " ".join(words)
+
+
+def make_minimal_pairs(docs: list[str], n: int, seed: int) -> list[dict]:
+    rng = random.Random(seed)
+    pool = [s for d in docs for s in sentences(d)]
+    rng.shuffle(pool)
+    items = []
+    for s in pool:
+        bad = corrupt(s, rng)
+        if bad and bad != s:
+            items.append({"context": "", "choices": [s, bad], "label": 0})
+        if len(items) == n:
+            break
+    return items
+
+
+def make_next_sentence(docs: list[str], n: int, seed: int) -> list[dict]:
+    rng = random.Random(seed)
+    per_doc = [[sentences(p, 4, 40) for p in d.split("\n\n")] for d in docs]
+    candidates = []  # (doc index, context, true next)
+    for di, paras in enumerate(per_doc):
+        for sents in paras:
+            for i in range(2, len(sents)):
+                candidates.append((di, " ".join(sents[i - 2:i]), sents[i]))
+    rng.shuffle(candidates)
+    by_doc_pool = [(di, s) for di, paras in enumerate(per_doc) for sents in paras for s in sents]
+    items = []
+    for di, ctx, true in candidates[: n * 2]:
+        others = [s for dj, s in rng.sample(by_doc_pool, min(len(by_doc_pool), 60)) if dj != di
+                  and 0.6 < len(s) / len(true) < 1.6][:3]
+        if len(others) < 3:
+            continue
+        choices = others + [true]
+        rng.shuffle(choices)
+        items.append({"context": ctx, "choices": choices, "label": choices.index(true)})
+        if len(items) == n:
+            break
+    return items
+
+
+def make_ppl_docs(docs: list[str], n: int, seed: int) -> list[dict]:
+    paras = [p for d in docs for p in d.split("\n\n") if 200 <= len(p) <= 1500]
+    random.Random(seed).shuffle(paras)
+    return [{"text": p} for p in paras[:n]]
+
+
+def _yaml(task: str, data_file: Path, kind: str) -> str:
+    head = (f"task: {task}\ndataset_path: json\ndataset_kwargs:\n  data_files:\n    test: {json.dumps(str(data_file))}\n"
+            "test_split: test\n")
+    if kind == "ppl":
+        return head + ("output_type: loglikelihood_rolling\ndoc_to_text: \"\"\ndoc_to_target: \"{{text}}\"\n"
+                       "metric_list:\n  - metric: word_perplexity\n  - metric: byte_perplexity\n"
+                       "  - metric: bits_per_byte\n")
+    delim = '""' if kind == "pairs" else '" "'
+    return head + ("output_type: multiple_choice\ndoc_to_text: \"{{context}}\"\ndoc_to_choice: \"{{choices}}\"\n"
+                   f"doc_to_target: \"{{{{label}}}}\"\ntarget_delimiter: {delim}\n"
+                   "metric_list:\n  - metric: acc\n    aggregation: mean\n    higher_is_better: true\n"
+                   "  - metric: acc_norm\n    aggregation: mean\n    higher_is_better: true\n")
+
+
+def build_tasks(cache: Cache, lineage_corpus: Artifact, tasks: list[str], items: int, ppl_docs: int,
+                seed: int) -> Artifact:
+    """Generate task data (JSONL) and lm-eval YAMLs into the cache, deterministically."""
+    unknown = [t for t in tasks if t not in EMBEDDED_TASKS]
+    if unknown:
+        raise ValueError(f"embedded benchmark tasks {unknown} do not exist; choose from {list(EMBEDDED_TASKS)}")
+    cfg = {"tasks": sorted(tasks), "items": items, "ppl_docs": ppl_docs, "seed": seed}
+
+    def build(tmp: Path) -> dict:
+        bench_docs, _ = split_heldout(lineage_corpus, seed)
+        makers = {"minimal_pairs": (make_minimal_pairs, items, "pairs"),
+                  "next_sentence": (make_next_sentence, items, "mc"),
+                  "heldout_ppl": (make_ppl_docs, ppl_docs, "ppl")}
+        counts = {}
+        for t in tasks:
+            fn, n, kind = makers[t]
+            rows = fn(bench_docs, n, seed)
+            with open(tmp / f"{t}.jsonl", "w") as fh:
+                for r in rows:
+                    fh.write(json.dumps(r) + "\n")
+            counts[t] = len(rows)
+        return {"items": counts}
+
+    return cache.get_or_build("benchmarks", "embedded", cfg, build, inputs=[lineage_corpus], stage="benchmarks")
+
+
+def write_task_yamls(tasks_art: Artifact, dest: Path) -> list[str]:
+    """lm-eval needs absolute data paths: write the YAMLs at run time, pointing into the cache."""
+    dest.mkdir(parents=True, exist_ok=True)
+    names = []
+    for t, kind in (("minimal_pairs", "pairs"), ("next_sentence", "mc"), ("heldout_ppl", "ppl")):
+        f = tasks_art.path / f"{t}.jsonl"
+        if f.exists():
+            (dest / f"{TASK_PREFIX}{t}.yaml").write_text(_yaml(TASK_PREFIX + t, f.resolve(), kind))
+            names.append(TASK_PREFIX + t)
+    return names
+
+
+def load_items(tasks_art: Artifact, task: str) -> list[dict]:
+    with open(tasks_art.path / f"{task}.jsonl") as fh:
+        return [json.loads(line) for line in fh]

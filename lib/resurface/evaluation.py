@@ -1,0 +1,71 @@
+"""Score a saved model directory on lm-eval tasks, cached per (model, tasks)."""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from .benchmarks import HIGHER_IS_BETTER, PRIMARY_METRIC, TASK_PREFIX, write_task_yamls
+from .cache import Artifact, Cache
+
+log = logging.getLogger("resurface")
+
+
+def run_lm_eval(model_dir: Path, task_dir: Path, task_names: list[str], batch_size: int, seed: int = 0) -> dict:
+    """`simple_evaluate` with lm-eval's own `hf` backend on a saved HF directory."""
+    import lm_eval
+    from lm_eval.tasks import TaskManager
+    tm = TaskManager(include_path=str(task_dir), include_defaults=False)
+    res = lm_eval.simple_evaluate(
+        model="hf", model_args=f"pretrained={model_dir},tokenizer={model_dir},dtype=float32",
+        tasks=task_names, task_manager=tm, batch_size=batch_size, device="cpu", bootstrap_iters=0,
+        random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed, fewshot_random_seed=seed,
+        log_samples=False, verbosity="ERROR")
+    return res["results"]
+
+
+def tidy_results(results: dict) -> list[dict]:
+    """lm-eval's nested results -> rows of (task, metric, value, stderr)."""
+    rows = []
+    for task, metrics in results.items():
+        short = task[len(TASK_PREFIX):] if task.startswith(TASK_PREFIX) else task
+        for k, v in metrics.items():
+            if "," not in k or "_stderr" in k or not isinstance(v, (int, float)):
+                continue
+            metric = k.split(",")[0]
+            se = metrics.get(f"{metric}_stderr,{k.split(',')[1]}")
+            rows.append({"task": short, "metric": metric, "value": float(v),
+                         "stderr": float(se) if isinstance(se, (int, float)) else None})
+    return rows
+
+
+def evaluate(cache: Cache, model: Artifact, model_subdir: str, tasks: Artifact, batch_size: int,
+             label: str) -> Artifact:
+    """Evaluate `model/model_subdir` on the embedded tasks; the result is cached as JSON rows."""
+    cfg = {"subdir": model_subdir, "batch_size": batch_size}
+
+    def build(tmp: Path) -> dict:
+        names = write_task_yamls(tasks, tmp / "tasks")
+        rows = tidy_results(run_lm_eval(model.path / model_subdir, tmp / "tasks", names, batch_size))
+        (tmp / "results.json").write_text(json.dumps(rows, indent=1))
+        import shutil
+        shutil.rmtree(tmp / "tasks")
+        return {"n_rows": len(rows)}
+
+    return cache.get_or_build("evaluations", label, cfg, build, inputs=[model, tasks], stage="evaluate")
+
+
+def load_results(art: Artifact) -> list[dict]:
+    return json.loads((art / "results.json").read_text())
+
+
+def primary(rows: list[dict]) -> dict[str, float]:
+    """{task: value of its primary metric}."""
+    return {r["task"]: r["value"] for r in rows if PRIMARY_METRIC.get(r["task"]) == r["metric"]}
+
+
+def oriented_delta(task: str, base: float, after: float) -> float:
+    """after - base, signed so that positive always means better; accuracies in points."""
+    metric = PRIMARY_METRIC[task]
+    d = (after - base) if HIGHER_IS_BETTER[metric] else (base - after)
+    return 100 * d if metric in ("acc", "acc_norm") else d

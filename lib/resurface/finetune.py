@@ -1,0 +1,48 @@
+"""Students: full fine-tuning of a lineage model on one corpus at a time.
+
+The corpus is re-tokenized with the student's own tokenizer and packed into
+blocks; every source gets the same budget of student tokens (cycling a corpus
+that is shorter), so sources compare fairly.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .cache import Artifact, Cache
+from .config import FinetuneConfig
+from .tokenizer import load_tokenizer
+from .training import pack_documents, tokenize_texts, train_lm
+
+
+def finetune(cache: Cache, label: str, student: Artifact, student_subdir: str, texts_art: Artifact,
+             texts_loader, budget_tokens: int, ft: FinetuneConfig, seq_len: int, seed: int) -> Artifact:
+    """Fine-tune `student/student_subdir` on the texts of `texts_art` for `budget_tokens` student tokens."""
+    cfg = {"student_subdir": student_subdir, "budget": budget_tokens, "ft": ft.model_dump(), "seq_len": seq_len,
+           "seed": seed}
+
+    def build(tmp: Path) -> dict:
+        from .zoo import load_model
+        src = student.path / student_subdir
+        tok = load_tokenizer(src)
+        model = load_model(src)
+        torch.manual_seed(seed)
+        blocks = pack_documents(tokenize_texts(tok, texts_loader(texts_art)), tok.eos_token_id, seq_len)
+        steps = max(1, budget_tokens // (ft.batch_size * seq_len))
+        order = np.concatenate([np.random.default_rng([seed, e]).permutation(len(blocks))
+                                for e in range(int(np.ceil(steps * ft.batch_size / max(1, len(blocks)))) + 1)])
+        result = train_lm(model, blocks, steps=steps, batch_size=ft.batch_size, lr=ft.lr,
+                          warmup_steps=ft.warmup_steps, order=order, desc=f"finetune {label}", log_every=5)
+        model.save_pretrained(str(tmp / "main"), safe_serialization=True)
+        tok.save_pretrained(str(tmp / "main"))
+        meta = {"steps": steps, "tokens": result["tokens"], "corpus_blocks": int(len(blocks)),
+                "epochs_over_corpus": round(steps * ft.batch_size / max(1, len(blocks)), 3),
+                "seconds": round(result["seconds"], 2), "tokens_per_s": round(result["tokens_per_s"]),
+                "final_loss": result["history"][-1][1]}
+        (tmp / "train_log.json").write_text(json.dumps({**meta, "history": result["history"]}))
+        return meta
+
+    return cache.get_or_build("students", label, cfg, build, inputs=[student, texts_art], stage="finetune")

@@ -1,0 +1,130 @@
+"""The transfer matrix of finding 1: students x sources x temperatures x seeds.
+
+For each source model (or checkpoint) and temperature and seed: sample a
+synthetic corpus from BOS; for each student: fine-tune on it with the same token
+budget; evaluate with lm-eval; subtract the untouched student's score.
+Controls: the untouched student, and the student fine-tuned on real held-out
+lineage text (the half of the held-out documents that no benchmark uses).
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pandas as pd
+from tqdm.auto import tqdm
+
+from .benchmarks import build_tasks, split_heldout
+from .cache import Artifact, Cache
+from .config import StudyConfig, parse_model_ref
+from .evaluation import evaluate, load_results, oriented_delta, primary
+from .finetune import finetune
+from .sampling import load_synthetic, sample_documents, save_corpus
+from .tokenizer import load_tokenizer
+from .zoo import Zoo, load_model
+
+OVERSAMPLE = 1.25  # source tokens per student token budget: tokenizers compress differently
+HEADLINE_TASKS = ("minimal_pairs", "next_sentence")
+
+
+def relation(cfg: StudyConfig, student: str, source_ref: str) -> str:
+    name, step = parse_model_ref(source_ref)
+    if name == student and step is None:
+        return "self"
+    kind = cfg.zoo.models[name].kind
+    return "same_lineage" if kind == "lineage" else kind
+
+
+def synthetic_corpus(cache: Cache, zoo: Zoo, source_ref: str, temperature: float, seed: int) -> Artifact:
+    s = zoo.cfg.sampling
+    name, step = parse_model_ref(source_ref)
+    subdir = "main" if step is None else f"step{step}"
+    n_tokens = math.ceil(s.tokens_per_corpus * OVERSAMPLE)
+    cfg = {"source": source_ref, "temperature": temperature, "seed": seed, "top_k": s.top_k, "top_p": s.top_p,
+           "max_new_tokens": s.max_new_tokens, "n_tokens": n_tokens, "batch_size": s.batch_size,
+           "backend": s.backend}
+
+    def build(tmp: Path) -> dict:
+        path = zoo.models[name].path / subdir
+        model, tok = load_model(path), load_tokenizer(path)
+        docs, prov = sample_documents(model, tok, n_tokens=n_tokens, temperature=temperature, top_k=s.top_k,
+                                      top_p=s.top_p, max_new_tokens=s.max_new_tokens, batch_size=s.batch_size,
+                                      seed=seed, backend=s.backend, desc=f"sample {source_ref} T={temperature}")
+        prov = {"source_model": name, "revision": subdir, **prov}
+        save_corpus(tmp, tok, docs, prov)
+        return prov
+
+    label = f"{source_ref.replace('@', '-')}-T{temperature}-s{seed}"
+    return cache.get_or_build("synthetic", label, cfg, build, inputs=[zoo.models[name]], stage="sample")
+
+
+def real_text_corpus(cache: Cache, zoo: Zoo) -> Artifact:
+    """The control: real held-out lineage text that no benchmark item comes from."""
+    corpus = zoo.corpora["lineage"]
+
+    def build(tmp: Path) -> dict:
+        from datasets import Dataset
+        _, control = split_heldout(corpus, zoo.cfg.seed)
+        Dataset.from_dict({"text": control}).save_to_disk(str(tmp / "data"))
+        return {"documents": len(control), "chars": sum(map(len, control))}
+
+    return cache.get_or_build("synthetic", "real-text", {"seed": zoo.cfg.seed}, build, inputs=[corpus], stage="sample")
+
+
+def _texts(art: Artifact) -> list[str]:
+    return list(load_synthetic(art.path)["text"])
+
+
+def plan(cfg: StudyConfig) -> list[dict]:
+    """Every fine-tuning run of the matrix, in order (the notebook shows this before running it)."""
+    runs = []
+    rels = set(cfg.transfer.relations)
+    for student in cfg.transfer.students:
+        for src in cfg.transfer.sources:
+            rel = relation(cfg, student, src)
+            if rel not in rels:
+                continue
+            for t in cfg.sampling.temperatures:
+                for seed in cfg.transfer.seeds:
+                    runs.append({"student": student, "source": src, "relation": rel, "temperature": t, "seed": seed})
+        if "real_text" in rels:
+            for seed in cfg.transfer.seeds:
+                runs.append({"student": student, "source": "real-text", "relation": "real_text",
+                             "temperature": float("nan"), "seed": seed})
+    return runs
+
+
+def run_matrix(cfg: StudyConfig, cache: Cache, zoo: Zoo) -> tuple[pd.DataFrame, dict]:
+    """Run (or reuse) every cell of the matrix; return the tidy table and the artifacts used."""
+    b = cfg.benchmarks
+    tasks = build_tasks(cache, zoo.corpora["lineage"], list(b.tasks), b.items_per_task, b.ppl_documents, cfg.seed)
+    base = {s: load_results(evaluate(cache, zoo.models[s], "main", tasks, b.batch_size, f"{s}-base"))
+            for s in cfg.transfer.students}
+    real = real_text_corpus(cache, zoo)
+    rows, students = [], {}
+    for run in tqdm(plan(cfg), desc="transfer matrix", mininterval=5):
+        st, src, t, seed = run["student"], run["source"], run["temperature"], run["seed"]
+        corpus = real if src == "real-text" else synthetic_corpus(cache, zoo, src, t, seed)
+        label = f"{st}--{corpus.name}"
+        student = finetune(cache, label, zoo.models[st], "main", corpus, _texts, cfg.sampling.tokens_per_corpus,
+                           cfg.finetune, cfg.zoo.seq_len, seed)
+        students[label] = student
+        after = load_results(evaluate(cache, student, "main", tasks, b.batch_size, label))
+        pb, pa = primary(base[st]), primary(after)
+        for task in pa:
+            rows.append({**run, "task": task, "metric": _metric(task), "base": pb[task], "after": pa[task],
+                         "delta": oriented_delta(task, pb[task], pa[task]),
+                         "corpus_tokens_per_s": corpus.meta.get("tokens_per_s")})
+    return pd.DataFrame(rows), {"tasks": tasks, "base": base, "students": students, "real_text": real}
+
+
+def _metric(task: str) -> str:
+    from .benchmarks import PRIMARY_METRIC
+    return PRIMARY_METRIC[task]
+
+
+def headline(table: pd.DataFrame) -> pd.DataFrame:
+    """One score per run: the mean accuracy improvement (points) over the headline tasks."""
+    acc = table[table["task"].isin(HEADLINE_TASKS)]
+    keys = ["student", "source", "relation", "temperature", "seed"]
+    return acc.groupby(keys, dropna=False)["delta"].mean().rename("headline_delta").reset_index()
