@@ -157,6 +157,13 @@ class MemorizationConfig(Strict):
     batch_size: int = Field(64, gt=0)
 
 
+class ProxiesConfig(Strict):
+    embed_texts: int = Field(200, gt=0, description="corpus / benchmark texts embedded per corpus (capped, seeded)")
+    loglik_documents: int = Field(400, gt=0)
+    gradient_blocks: int = Field(32, gt=0)
+    dev_blocks: int = Field(64, gt=0)
+
+
 class StudyConfig(Strict):
     profile: str
     description: str = ""
@@ -172,6 +179,7 @@ class StudyConfig(Strict):
     benchmarks: BenchmarkConfig
     transfer: TransferConfig
     memorization: MemorizationConfig = MemorizationConfig()
+    proxies: ProxiesConfig = ProxiesConfig()
 
     @model_validator(mode="after")
     def _references(self):

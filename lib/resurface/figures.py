@@ -93,3 +93,59 @@ def per_task_deltas(table, title: str = "Per task, mean Δ with 95 % CI"):
         ax.set_xticks(range(len(order)), [RELATION_LABELS[r] for r in order], rotation=30, ha="right")
     fig.suptitle(title, fontsize=9)
     return fig
+
+
+def extraction_by_count(groups, title: str = "Held-out canary extraction, before and after"):
+    """Extraction rate per duplication count: the untouched student vs after fine-tuning, per relation."""
+    import pandas as pd
+    h = groups[groups["split"] == "heldout"]
+    before = h.groupby(["student", "count"])["extraction_before"].mean().reset_index()
+    fig, ax = figure("single", aspect=0.8)
+    sns.lineplot(data=before, x="count", y="extraction_before", color="black", marker="o", ax=ax,
+                 label="before (untouched)", errorbar=None)
+    order = [r for r in RELATION_ORDER if r in set(h["relation"])]
+    sns.lineplot(data=h, x="count", y="extraction_after", hue="relation", hue_order=order, palette=RELATION_COLORS,
+                 marker="o", ax=ax, errorbar=("ci", 95))
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("duplication count in pretraining")
+    ax.set_ylabel("32-token extraction rate")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_title(title)
+    return fig
+
+
+def delta_vs_drop(summary, title: str = "Capability kept vs memorization lost"):
+    """Per source: mean benchmark delta against mean relative extraction drop, with 95 % CIs."""
+    fig, ax = figure("single", aspect=0.85)
+    for r in summary.itertuples():
+        ax.errorbar(r.drop_mean, r.delta_mean, xerr=[[r.drop_mean - r.drop_lo], [r.drop_hi - r.drop_mean]],
+                    yerr=[[r.delta_mean - r.delta_lo], [r.delta_hi - r.delta_mean]], fmt="o",
+                    color=RELATION_COLORS[r.relation], capsize=2, lw=0.8, label=RELATION_LABELS[r.relation])
+    h, l = ax.get_legend_handles_labels()
+    uniq = dict(zip(l, h))
+    ax.legend(uniq.values(), uniq.keys(), fontsize=6)
+    ax.axhline(0, color="black", lw=0.6)
+    ax.axvline(0.95, color="grey", lw=0.6, ls="--")
+    ax.set_xlabel("relative drop in held-out extraction")
+    ax.set_ylabel("Δ accuracy (points)")
+    ax.set_title(title)
+    return fig
+
+
+def proxy_scatter(df, scores: list[str], corr: dict, title: str = "Scores before fine-tuning vs improvement"):
+    """One panel per score: score against the benchmark delta, coloured by relation, Spearman r in the title."""
+    fig, axes = figure("double", aspect=0.26, ncols=len(scores))
+    axes = axes if hasattr(axes, "__len__") else [axes]
+    order = [r for r in RELATION_ORDER if r in set(df["relation"])]
+    for ax, s in zip(axes, scores):
+        sns.scatterplot(data=df, x=s, y="headline_delta", hue="relation", hue_order=order, palette=RELATION_COLORS,
+                        ax=ax, s=14, legend=(s == scores[-1]))
+        c = corr[s]["spearman"]
+        ax.set_title(f"{s}\nρ={c['r']:.2f} [{c['ci_low']:.2f}, {c['ci_high']:.2f}]", fontsize=7)
+        ax.set_xlabel(s.replace("_", " "), fontsize=7)
+        ax.set_ylabel("Δ accuracy (points)" if s == scores[0] else "")
+        ax.axhline(0, color="black", lw=0.5)
+    if len(axes):
+        axes[-1].legend(fontsize=5, loc="best")
+    fig.suptitle(title, fontsize=9)
+    return fig

