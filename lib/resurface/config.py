@@ -171,8 +171,8 @@ class StudyConfig(Strict):
     threads: int | Literal["auto"] = "auto"
     cache_dir: str | None = None
     corpora: CorporaConfig
-    tokenizers: dict[str, TokenizerConfig] = Field(min_length=1)
-    canaries: CanaryConfig
+    tokenizers: dict[str, TokenizerConfig] = Field(default_factory=dict)
+    canaries: CanaryConfig | None = None
     zoo: ZooConfig
     sampling: SamplingConfig
     finetune: FinetuneConfig
@@ -184,6 +184,17 @@ class StudyConfig(Strict):
     @model_validator(mode="after")
     def _references(self):
         models = self.zoo.models
+        if all(m.is_local for m in models.values()):
+            unknown = [t for t in self.benchmarks.tasks if t not in EMBEDDED_TASKS]
+            if unknown:
+                raise ValueError(f"benchmark tasks {unknown} are not embedded tasks; an offline profile can use "
+                                 f"{list(EMBEDDED_TASKS)}")
+            if any(m.canaries for m in models.values()) and self.canaries is None:
+                raise ValueError("models plant canaries but the profile has no `canaries` section")
+            limit = self.zoo.seq_len - 1
+            if self.sampling.max_new_tokens > limit:
+                raise ValueError(f"sampling.max_new_tokens={self.sampling.max_new_tokens} does not fit the zoo's "
+                                 f"{self.zoo.seq_len} positions (at most {limit} after the start token)")
         for name, m in models.items():
             if m.is_local and m.tokenizer not in self.tokenizers:
                 raise ValueError(f"model `{name}` uses tokenizer `{m.tokenizer}`, which is not one of "

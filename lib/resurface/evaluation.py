@@ -11,8 +11,12 @@ from .cache import Artifact, Cache
 log = logging.getLogger("resurface")
 
 
-def run_lm_eval(model_dir: Path, task_dir: Path, task_names: list[str], batch_size: int, seed: int = 0) -> dict:
-    """`simple_evaluate` with lm-eval's own `hf` backend on a saved HF directory."""
+def run_lm_eval(model_dir: Path, task_dir: Path, task_names: list[str], batch_size: int,
+                seed: int = 0) -> tuple[dict, dict]:
+    """`simple_evaluate` with lm-eval's own `hf` backend on a saved HF directory.
+
+    Returns the aggregate results and, per accuracy task, the per-item scores in doc order
+    (so a before/after difference can get a paired standard error)."""
     import lm_eval
     from lm_eval.tasks import TaskManager
     tm = TaskManager(include_path=str(task_dir), include_defaults=False)
@@ -20,8 +24,14 @@ def run_lm_eval(model_dir: Path, task_dir: Path, task_names: list[str], batch_si
         model="hf", model_args=f"pretrained={model_dir},tokenizer={model_dir},dtype=float32",
         tasks=task_names, task_manager=tm, batch_size=batch_size, device="cpu", bootstrap_iters=0,
         random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed, fewshot_random_seed=seed,
-        log_samples=False, verbosity="ERROR")
-    return res["results"]
+        log_samples=True, verbosity="ERROR")
+    items = {}
+    for task, samples in res.get("samples", {}).items():
+        short = task[len(TASK_PREFIX):] if task.startswith(TASK_PREFIX) else task
+        metric = PRIMARY_METRIC.get(short)
+        if metric in ("acc", "acc_norm"):
+            items[short] = [float(x[metric]) for x in sorted(samples, key=lambda x: x["doc_id"])]
+    return res["results"], items
 
 
 def tidy_results(results: dict) -> list[dict]:
@@ -42,12 +52,19 @@ def tidy_results(results: dict) -> list[dict]:
 def evaluate(cache: Cache, model: Artifact, model_subdir: str, tasks: Artifact, batch_size: int,
              label: str) -> Artifact:
     """Evaluate `model/model_subdir` on the embedded tasks; the result is cached as JSON rows."""
-    cfg = {"subdir": model_subdir, "batch_size": batch_size}
+    cfg = {"subdir": model_subdir, "batch_size": batch_size, "layout": 2}  # 2: per-item scores saved
 
     def build(tmp: Path) -> dict:
         names = write_task_yamls(tasks, tmp / "tasks")
-        rows = tidy_results(run_lm_eval(model.path / model_subdir, tmp / "tasks", names, batch_size))
+        results, items = run_lm_eval(model.path / model_subdir, tmp / "tasks", names, batch_size)
+        rows = tidy_results(results)
+        for r in rows:  # binomial standard error for accuracies (lm-eval's needs bootstrap iterations)
+            if r["metric"] in ("acc", "acc_norm") and r["stderr"] is None and r["task"] in items:
+                n = len(items[r["task"]])
+                r["stderr"] = (r["value"] * (1 - r["value"]) / max(1, n - 1)) ** 0.5
+                r["n"] = n
         (tmp / "results.json").write_text(json.dumps(rows, indent=1))
+        (tmp / "items.json").write_text(json.dumps(items))
         import shutil
         shutil.rmtree(tmp / "tasks")
         return {"n_rows": len(rows)}
@@ -57,6 +74,17 @@ def evaluate(cache: Cache, model: Artifact, model_subdir: str, tasks: Artifact, 
 
 def load_results(art: Artifact) -> list[dict]:
     return json.loads((art / "results.json").read_text())
+
+
+def load_items(art: Artifact) -> dict[str, list[float]]:
+    return json.loads((art / "items.json").read_text())
+
+
+def paired_stderr(before: list[float], after: list[float]) -> float:
+    """Standard error (points) of the mean per-item difference: the same items scored twice."""
+    import numpy as np
+    d = np.asarray(after, float) - np.asarray(before, float)
+    return float(100 * d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else float("nan")
 
 
 def primary(rows: list[dict]) -> dict[str, float]:

@@ -142,7 +142,8 @@ def start(profile: str, overrides: dict | None = None, notebook: str = "notebook
         # one sentence for the reader; papermill shows it as the failing cell's error
         raise SystemExit(f"resurface: {exc}") from None
     root = cache_root(cfg.cache_dir)
-    go_offline(root / "hf_home")
+    if all(m.is_local for m in cfg.zoo.models.values()):
+        go_offline(root / "hf_home")  # embedded profiles never touch the network
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout, force=True)
     _quiet_libraries()
     from .training import set_threads

@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 from .benchmarks import build_tasks, split_heldout
 from .cache import Artifact, Cache
 from .config import StudyConfig, parse_model_ref
-from .evaluation import evaluate, load_results, oriented_delta, primary
+from .evaluation import evaluate, load_items, load_results, oriented_delta, paired_stderr, primary
 from .finetune import finetune
 from .sampling import load_synthetic, sample_documents, save_corpus
 from .tokenizer import load_tokenizer
@@ -98,8 +98,10 @@ def run_matrix(cfg: StudyConfig, cache: Cache, zoo: Zoo) -> tuple[pd.DataFrame, 
     """Run (or reuse) every cell of the matrix; return the tidy table and the artifacts used."""
     b = cfg.benchmarks
     tasks = build_tasks(cache, zoo.corpora["lineage"], list(b.tasks), b.items_per_task, b.ppl_documents, cfg.seed)
-    base = {s: load_results(evaluate(cache, zoo.models[s], "main", tasks, b.batch_size, f"{s}-base"))
-            for s in cfg.transfer.students}
+    base_arts = {s: evaluate(cache, zoo.models[s], "main", tasks, b.batch_size, f"{s}-base")
+                 for s in cfg.transfer.students}
+    base = {s: load_results(a) for s, a in base_arts.items()}
+    base_items = {s: load_items(a) for s, a in base_arts.items()}
     real = real_text_corpus(cache, zoo)
     rows, students = [], {}
     for run in tqdm(plan(cfg), desc="transfer matrix", mininterval=5):
@@ -109,11 +111,13 @@ def run_matrix(cfg: StudyConfig, cache: Cache, zoo: Zoo) -> tuple[pd.DataFrame, 
         student = finetune(cache, label, zoo.models[st], "main", corpus, _texts, cfg.sampling.tokens_per_corpus,
                            cfg.finetune, cfg.zoo.seq_len, seed)
         students[label] = student
-        after = load_results(evaluate(cache, student, "main", tasks, b.batch_size, label))
+        ev = evaluate(cache, student, "main", tasks, b.batch_size, label)
+        after, after_items = load_results(ev), load_items(ev)
         pb, pa = primary(base[st]), primary(after)
         for task in pa:
-            rows.append({**run, "run_label": label, "task": task, "metric": _metric(task), "base": pb[task], "after": pa[task],
-                         "delta": oriented_delta(task, pb[task], pa[task]),
+            se = (paired_stderr(base_items[st][task], after_items[task]) if task in after_items else float("nan"))
+            rows.append({**run, "run_label": label, "task": task, "metric": _metric(task), "base": pb[task],
+                         "after": pa[task], "delta": oriented_delta(task, pb[task], pa[task]), "delta_paired_se": se,
                          "corpus_tokens_per_s": corpus.meta.get("tokens_per_s")})
     return pd.DataFrame(rows), {"tasks": tasks, "base": base, "students": students, "real_text": real}
 

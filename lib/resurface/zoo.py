@@ -234,6 +234,10 @@ def train_models(cfg: StudyConfig, cache: Cache, corpora: dict[str, Artifact], t
 
 def build_zoo(cfg: StudyConfig, cache: Cache) -> Zoo:
     """Every step of notebook 00 in one call (later notebooks use it; all of it comes from the cache)."""
+    hub = [n for n, m in cfg.zoo.models.items() if not m.is_local]
+    if hub:
+        raise RuntimeError(f"profile `{cfg.profile}` uses Hub models {hub}; running Hub profiles is not "
+                           "implemented yet (see the README's section on real weights).")
     corpora = build_corpora(cfg, cache)
     tokenizers = build_tokenizers(cfg, cache, corpora)
     canaries = build_canaries(cfg, cache, tokenizers)

@@ -1,0 +1,92 @@
+"""Verdict rules, correlations, relation labels and benchmark construction."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from resurface import benchmarks, stats
+from resurface.config import load_config
+from resurface.proxies import correlation, proxy_verdict
+from resurface.transfer import plan, relation
+
+
+def test_relations_are_derived_from_the_zoo():
+    cfg = load_config("smoke")
+    assert relation(cfg, "lineage-small", "lineage-small") == "self"
+    assert relation(cfg, "lineage-small", "lineage-small@step30") == "same_lineage"
+    assert relation(cfg, "lineage-small", "lineage-large") == "same_lineage"
+    assert relation(cfg, "lineage-small", "stronger") == "stronger_different"
+    assert relation(cfg, "lineage-small", "cross") == "cross_family"
+    p = plan(cfg)
+    assert {r["relation"] for r in p} == {"self", "same_lineage", "stronger_different", "cross_family", "real_text"}
+    only = plan(load_config("smoke", {"transfer.relations": ["self", "cross_family"]}))
+    assert {r["relation"] for r in only} == {"self", "cross_family"}
+
+
+def _runs(means, n=9, sd=0.3, seed=0):
+    rng = np.random.default_rng(seed)
+    return {r: list(m + sd * rng.standard_normal(n)) for r, m in means.items()}
+
+
+def test_transfer_verdict_rule():
+    ok = _runs({"self": 3, "same_lineage": 2, "stronger_different": 1, "cross_family": 0})
+    assert stats.transfer_verdict(ok)["verdict"] == "supported"
+    rev = _runs({"self": 0, "same_lineage": 1, "stronger_different": 2, "cross_family": 3})
+    assert stats.transfer_verdict(rev)["verdict"] == "not supported"
+    flat = {r: [-1.0, 0.0, 1.0] * 3 for r in ("self", "same_lineage", "stronger_different", "cross_family")}
+    assert stats.transfer_verdict(flat)["verdict"] == "inconclusive"
+    v = stats.transfer_verdict(ok)
+    assert v["ordering_observed"] == ["self", "same_lineage", "stronger_different", "cross_family"]
+    assert v["per_relation"]["self"]["ci_low"] < 3 < v["per_relation"]["self"]["ci_high"]
+
+
+def test_bootstrap_ci_covers_the_mean():
+    m, lo, hi = stats.bootstrap_ci(np.arange(10.0))
+    assert lo < m == 4.5 < hi
+
+
+def test_correlation_detects_signal_and_not_noise():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(40)
+    strong = correlation(x, x + 0.2 * rng.standard_normal(40), n_boot=500, n_perm=500)
+    assert strong["spearman"]["ci_low"] > 0.7 and strong["spearman"]["p_perm"] < 0.01
+    noise = correlation(x, rng.standard_normal(40), n_boot=500, n_perm=500)
+    assert noise["spearman"]["ci_low"] < 0 < noise["spearman"]["ci_high"]
+
+
+def test_proxy_verdict_rule():
+    pos = {"r": 0.8, "ci_low": 0.5, "ci_high": 0.9}
+    null = {"r": 0.1, "ci_low": -0.3, "ci_high": 0.4}
+    c = lambda s: {"spearman": s}
+    assert proxy_verdict({"centroid_similarity": c(null), "loglik_per_token": c(null),
+                          "gradient_alignment": c(pos)}, 20)["verdict"] == "supported"
+    v = proxy_verdict({"centroid_similarity": c(pos), "gradient_alignment": c(null)}, 20)
+    assert v["verdict"] == "not supported" and not v["relational"]["gradient_alignment"]["beats_best_intrinsic"]
+    assert proxy_verdict({"centroid_similarity": c(null)}, 5)["verdict"] == "inconclusive"
+
+
+def test_minimal_pairs_are_minimal_and_deterministic():
+    docs = ["The committee was ready to report. We have seen the results of the war in every state. "
+            "These measures are necessary for the public good of the nation today."] * 3
+    a = benchmarks.make_minimal_pairs(docs, 5, seed=0)
+    assert a == benchmarks.make_minimal_pairs(docs, 5, seed=0)
+    for it in a:
+        good, bad = it["choices"]
+        assert good != bad and sorted(good.split()) == sorted(bad.split()) or \
+            sum(x != y for x, y in zip(good.split(), bad.split())) == 1
+
+
+def test_smoke_benchmarks_come_from_heldout_only(smoke_zoo, smoke_cache):
+    from resurface.cache import Cache
+    from resurface.corpora import load_corpus
+    cfg = smoke_zoo.cfg
+    tasks = benchmarks.build_tasks(Cache(smoke_cache), smoke_zoo.corpora["lineage"], list(cfg.benchmarks.tasks),
+                                   cfg.benchmarks.items_per_task, cfg.benchmarks.ppl_documents, cfg.seed)
+    train_text = "\n".join(load_corpus(smoke_zoo.corpora["lineage"])["train"]["text"])
+    _, control = benchmarks.split_heldout(smoke_zoo.corpora["lineage"], cfg.seed)
+    control_text = "\n".join(control)
+    items = benchmarks.load_items(tasks, "minimal_pairs")
+    assert len(items) == cfg.benchmarks.items_per_task
+    for it in items[:40]:
+        good = it["choices"][it["label"]]
+        assert good not in train_text and good not in control_text
