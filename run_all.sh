@@ -41,4 +41,6 @@ for nb in "$nbdir"/[0-9][0-9]_*.ipynb; do
   echo "    done in $(( $(date +%s) - t0 )) s"
 done
 rm -f "$out/.papermill.log"
+[ -z "$only" ] && RESURFACE_OUTPUTS="${RESURFACE_OUTPUTS:-outputs}" "$py" -m resurface.report --profile "$profile" >/dev/null \
+  && echo "Report: $out/REPORT.md"
 echo "Study '$profile' finished in $(( $(date +%s) - start )) s; results in $out/"
