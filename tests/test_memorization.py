@@ -59,3 +59,23 @@ def test_memorization_verdict_rule():
     assert memorization_verdict(runs, 0.05)["verdict"] == "inconclusive"  # nothing to forget
     runs3 = runs.assign(headline_delta=[-3.0, -2.5, -2.8, -3.1])
     assert memorization_verdict(runs3, 0.8)["verdict"] == "not supported"
+
+
+def test_memorized_evals_split_names():
+    from resurface.memorization import memorized_evals_split
+    assert memorized_evals_split("EleutherAI/pythia-160m-deduped") == "deduped.160m"
+    assert memorized_evals_split("EleutherAI/pythia-1.4b") == "duped.1.4b"
+    with pytest.raises(ValueError, match="not a Pythia model"):
+        memorized_evals_split("Qwen/Qwen2.5-0.5B")
+
+
+def test_memorized_evals_sequences_feed_the_same_extraction(tmp_path, memorizer):
+    """The real-model path, offline: a local parquet in pythia-memorized-evals' schema."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from resurface.memorization import memorized_evals_sequences
+    trained, _, seqs, unseen = memorizer
+    pq.write_table(pa.table({"index": [10, 11, 12, 13], "tokens": seqs + unseen}), tmp_path / "mem.parquet")
+    got = memorized_evals_sequences("EleutherAI/pythia-70m-deduped", 4, data_files=str(tmp_path / "mem.parquet"))
+    assert got == seqs + unseen
+    assert extraction(trained, got, 32, 32)["extracted"].tolist() == [True, True, False, False]

@@ -63,3 +63,15 @@ def test_all_canary_copies_are_in_the_stream(smoke_zoo, smoke_cache):
     for r in recs:
         found = s.count(" ".join(map(str, r["token_ids"][:40])))
         assert found == r["count"], (r["count"], found)
+
+
+def test_plant_with_many_copies_stays_inside_the_horizon():
+    """Regression: inserted copies shift later documents; the last copy must still end before the horizon."""
+    docs = [[5] * 100 for _ in range(400)]  # 40k tokens
+    canaries = [{"token_ids": [9] * 64, "count": 100}, {"token_ids": [8] * 64, "count": 20}]  # ~7.8k tokens
+    out = plant(docs, canaries, horizon_tokens=20000, seed=0)
+    pos = np.cumsum([0] + [len(d) + 1 for d in out])
+    ends = [p + len(d) for p, d in zip(pos, out) if d[0] in (8, 9)]
+    assert len(ends) == 120 and max(ends) < 20000
+    with pytest.raises(ValueError, match="more than the"):
+        plant(docs, canaries, horizon_tokens=5000, seed=0)

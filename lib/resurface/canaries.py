@@ -63,8 +63,12 @@ def plant(doc_tokens: list[list[int]], canaries: list[dict], horizon_tokens: int
     """Insert every canary copy as its own document at random document boundaries
     within the first `horizon_tokens` tokens of the stream, so that every model
     trained on at least that many tokens sees all of them."""
+    inserted = sum((len(c["token_ids"]) + 1) * c["count"] for c in canaries)
+    room = horizon_tokens - inserted  # the inserted copies push later documents back by this much
+    if room <= 0:
+        raise ValueError(f"canary copies need {inserted} tokens, more than the {horizon_tokens}-token horizon")
     starts = np.cumsum([0] + [len(d) + 1 for d in doc_tokens])
-    eligible = int(np.searchsorted(starts, 0.9 * horizon_tokens))  # boundaries before the horizon
+    eligible = int(np.searchsorted(starts, 0.95 * room))  # boundaries that stay inside the horizon
     eligible = max(1, min(eligible, len(doc_tokens)))
     rng = random.Random(seed)
     inserts: dict[int, list[list[int]]] = {}

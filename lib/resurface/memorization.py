@@ -106,3 +106,32 @@ def memorization_verdict(runs, base_rate: float, relation: str = "self", seed: i
         else:
             verdict = "inconclusive"
     return {"verdict": verdict, "rule": MEMORIZATION_RULE, "extraction_before": base_rate, "per_relation": out}
+
+
+# ------------------------------------------------------------------ real Pythia models
+
+MEMORIZED_EVALS = "EleutherAI/pythia-memorized-evals"
+
+
+def memorized_evals_split(hub_id: str) -> str:
+    """`EleutherAI/pythia-160m-deduped` -> `deduped.160m`; `EleutherAI/pythia-160m` -> `duped.160m`."""
+    import re
+    m = re.fullmatch(r"(?:.*/)?pythia-(?P<size>[0-9.]+[mb])(?P<dedup>-deduped)?(?:-v0)?", hub_id)
+    if not m:
+        raise ValueError(f"`{hub_id}` is not a Pythia model id; pythia-memorized-evals covers Pythia models only")
+    return f"{'deduped' if m['dedup'] else 'duped'}.{m['size']}"
+
+
+def memorized_evals_sequences(hub_id: str, n: int, seed: int = 0, data_files: str | None = None) -> list[list[int]]:
+    """A seeded sample of `n` sequences that the given Pythia model memorized (Biderman et al., 2023).
+
+    Reads the Hub dataset (needs the network), or `data_files` (a local parquet in the same schema: columns
+    `index` and `tokens`), which is how the tests exercise this path offline."""
+    from datasets import load_dataset
+    split = memorized_evals_split(hub_id)
+    if data_files is not None:
+        ds = load_dataset("parquet", data_files={split: data_files}, split=split)
+    else:
+        ds = load_dataset(MEMORIZED_EVALS, split=split)
+    idx = np.random.default_rng(seed).permutation(len(ds))[:n]
+    return [list(map(int, ds[int(i)]["tokens"])) for i in sorted(idx)]
