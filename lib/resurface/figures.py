@@ -116,8 +116,10 @@ def extraction_by_count(groups, title: str = "Held-out canary extraction, before
 
 def delta_vs_drop(summary, title: str = "Capability kept vs memorization lost"):
     """Per source: mean benchmark delta against mean relative extraction drop, with 95 % CIs."""
+    import numpy as np
     fig, ax = figure("single", aspect=0.85)
-    for r in summary.itertuples():
+    summary = summary[np.isfinite(summary["drop_mean"])]
+    for r in summary.fillna(0).itertuples():
         ax.errorbar(r.drop_mean, r.delta_mean, xerr=[[r.drop_mean - r.drop_lo], [r.drop_hi - r.drop_mean]],
                     yerr=[[r.delta_mean - r.delta_lo], [r.delta_hi - r.delta_mean]], fmt="o",
                     color=RELATION_COLORS[r.relation], capsize=2, lw=0.8, label=RELATION_LABELS[r.relation])

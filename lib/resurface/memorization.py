@@ -135,3 +135,20 @@ def memorized_evals_sequences(hub_id: str, n: int, seed: int = 0, data_files: st
         ds = load_dataset(MEMORIZED_EVALS, split=split)
     idx = np.random.default_rng(seed).permutation(len(ds))[:n]
     return [list(map(int, ds[int(i)]["tokens"])) for i in sorted(idx)]
+
+
+def per_source_summary(runs, seed: int = 0):
+    """One row per (student, source): mean relative drop and benchmark delta with 95 % bootstrap CIs."""
+    import pandas as pd
+    from .stats import bootstrap_ci
+    rows = []
+    for (student, source, rel), g in runs.groupby(["student", "source", "relation"]):
+        before = g["rate_before"].to_numpy(dtype=float)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            drop = np.where(before > 0, 1 - g["rate_after"].to_numpy(dtype=float) / before, np.nan)
+        d, dlo, dhi = bootstrap_ci(drop, seed=seed)
+        h, hlo, hhi = bootstrap_ci(g["headline_delta"], seed=seed)
+        rows.append({"student": student, "source": source, "relation": rel, "n_runs": len(g),
+                     "rate_before": float(before.mean()), "rate_after": float(g["rate_after"].mean()),
+                     "drop_mean": d, "drop_lo": dlo, "drop_hi": dhi, "delta_mean": h, "delta_lo": hlo, "delta_hi": hhi})
+    return pd.DataFrame(rows)
