@@ -47,7 +47,7 @@ def test_smoke_zoo_models_load_and_checkpoints_exist(smoke_zoo):
     assert (smoke_zoo.model_path("lineage-small@step30") / "model.safetensors").exists()
 
 
-def test_lineage_shares_stream_and_larger_sees_a_superset(smoke_zoo):
+def test_lineage_shares_stream_and_larger_reads_further(smoke_zoo):
     small = json.loads((smoke_zoo.models["lineage-small"] / "manifest.json").read_text())
     large = json.loads((smoke_zoo.models["lineage-large"] / "manifest.json").read_text())
     stream_of = lambda m: {k: v for k, v in m["inputs"].items() if "lineage-d0" in k}

@@ -3,8 +3,9 @@
 Every model is a Hugging Face directory with safetensors (`main/` = final weights,
 `stepN/` = intermediate checkpoints, like Pythia's revisions) and a tokenizer,
 loadable with the Auto classes. Lineage members share tokenizer, data and data
-order; a larger member trains for more steps on the same stream, so the smaller
-member's data is a prefix of the larger's.
+order, as in Pythia; if a profile lets a larger member train for more steps, it
+reads further along the same stream, so the smaller member's data is a prefix of
+the larger's.
 """
 from __future__ import annotations
 
