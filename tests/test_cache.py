@@ -33,6 +33,7 @@ def test_reuse_does_no_work_and_logs(tmp_path, caplog):
     assert len(calls) == 1 and first.path == second.path and second.meta == {"n": 1}
     assert any("reused k/a" in r.message for r in caplog.records)
     assert [t.status for t in c.timings] == ["built", "reused"]
+    assert c.timings[1].build_seconds == pytest.approx(c.timings[0].seconds, abs=1e-3)
 
 
 def test_interrupted_build_leaves_nothing_and_is_redone(tmp_path):

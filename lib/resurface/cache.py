@@ -59,6 +59,7 @@ class TimingRecord:
     artifact: str
     seconds: float
     status: str  # "built" or "reused"
+    build_seconds: float | None = None  # what building it cost, also when it was reused
 
 
 class CorruptArtifact(RuntimeError):
@@ -142,7 +143,8 @@ class Cache:
                 try:
                     manifest = self.verify(target)
                     log.info("reused %s/%s (%s)", kind, name, key)
-                    self.timings.append(TimingRecord(stage, f"{kind}/{name}", time.perf_counter() - t0, "reused"))
+                    self.timings.append(TimingRecord(stage, f"{kind}/{name}", time.perf_counter() - t0, "reused",
+                                                     manifest.get("build_seconds")))
                     return Artifact(kind, name, key, target, manifest.get("meta", {}))
                 except CorruptArtifact as exc:
                     log.warning("rebuilding %s/%s: %s", kind, name, exc)
@@ -163,9 +165,10 @@ class Cache:
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)
                 raise
-        self.timings.append(TimingRecord(stage, f"{kind}/{name}", seconds, "built"))
+        self.timings.append(TimingRecord(stage, f"{kind}/{name}", seconds, "built", seconds))
         return Artifact(kind, name, key, target, manifest["meta"])
 
     def timings_frame(self):
         import pandas as pd
-        return pd.DataFrame([t.__dict__ for t in self.timings], columns=["stage", "artifact", "seconds", "status"])
+        return pd.DataFrame([t.__dict__ for t in self.timings],
+                            columns=["stage", "artifact", "seconds", "status", "build_seconds"])
