@@ -94,8 +94,11 @@ def plan(cfg: StudyConfig) -> list[dict]:
     return runs
 
 
-def run_matrix(cfg: StudyConfig, cache: Cache, zoo: Zoo) -> tuple[pd.DataFrame, dict]:
-    """Run (or reuse) every cell of the matrix; return the tidy table and the artifacts used."""
+def run_matrix(cfg: StudyConfig, cache: Cache, zoo: Zoo, reverse: bool = False) -> tuple[pd.DataFrame, dict]:
+    """Run (or reuse) every cell of the matrix; return the tidy table and the artifacts used.
+
+    Every artifact is locked while it is built, so a second process may call this with
+    `reverse=True` to work through the plan from the other end (see `python -m resurface.transfer`)."""
     b = cfg.benchmarks
     tasks = build_tasks(cache, zoo.corpora["lineage"], list(b.tasks), b.items_per_task, b.ppl_documents, cfg.seed)
     base_arts = {s: evaluate(cache, zoo.models[s], "main", tasks, b.batch_size, f"{s}-base")
@@ -104,7 +107,8 @@ def run_matrix(cfg: StudyConfig, cache: Cache, zoo: Zoo) -> tuple[pd.DataFrame, 
     base_items = {s: load_items(a) for s, a in base_arts.items()}
     real = real_text_corpus(cache, zoo)
     rows, students = [], {}
-    for run in tqdm(plan(cfg), desc="transfer matrix", mininterval=5):
+    runs = plan(cfg)
+    for run in tqdm(runs[::-1] if reverse else runs, desc="transfer matrix", mininterval=5):
         st, src, t, seed = run["student"], run["source"], run["temperature"], run["seed"]
         corpus = real if src == "real-text" else synthetic_corpus(cache, zoo, src, t, seed)
         label = f"{st}--{corpus.name}"
@@ -132,3 +136,21 @@ def headline(table: pd.DataFrame) -> pd.DataFrame:
     acc = table[table["task"].isin(HEADLINE_TASKS)]
     keys = ["student", "source", "relation", "temperature", "seed"]
     return acc.groupby(keys, dropna=False)["delta"].mean().rename("headline_delta").reset_index()
+
+
+def main(argv=None) -> int:
+    """`python -m resurface.transfer PROFILE --reverse`: a helper worker that fills the cache from the end."""
+    import argparse
+    from .runtime import start
+    from .zoo import build_zoo
+    ap = argparse.ArgumentParser(description=main.__doc__)
+    ap.add_argument("profile")
+    ap.add_argument("--reverse", action="store_true")
+    a = ap.parse_args(argv)
+    study = start(a.profile, notebook="transfer-helper", verbose=False)
+    run_matrix(study.cfg, study.cache, build_zoo(study.cfg, study.cache), reverse=a.reverse)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
