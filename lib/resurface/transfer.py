@@ -154,3 +154,15 @@ def main(argv=None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+def corpus_table(cfg: StudyConfig, cache: Cache, zoo: Zoo) -> pd.DataFrame:
+    """One row per synthetic corpus of the plan, with its provenance (each corpus looked up once)."""
+    keys = {(r["source"], r["temperature"], r["seed"]) for r in plan(cfg) if r["source"] != "real-text"}
+    cols = ("source_model", "revision", "start_token", "start_rule", "temperature", "seed", "documents", "tokens",
+            "tokens_per_s", "wall_seconds")
+    rows = []
+    for src, t, seed in sorted(keys):
+        a = synthetic_corpus(cache, zoo, src, t, seed)
+        rows.append({"corpus": a.name, **{k: a.meta.get(k) for k in cols}})
+    return pd.DataFrame(rows)
