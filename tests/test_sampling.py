@@ -6,7 +6,8 @@ import pytest
 import torch
 from scipy.stats import chisquare
 
-from resurface.sampling import decode, draw, filter_logits, resolve_start_token, sample_documents
+from resurface.sampling import (decode, draw, filter_logits, preallocated_cache, resolve_start_token,
+                                sample_documents)
 
 V = 24
 
@@ -80,7 +81,7 @@ def test_cached_decoding_matches_full_forward(tiny):
     seq = torch.cat([torch.zeros(4, 1, dtype=torch.long), new], 1)
     with torch.no_grad():
         full = tiny(seq).logits[:, :-1]
-        out = tiny(seq[:, :1], use_cache=True)
+        out = tiny(seq[:, :1], past_key_values=preallocated_cache(tiny, seq.shape[1]), use_cache=True)
         steps = [out.logits[:, -1]]
         past = out.past_key_values
         for t in range(1, seq.shape[1] - 1):
@@ -120,3 +121,31 @@ def test_start_token_per_family():
     class Llama:
         bos_token_id, bos_token, eos_token_id, eos_token = 1, "<s>", 2, "</s>"
     assert resolve_start_token(Llama()).token_id == 1
+
+
+def _tiny_family(arch: str):
+    from transformers import AutoModelForCausalLM, GPT2Config, GPTNeoXConfig, LlamaConfig
+    torch.manual_seed(1)
+    cfg = {"gpt_neox": lambda: GPTNeoXConfig(vocab_size=V, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                             intermediate_size=64, max_position_embeddings=64),
+           "llama": lambda: LlamaConfig(vocab_size=V, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                        num_key_value_heads=1, intermediate_size=64, max_position_embeddings=64),
+           "gpt2": lambda: GPT2Config(vocab_size=V, n_embd=32, n_layer=2, n_head=2, n_positions=64)}[arch]()
+    return AutoModelForCausalLM.from_config(cfg).eval()
+
+
+@pytest.mark.parametrize("arch", ["gpt_neox", "llama", "gpt2"])
+def test_preallocated_cache_decodes_like_full_forwards(arch):
+    """Greedy decoding through the preallocated KV cache equals argmax over a full forward each step."""
+    model = _tiny_family(arch)
+    prefix = torch.tensor([[0, 5], [3, 7], [1, 1]])
+    new = decode(model, prefix, 20, greedy=True)
+    seq = prefix
+    with torch.no_grad():
+        for _ in range(20):
+            seq = torch.cat([seq, model(seq).logits[:, -1].argmax(-1, keepdim=True)], 1)
+    assert torch.equal(new, seq[:, 2:])
+    with pytest.raises(ValueError, match="full"):
+        cache = preallocated_cache(model, 3)
+        model(prefix, past_key_values=cache, use_cache=True)
+        model(prefix, past_key_values=cache, use_cache=True)

@@ -121,8 +121,10 @@ def _yaml(task: str, data_file: Path, kind: str) -> str:
                        "metric_list:\n  - metric: word_perplexity\n  - metric: byte_perplexity\n"
                        "  - metric: bits_per_byte\n")
     delim = '""' if kind == "pairs" else '" "'
-    return head + ("output_type: multiple_choice\ndoc_to_text: \"{{context}}\"\ndoc_to_choice: \"{{choices}}\"\n"
-                   f"doc_to_target: \"{{{{label}}}}\"\ntarget_delimiter: {delim}\n"
+    # plain field names, not Jinja templates: lm-eval then reads the field directly instead of compiling
+    # a template per document (about 3 s of every 4-way evaluation)
+    return head + ("output_type: multiple_choice\ndoc_to_text: context\ndoc_to_choice: choices\n"
+                   f"doc_to_target: label\ntarget_delimiter: {delim}\n"
                    "metric_list:\n  - metric: acc\n    aggregation: mean\n    higher_is_better: true\n"
                    "  - metric: acc_norm\n    aggregation: mean\n    higher_is_better: true\n")
 

@@ -1,7 +1,7 @@
 """Unconditional sampling from the start token alone: no prompt, no filter but end-of-text.
 
 Two backends behind one function:
-- `fast` (default): a plain KV-cached decoding loop that draws each token by
+- `fast` (default): a plain decoding loop over a preallocated KV cache that draws each token by
   inverse-CDF (softmax -> cumsum -> searchsorted on one uniform per row). On CPU
   `torch.multinomial` dominates `model.generate`'s step time; one uniform per row
   is cheaper and gives the same distribution (tested against the softmax).
@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
+from transformers.cache_utils import Cache, DynamicLayer
 
 log = logging.getLogger("resurface")
 
@@ -69,11 +70,48 @@ def draw(logits: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     return torch.searchsorted(cdf, u, right=True).clamp_(max=cdf.shape[-1] - 1).squeeze(-1)
 
 
+class _GrowingLayer(DynamicLayer):
+    """A KV-cache layer with its full length allocated up front; it hands out views, never copies.
+
+    The default `DynamicLayer` concatenates every step, re-copying the whole cache: half of the
+    decoding time of the 4-layer lineage model at batch 256 (measured with torch.profiler)."""
+
+    def __init__(self, capacity: int):
+        super().__init__()
+        self.capacity, self.length = capacity, 0
+
+    def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
+        self.dtype, self.device = key_states.dtype, key_states.device
+        b, h, _, d = key_states.shape
+        self._k = torch.empty(b, h, self.capacity, d, dtype=key_states.dtype, device=key_states.device)
+        self._v = torch.empty(b, h, self.capacity, value_states.shape[-1], dtype=value_states.dtype,
+                              device=value_states.device)
+        self.keys, self.values = self._k[:, :, :0], self._v[:, :, :0]
+        self.is_initialized = True
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+        start, n = self.length, key_states.shape[-2]
+        if start + n > self.capacity:
+            raise ValueError(f"KV cache of {self.capacity} positions is full")
+        self._k[:, :, start:start + n] = key_states
+        self._v[:, :, start:start + n] = value_states
+        self.length = start + n
+        self.keys, self.values = self._k[:, :, :self.length], self._v[:, :, :self.length]
+        return self.keys, self.values
+
+
+def preallocated_cache(model, capacity: int) -> Cache:
+    return Cache(layers=[_GrowingLayer(capacity) for _ in range(model.config.num_hidden_layers)])
+
+
 @torch.no_grad()
 def decode(model, input_ids: torch.Tensor, max_new_tokens: int, *, greedy: bool = False, temperature: float = 1.0,
            top_k: int = 0, top_p: float = 1.0, generator: torch.Generator | None = None) -> torch.Tensor:
     """KV-cached decoding of `max_new_tokens` for a batch of equal-length prefixes; returns the new tokens."""
-    out = model(input_ids=input_ids, use_cache=True)
+    out = model(input_ids=input_ids, past_key_values=preallocated_cache(model, input_ids.shape[1] + max_new_tokens),
+                use_cache=True)
     past = out.past_key_values
     logits = out.logits[:, -1, :]
     new = torch.empty(input_ids.shape[0], max_new_tokens, dtype=torch.long)
