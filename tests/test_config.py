@@ -19,7 +19,7 @@ def test_every_committed_profile_validates(profile):
 
 
 def test_required_profiles_exist():
-    assert {"smoke", "default"} <= set(PROFILES)
+    assert {"smoke", "default", "workshop", "pythia"} <= set(PROFILES)
 
 
 @pytest.mark.parametrize("overrides, words", [
@@ -92,3 +92,51 @@ def test_model_refs():
     assert C.parse_model_ref("cross") == ("cross", None)
     with pytest.raises(ValueError):
         C.parse_model_ref("x@latest")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("params, words", [
+    (["-p", "profile", "nope"], "Unknown profile `nope`"),
+    (["-y", '{"profile": "smoke", "overrides": {"sampling.top_p": 3}}'], "`sampling.top_p` = 3"),
+    (["-y", '{"profile": "smoke", "overrides": {"sampling.temprature": [1.0]}}'], "did you mean"),
+])
+def test_bad_papermill_parameters_stop_in_the_first_cell_and_write_nothing(isolated, params, words):
+    """Running a notebook directly with Papermill (not through run_all.sh) is validated just the same."""
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1]
+    executed = isolated / "executed.ipynb"
+    proc = subprocess.run([sys.executable, "-m", "papermill", str(root / "notebooks" / "01_transfer.ipynb"),
+                           str(executed), *params, "-k", "resurface", "--cwd", str(root / "notebooks")],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0 and words in proc.stderr
+    assert not (isolated / "outputs").exists() and not (isolated / "cache").exists()
+
+
+def _fake_hub_snapshot(hf_home, repo: str, revision: str) -> None:
+    """The layout huggingface_hub uses for a downloaded model (refs/<rev> -> snapshots/<commit>/)."""
+    d = hf_home / "hub" / f"models--{repo.replace('/', '--')}"
+    commit = "0" * 40
+    (d / "refs").mkdir(parents=True, exist_ok=True)
+    (d / "refs" / revision).write_text(commit)
+    (d / "snapshots" / commit).mkdir(parents=True, exist_ok=True)
+    (d / "snapshots" / commit / "config.json").write_text("{}")
+
+
+def test_a_hub_model_missing_offline_stops_with_one_sentence(isolated, monkeypatch):
+    from resurface import hub
+    from resurface.runtime import start
+    hf_home = isolated / "hf"
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(hf_home))
+    monkeypatch.setenv("HF_HUB_CACHE", str(hf_home / "hub"))
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(hf_home / "hub"))
+    cfg = C.load_config("pythia")
+    need = hub.required_revisions(cfg)
+    assert ("EleutherAI/pythia-160m-deduped", "step71000") in need  # the intermediate-checkpoint source
+    with pytest.raises(SystemExit, match=r"model `EleutherAI/pythia-160m` at revision `step143000` \(and \d+ more\) "
+                                         r"is not in the local Hugging Face cache"):
+        start("pythia")
+    assert not (isolated / "outputs").exists() and not (isolated / "cache").exists()
+    for repo, rev in need:  # once every pinned revision is present, the check passes
+        _fake_hub_snapshot(hf_home, repo, rev)
+    assert hub.missing_offline(cfg) == []

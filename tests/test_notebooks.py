@@ -11,6 +11,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from conftest import no_network_prefix
+
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 
@@ -28,29 +30,6 @@ def test_committed_notebook_is_clean_and_parameterized(nb):
     assert len(tagged) == 1
     assert "profile" in "".join(tagged[0]["source"])
     assert json.loads(nb.read_text())["metadata"]["kernelspec"]["name"] == "resurface"
-
-
-def no_network_prefix() -> list[str]:
-    """A command prefix that runs its command in a new network namespace with only loopback up."""
-    if shutil.which("unshare") and shutil.which("ip") and \
-            subprocess.run(["unshare", "-rn", "true"], capture_output=True).returncode == 0:
-        return ["unshare", "-rn", "sh", "-c", 'ip link set lo up && exec "$@"', "sh"]
-    return []
-
-
-@pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory, smoke_cache, smoke_zoo):
-    """Run ./run_all.sh --profile smoke once, into a temporary outputs folder, with the network cut.
-
-    The zoo fixture has fetched the registry packages (the only step that needs the network); everything
-    after it -- tokenizers, pretraining, sampling, fine-tuning, lm-eval, MiniLM -- must work offline."""
-    out = tmp_path_factory.mktemp("outputs")
-    env = {**os.environ, "RESURFACE_CACHE": str(smoke_cache), "RESURFACE_OUTPUTS": str(out)}
-    prefix = no_network_prefix()
-    proc = subprocess.run(prefix + ["./run_all.sh", "--profile", "smoke"], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=900)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return out / "smoke", proc, bool(prefix)
 
 
 @pytest.mark.slow
@@ -108,9 +87,14 @@ def test_bad_command_line_override_stops_before_any_notebook(tmp_path):
 def test_smoke_report_matches_findings(smoke_run):
     out, _, _ = smoke_run
     report = (out / "REPORT.md").read_text()
+    page = (out / "REPORT.html").read_text()
     for name in ("01_transfer", "02_proxies", "03_memorization"):
         finding = json.loads((out / "findings" / f"{name}.json").read_text())
         assert f"**{finding['verdict']}**" in report
+        assert f"<strong>{finding['verdict']}</strong>" in page
+    assert page.count("<table>") >= 3 and '<img alt="transfer_by_relation" src="figures/transfer_by_relation.png"' in page
+    for fig in (out / "figures").glob("*.png"):  # every figure of the run is in the report, with its caption
+        assert f"figures/{fig.name}" in report
     # the verdicts in the findings follow from the committed tables
     runs = pd.read_csv(out / "tables" / "transfer.csv")
     f1 = json.loads((out / "findings" / "01_transfer.json").read_text())

@@ -75,3 +75,25 @@ def test_plant_with_many_copies_stays_inside_the_horizon():
     assert len(ends) == 120 and max(ends) < 20000
     with pytest.raises(ValueError, match="more than the"):
         plant(docs, canaries, horizon_tokens=5000, seed=0)
+
+
+def test_a_pickled_checkpoint_is_never_loaded(tmp_path):
+    """A directory holding only a pickle (pytorch_model.bin) is refused, not unpickled."""
+    from transformers import AutoModelForCausalLM
+    m = ModelConfig(kind="lineage", architecture="gpt_neox", tokenizer="t", layers=1, width=16, heads=2)
+    model = AutoModelForCausalLM.from_config(hf_config(m, 300, 32))
+    model.config.save_pretrained(str(tmp_path))
+    torch.save(model.state_dict(), tmp_path / "pytorch_model.bin")
+    with pytest.raises(Exception):
+        load_model(tmp_path)
+
+
+def test_no_code_path_unpickles_or_runs_remote_code():
+    """Static guard over the package: no trust_remote_code, no torch.load / pickle, safetensors only."""
+    import re
+    from pathlib import Path
+    src = {p.name: p.read_text() for p in (Path(__file__).resolve().parents[1] / "lib" / "resurface").glob("*.py")}
+    for name, text in src.items():
+        assert not re.search(r"trust_remote_code\s*=\s*True", text), name
+        assert not re.search(r"\btorch\.load\(|\bpickle\.loads?\(|import pickle|weights_only\s*=\s*False", text), name
+    assert '"use_safetensors": True' in src["zoo.py"]

@@ -4,8 +4,10 @@ Measures, in one run:
 - the machine's fp32 matmul throughput (the FLOP ceiling every ratio below refers to);
 - BOS sampling tokens/s: this project's sampler against `model.generate`, same model, batch, temperature;
 - training tokens/s and model FLOP utilisation (6 x params x tokens/s over the ceiling) per zoo architecture;
+- how cost grows: sampling and training seconds against tokens for GPTNeoX models of growing size,
+  with a fitted seconds-per-token-per-parameter rate to predict a bigger run (figure + CSV);
 - stage-by-stage wall time of the profile's last study run (from outputs/<profile>/tables/timings.csv).
-Writes outputs/bench/bench.json and outputs/bench/bench.md.
+Writes outputs/bench/bench.json, bench.md, scaling.csv and scaling.png/.pdf.
 """
 from __future__ import annotations
 
@@ -75,6 +77,67 @@ def bench_training(model, vocab: int, seq_len: int, batch: int, steps: int = 12)
     return train_lm(model, blocks, steps=steps, batch_size=batch, lr=1e-4, warmup_steps=0)["tokens_per_s"]
 
 
+SCALING_SHAPES = ((2, 64), (4, 128), (4, 256), (6, 384))  # (layers, width): ~0.6M to ~14M parameters
+
+
+def bench_scaling(vocab: int, seq_len: int, batch: int = 16, sample_batch: int = 256) -> list[dict]:
+    """Seconds for growing token counts, training and sampling, per model size (time should be linear in tokens)."""
+    from .config import ModelConfig
+    from .sampling import decode
+    rows = []
+    for layers, width in SCALING_SHAPES:
+        m = ModelConfig(kind="lineage", architecture="gpt_neox", tokenizer="t", layers=layers, width=width, heads=4)
+        model = _model(m, vocab, seq_len)
+        p = n_params(model, non_embedding=False)
+        blocks = np.random.default_rng(0).integers(0, vocab, (batch * 16, seq_len)).astype(np.uint16)
+        train_lm(model, blocks, steps=1, batch_size=batch, lr=1e-4, warmup_steps=0)  # warm-up
+        for steps in (2, 4, 8):
+            r = train_lm(model, blocks, steps=steps, batch_size=batch, lr=1e-4, warmup_steps=0)
+            rows.append({"activity": "training", "layers": layers, "width": width, "params": p,
+                         "tokens": r["tokens"], "seconds": r["seconds"]})
+        model.eval()
+        bos = torch.zeros(sample_batch, 1, dtype=torch.long)
+        decode(model, bos, 8)  # warm-up
+        for new in (32, 64, 127):
+            t0 = time.perf_counter()
+            decode(model, bos, new, temperature=1.0, generator=torch.Generator().manual_seed(0))
+            rows.append({"activity": "sampling", "layers": layers, "width": width, "params": p,
+                         "tokens": sample_batch * new, "seconds": time.perf_counter() - t0})
+    return rows
+
+
+def scaling_fit(rows: list[dict]) -> dict:
+    """Per activity, least squares of seconds on tokens x params: seconds ~ rate * tokens * params."""
+    out = {}
+    for act in ("training", "sampling"):
+        r = [x for x in rows if x["activity"] == act]
+        work = np.array([x["tokens"] * x["params"] for x in r], float)
+        sec = np.array([x["seconds"] for x in r], float)
+        rate = float(work @ sec / (work @ work))
+        out[act] = {"seconds_per_token_param": rate,
+                    "r2": float(1 - ((sec - rate * work) ** 2).sum() / ((sec - sec.mean()) ** 2).sum())}
+    return out
+
+
+def scaling_figure(rows: list[dict]):
+    import pandas as pd
+    import seaborn as sns
+    from .figures import figure, set_style
+    set_style()
+    df = pd.DataFrame(rows)
+    df["model"] = df.apply(lambda r: f"{r['layers']}x{r['width']} ({r['params'] / 1e6:.1f}M)", axis=1)
+    fig, axes = figure("double", aspect=0.38, ncols=2)
+    for ax, act in zip(axes, ("training", "sampling")):
+        sns.lineplot(data=df[df["activity"] == act], x="tokens", y="seconds", hue="model", marker="o", ax=ax,
+                     linewidth=1)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("tokens" + (" (batch 16 x 128)" if act == "training" else " generated (batch 256)"))
+        ax.set_ylabel("wall seconds")
+        ax.set_title(f"{act} cost on this machine")
+    return fig
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--profile", default="default")
@@ -100,6 +163,8 @@ def main(argv=None) -> int:
         tps = bench_training(model.train(), vocab, seq, m.batch_size)
         report["training"].append({"model": name, "architecture": m.architecture, "params": p, "tokens_per_s": tps,
                                    "mfu": 6 * p * tps / ceiling})
+    report["scaling"] = bench_scaling(vocab, seq)
+    report["scaling_fit"] = scaling_fit(report["scaling"])
     timings = outputs_dir(args.profile) / "tables" / "timings.csv"
     if timings.exists():
         import pandas as pd
@@ -117,6 +182,22 @@ def main(argv=None) -> int:
     lines += ["", "| model | params | train tok/s | MFU |", "|---|---|---|---|"]
     lines += [f"| {t['model']} | {t['params']:,} | {t['tokens_per_s']:.0f} | {t['mfu']:.1%} |"
               for t in report["training"]]
+    import pandas as pd
+    pd.DataFrame(report["scaling"]).to_csv(out / "scaling.csv", index=False)
+    fig = scaling_figure(report["scaling"])
+    for ext in ("png", "pdf"):
+        fig.savefig(out / f"scaling.{ext}", dpi=200 if ext == "png" else None, bbox_inches="tight")
+    fit = report["scaling_fit"]
+    lines += ["", "How cost grows (scaling.png): seconds ~ rate x tokens x parameters, fitted over "
+              f"{len(SCALING_SHAPES)} GPTNeoX sizes:", "", "| activity | seconds per (token x parameter) | R² |",
+              "|---|---|---|"]
+    lines += [f"| {a} | {v['seconds_per_token_param']:.3g} | {v['r2']:.3f} |" for a, v in fit.items()]
+    lines += ["", "Example: training a 10M-parameter model on 10M tokens takes about "
+              f"{fit['training']['seconds_per_token_param'] * 1e14 / 60:.0f} min here."]
+    if "stages" in report:
+        lines += ["", f"Stages of the last `{args.profile}` study run (tables/timings.csv):", "",
+                  "| stage | status | seconds |", "|---|---|---|"]
+        lines += [f"| {r['stage']} | {r['status']} | {r['seconds']} |" for r in report["stages"]]
     (out / "bench.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0

@@ -10,6 +10,7 @@ of the same profile from building the same thing at once.
 """
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import json
@@ -66,6 +67,16 @@ class CorruptArtifact(RuntimeError):
     pass
 
 
+# write failures that mean "this place cannot hold the cache" rather than a bug in a build
+_STORAGE_ERRORS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT}
+
+
+def _storage_error(exc: OSError, where: Path) -> RuntimeError:
+    path = exc.filename or where
+    return RuntimeError(f"Cannot write to the artifact cache at {path}: {exc.strerror or exc}; "
+                        "free some space or point RESURFACE_CACHE (or cache_dir) at a writable folder.")
+
+
 class Cache:
     def __init__(self, root: Path):
         self.root = Path(root)
@@ -113,9 +124,14 @@ class Cache:
 
     @contextmanager
     def _lock(self, target: Path):
-        target.parent.mkdir(parents=True, exist_ok=True)
         lock_path = target.parent / f".{target.name}.lock"
-        with open(lock_path, "w") as fh:
+        try:
+            fh = open(lock_path, "a")
+        except OSError as exc:
+            if exc.errno in _STORAGE_ERRORS:
+                raise _storage_error(exc, lock_path) from None
+            raise
+        with fh:
             fcntl.flock(fh, fcntl.LOCK_EX)
             try:
                 yield
@@ -134,34 +150,54 @@ class Cache:
         target = self.path_for(kind, name, key)
         stage = stage or kind
         t0 = time.perf_counter()
+
+        def reuse() -> Artifact | None:
+            if not target.exists():
+                return None
+            try:
+                manifest = self.verify(target)
+            except CorruptArtifact as exc:
+                return exc
+            log.info("reused %s/%s (%s)", kind, name, key)
+            self.timings.append(TimingRecord(stage, f"{kind}/{name}", time.perf_counter() - t0, "reused",
+                                             manifest.get("build_seconds")))
+            return Artifact(kind, name, key, target, manifest.get("meta", {}))
+
+        # a complete artifact is never modified, so reading needs no lock (a read-only cache works)
+        found = reuse()
+        if isinstance(found, Artifact):
+            return found
         try:
-            self.root.mkdir(parents=True, exist_ok=True)
+            target.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise RuntimeError(f"Cannot create the artifact cache at {self.root}: {exc.strerror}.") from None
+            raise RuntimeError(f"Cannot create the artifact cache at {exc.filename or self.root}: "
+                               f"{exc.strerror}.") from None
         with self._lock(target):
-            if target.exists():
-                try:
-                    manifest = self.verify(target)
-                    log.info("reused %s/%s (%s)", kind, name, key)
-                    self.timings.append(TimingRecord(stage, f"{kind}/{name}", time.perf_counter() - t0, "reused",
-                                                     manifest.get("build_seconds")))
-                    return Artifact(kind, name, key, target, manifest.get("meta", {}))
-                except CorruptArtifact as exc:
-                    log.warning("rebuilding %s/%s: %s", kind, name, exc)
-                    shutil.rmtree(target)
+            found = reuse()  # another run may have built it while we waited for the lock
+            if isinstance(found, Artifact):
+                return found
+            if isinstance(found, CorruptArtifact):
+                log.warning("rebuilding %s/%s: %s", kind, name, found)
+                shutil.rmtree(target)
+            # under the lock, any other temporary folder for this artifact is debris of a killed run
+            for debris in target.parent.glob(f".tmp-{target.name}-*"):
+                shutil.rmtree(debris, ignore_errors=True)
             tmp = target.parent / f".tmp-{target.name}-{os.getpid()}"
-            if tmp.exists():
-                shutil.rmtree(tmp)
             try:
                 tmp.mkdir(parents=True)
             except OSError as exc:
-                raise RuntimeError(f"Cannot write to the artifact cache at {tmp.parent}: {exc.strerror}.") from None
+                raise _storage_error(exc, tmp.parent) from None
             log.info("building %s/%s (%s)", kind, name, key)
             try:
                 meta = build(tmp) or {}
                 seconds = time.perf_counter() - t0
                 manifest = self._write_manifest(tmp, kind, name, key, config, inputs, meta, seconds)
                 os.replace(tmp, target)
+            except OSError as exc:
+                shutil.rmtree(tmp, ignore_errors=True)
+                if exc.errno in _STORAGE_ERRORS:  # disk full, read-only: say where, keep nothing half-written
+                    raise _storage_error(exc, tmp) from None
+                raise
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)
                 raise

@@ -1,8 +1,9 @@
 """`python -m resurface.report --profile NAME`: REPORT.md from a study's products, never by hand.
 
 Reads outputs/<profile>/findings/*.json, tables/*.csv and figures/*.png and writes
-outputs/<profile>/REPORT.md: the paper's claims beside this run's verdicts and
-numbers, the zoo, the figures with captions, timings and the environment.
+outputs/<profile>/REPORT.md (and REPORT.html, the same text rendered): the paper's
+claims beside this run's verdicts and numbers, the zoo, the figures with captions,
+timings and the environment.
 """
 from __future__ import annotations
 
@@ -86,8 +87,21 @@ def environment() -> dict:
         except metadata.PackageNotFoundError:
             pass
     import os
-    return {"python": platform.python_version(), "platform": platform.platform(),
-            "cpus": os.cpu_count(), "packages": pk}
+    cpu = platform.processor() or platform.machine()
+    try:
+        cpu = next(l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines()
+                   if l.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    gpu = None
+    try:
+        import torch
+        gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    except Exception:  # a broken CUDA install must not stop the report
+        pass
+    return {"python": platform.python_version(), "platform": platform.platform(), "cpu": cpu,
+            "cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+            "gpu": gpu, "packages": pk}
 
 
 def build_report(profile: str) -> Path:
@@ -125,15 +139,35 @@ def build_report(profile: str) -> Path:
     timings = out / "tables" / "timings.csv"
     if timings.exists():
         t = pd.read_csv(timings)
-        by = t.groupby(["notebook", "stage", "status"])["seconds"].sum().round(1).reset_index()
-        parts += ["## Timings", "", _table_md(by), ""]
+        by = (t.groupby(["notebook", "stage", "status"])[["seconds", "build_seconds"]].sum().round(1)
+              .reset_index())
+        parts += ["## Timings", "", "`seconds`: what this run spent; `build_seconds`: what building the artifacts "
+                  "cost when they were made (the same for reused ones).", "", _table_md(by), ""]
     params = out / "params.resolved.yaml"
     if params.exists():
         parts += ["## Parameters", "", "```yaml", params.read_text().strip(), "```", ""]
     parts += ["## Environment", "", "```json", json.dumps(environment(), indent=1), "```", ""]
     path = out / "REPORT.md"
-    path.write_text("\n".join(parts))
+    text = "\n".join(parts)
+    path.write_text(text)
+    (out / "REPORT.html").write_text(to_html(text, f"resurface: {profile}"))
     return path
+
+
+_CSS = ("body{font-family:system-ui,sans-serif;max-width:72rem;margin:2rem auto;padding:0 1rem;line-height:1.45}"
+        "table{border-collapse:collapse;margin:1rem 0;font-size:.9rem}td,th{border:1px solid #ccc;padding:.3rem .5rem;"
+        "vertical-align:top}th{background:#f3f3f3}img{max-width:100%}pre{background:#f6f6f6;padding:.7rem;"
+        "overflow-x:auto;font-size:.8rem}")
+
+
+def to_html(markdown_text: str, title: str) -> str:
+    """The report as one HTML page (figures by relative path, so the folder stays self-contained)."""
+    import html
+
+    import markdown
+    body = markdown.markdown(markdown_text, extensions=["tables", "fenced_code"])
+    return (f"<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
+            f"<style>{_CSS}</style></head>\n<body>\n{body}\n</body></html>\n")
 
 
 def main(argv=None) -> int:

@@ -144,6 +144,9 @@ def start(profile: str, overrides: dict | None = None, notebook: str = "notebook
     root = cache_root(cfg.cache_dir)
     if all(m.is_local for m in cfg.zoo.models.values()):
         go_offline(root / "hf_home")  # embedded profiles never touch the network
+    else:
+        from .hub import check_available_offline
+        check_available_offline(cfg)  # a model id that is not here offline: one sentence, nothing written
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout, force=True)
     _quiet_libraries()
     from .training import set_threads

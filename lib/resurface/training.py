@@ -16,12 +16,15 @@ from tqdm.auto import tqdm
 
 
 def set_threads(threads: int | str = "auto") -> int:
-    """Use the cores that are actually free: two threads lose to one on a busy 2-core box."""
+    """`auto`: every core this process may use (or RESURFACE_THREADS).
+
+    Not fewer when the machine looks busy: float reductions split differently across thread
+    counts, so the same params would give different bits. Results are reproducible for a
+    given thread count; the count is printed at the start of every notebook."""
     if threads == "auto":
-        n_cpu = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-        busy = int(os.getloadavg()[0] + 0.5) if hasattr(os, "getloadavg") else 0
         env = os.environ.get("RESURFACE_THREADS")
-        n = int(env) if env else max(1, min(n_cpu, n_cpu - max(0, busy - 1)))
+        n_cpu = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        n = int(env) if env else n_cpu
     else:
         n = int(threads)
     torch.set_num_threads(n)
