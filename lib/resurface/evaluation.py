@@ -11,18 +11,24 @@ from .cache import Artifact, Cache
 log = logging.getLogger("resurface")
 
 
-def run_lm_eval(model_dir: Path, task_dir: Path, task_names: list[str], batch_size: int,
-                seed: int = 0) -> tuple[dict, dict]:
+def run_lm_eval(model_dir: Path, task_dir: Path | None, task_names: list[str], batch_size: int,
+                seed: int = 0, include_defaults: bool = False, backend: str = "hf",
+                model_args: str = "") -> tuple[dict, dict]:
     """`simple_evaluate` with lm-eval's own `hf` backend on a saved HF directory.
 
     Returns the aggregate results and, per accuracy task, the per-item scores in doc order
     (so a before/after difference can get a paired standard error)."""
     import lm_eval
     from lm_eval.tasks import TaskManager
-    tm = TaskManager(include_path=str(task_dir), include_defaults=False)
+    from .device import current
+    place = current()
+    # embedded tasks from their YAMLs; Hub profiles add lm-eval's own registry (lambada_openai, piqa, ...)
+    tm = TaskManager(include_path=str(task_dir) if task_dir is not None else None,
+                     include_defaults=include_defaults or task_dir is None)
+    args = f"pretrained={model_dir},tokenizer={model_dir},dtype={place.dtype}" + (f",{model_args}" if model_args else "")
     res = lm_eval.simple_evaluate(
-        model="hf", model_args=f"pretrained={model_dir},tokenizer={model_dir},dtype=float32",
-        tasks=task_names, task_manager=tm, batch_size=batch_size, device="cpu", bootstrap_iters=0,
+        model=backend, model_args=args,
+        tasks=task_names, task_manager=tm, batch_size=batch_size, device=place.device, bootstrap_iters=0,
         random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed, fewshot_random_seed=seed,
         log_samples=True, verbosity="ERROR")
     items = {}
@@ -50,13 +56,18 @@ def tidy_results(results: dict) -> list[dict]:
 
 
 def evaluate(cache: Cache, model: Artifact, model_subdir: str, tasks: Artifact, batch_size: int,
-             label: str) -> Artifact:
+             label: str, backend: str = "hf", model_args: str = "") -> Artifact:
     """Evaluate `model/model_subdir` on the embedded tasks; the result is cached as JSON rows."""
-    cfg = {"subdir": model_subdir, "batch_size": batch_size, "layout": 2}  # 2: per-item scores saved
+    from .device import current
+    cfg = {"subdir": model_subdir, "batch_size": batch_size, "layout": 2,  # 2: per-item scores saved
+           **current().key(), **({"backend": backend, "model_args": model_args} if backend != "hf" or model_args
+                                  else {})}
 
     def build(tmp: Path) -> dict:
         names = write_task_yamls(tasks, tmp / "tasks")
-        results, items = run_lm_eval(model.path / model_subdir, tmp / "tasks", names, batch_size)
+        standard = list(tasks.meta.get("standard") or [])
+        results, items = run_lm_eval(model.path / model_subdir, tmp / "tasks", names + standard, batch_size,
+                                     include_defaults=bool(standard), backend=backend, model_args=model_args)
         rows = tidy_results(results)
         for r in rows:  # binomial standard error for accuracies (lm-eval's needs bootstrap iterations)
             if r["metric"] in ("acc", "acc_norm") and r["stderr"] is None and r["task"] in items:

@@ -21,14 +21,15 @@ from .training import pack_documents, tokenize_texts, train_lm
 def finetune(cache: Cache, label: str, student: Artifact, student_subdir: str, texts_art: Artifact,
              texts_loader, budget_tokens: int, ft: FinetuneConfig, seq_len: int, seed: int) -> Artifact:
     """Fine-tune `student/student_subdir` on the texts of `texts_art` for `budget_tokens` student tokens."""
+    from .device import current
     cfg = {"student_subdir": student_subdir, "budget": budget_tokens, "ft": ft.model_dump(), "seq_len": seq_len,
-           "seed": seed}
+           "seed": seed, **current().key()}
 
     def build(tmp: Path) -> dict:
         from .zoo import load_model
         src = student.path / student_subdir
         tok = load_tokenizer(src)
-        model = load_model(src)
+        model = load_model(src, for_training=True)
         torch.manual_seed(seed)
         blocks = pack_documents(tokenize_texts(tok, texts_loader(texts_art)), tok.eos_token_id, seq_len)
         steps = max(1, budget_tokens // (ft.batch_size * seq_len))

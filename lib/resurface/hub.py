@@ -12,11 +12,11 @@ def hub_offline() -> bool:
 
 def required_revisions(cfg: StudyConfig) -> list[tuple[str, str]]:
     """(hub id, revision) for every Hub model a profile uses, intermediate `@stepN` sources included."""
-    need = {(m.hub_id, m.revision or "main") for m in cfg.zoo.models.values() if not m.is_local}
+    need = {(m.hub_id, m.revision or "main") for m in cfg.zoo.models.values() if m.is_hub}
     for ref in (*cfg.transfer.sources, *cfg.transfer.students):
         name, step = parse_model_ref(ref)
         m = cfg.zoo.models[name]
-        if not m.is_local and step is not None:
+        if m.is_hub and step is not None:
             need.add((m.hub_id, f"step{step}"))
     return sorted(need)
 
@@ -39,3 +39,52 @@ def check_available_offline(cfg: StudyConfig) -> None:
         raise SystemExit(f"resurface: model `{repo}` at revision `{rev}`{more} is not in the local Hugging Face "
                          f"cache and the Hub is offline (HF_HUB_OFFLINE=1); download it on a connected machine "
                          f"or unset HF_HUB_OFFLINE.")
+
+
+# Only what a safetensors model directory needs; never *.bin / *.pt (pickles).
+ALLOW_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model", "*.tiktoken", "tokenizer*"]
+
+
+def hub_subdirs(cfg: StudyConfig, name: str) -> list[tuple[str, str]]:
+    """[(subdir, revision)] for one Hub model: `main` (its pinned revision) and each `@stepN` a source uses."""
+    m = cfg.zoo.models[name]
+    steps = sorted({step for ref in (*cfg.transfer.sources, *cfg.transfer.students)
+                    for n, step in [parse_model_ref(ref)] if n == name and step is not None})
+    return [("main", m.revision or "main")] + [(f"step{s}", f"step{s}") for s in steps]
+
+
+def fetch_model(cache, cfg: StudyConfig, name: str, lineage_corpus):
+    """A pinned Hub model as a zoo artifact: `main/` and `stepN/` link to the files in the HF cache.
+
+    The links keep the cache small; the manifest still checksums the weights, so a changed or
+    deleted file in the HF cache is noticed and fetched again."""
+    from pathlib import Path
+
+    from .training import bits_per_byte
+    from .zoo import load_model
+    from .tokenizer import load_tokenizer
+    from .corpora import load_corpus
+    m = cfg.zoo.models[name]
+    subdirs = hub_subdirs(cfg, name)
+
+    def build(tmp: Path) -> dict:
+        from huggingface_hub import snapshot_download
+        for sub, rev in subdirs:
+            snap = Path(snapshot_download(m.hub_id, revision=rev, allow_patterns=ALLOW_PATTERNS))
+            if not list(snap.glob("*.safetensors")):
+                raise RuntimeError(f"`{m.hub_id}` at revision `{rev}` has no safetensors weights; resurface never "
+                                   "loads pickled checkpoints.")
+            (tmp / sub).mkdir()
+            for f in snap.iterdir():
+                if f.is_file():
+                    os.symlink(f.resolve(), tmp / sub / f.name)
+        model, tok = load_model(tmp / "main"), load_tokenizer(tmp / "main")
+        held = load_corpus(lineage_corpus)["heldout"]["text"][:20]
+        return {"name": name, "kind": m.kind, "architecture": model.config.model_type,
+                "parameters": int(sum(p.numel() for p in model.parameters())), "vocab_size": len(tok),
+                "hub_id": m.hub_id, "revision": m.revision or "main",
+                "heldout_lineage_bpb": round(bits_per_byte(model, tok, held, cfg.zoo.seq_len), 4),
+                "checkpoints": [s for s, _ in subdirs if s != "main"]}
+
+    return cache.get_or_build("zoo", name, {"hub_id": m.hub_id, "subdirs": subdirs}, build,
+                              inputs=[lineage_corpus], stage="zoo")

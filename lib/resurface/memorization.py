@@ -26,7 +26,7 @@ def extraction(model, sequences: list[list[int]], prefix_len: int = 32, suffix_l
     for i in tqdm(range(0, len(seqs), batch_size), desc="extract", leave=False, mininterval=2):
         batch = seqs[i:i + batch_size]
         new = decode(model, batch[:, :prefix_len], suffix_len, greedy=True)
-        matches.append((new == batch[:, prefix_len:]).float())
+        matches.append((new == batch[:, prefix_len:]).float())  # decode returns CPU tokens
     m = torch.cat(matches).numpy() if matches else np.zeros((0, suffix_len))
     return {"extracted": m.min(axis=1) == 1.0 if len(m) else np.zeros(0, bool),
             "match_fraction": m.mean(axis=1) if len(m) else np.zeros(0)}

@@ -92,7 +92,7 @@ def mean_gradient(model, blocks: np.ndarray, batch_size: int = 16) -> torch.Tens
     model.zero_grad(set_to_none=True)
     n = 0
     for i in range(0, len(blocks), batch_size):
-        x = torch.from_numpy(blocks[i:i + batch_size].astype(np.int64))
+        x = torch.from_numpy(blocks[i:i + batch_size].astype(np.int64)).to(model.device)
         (model(input_ids=x, labels=x).loss * len(x)).backward()
         n += len(x)
     g = torch.cat([p.grad.flatten() / n for p in model.parameters() if p.grad is not None])

@@ -142,7 +142,7 @@ def start(profile: str, overrides: dict | None = None, notebook: str = "notebook
         # one sentence for the reader; papermill shows it as the failing cell's error
         raise SystemExit(f"resurface: {exc}") from None
     root = cache_root(cfg.cache_dir)
-    if all(m.is_local for m in cfg.zoo.models.values()):
+    if not any(m.is_hub for m in cfg.zoo.models.values()):
         go_offline(root / "hf_home")  # embedded profiles never touch the network
     else:
         from .hub import check_available_offline
@@ -151,12 +151,15 @@ def start(profile: str, overrides: dict | None = None, notebook: str = "notebook
     _quiet_libraries()
     from .training import set_threads
     threads = set_threads(cfg.threads)
+    from .device import use
+    placement = use(cfg.device, cfg.dtype)
     seed_everything(cfg.seed)
     out = outputs_dir(cfg.profile)
     out.mkdir(parents=True, exist_ok=True)
     resolved = config_dict(cfg)
     (out / "params.resolved.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
     if verbose:
-        print(f"profile: {cfg.profile} | cache: {root} | outputs: {out} | torch threads: {threads}")
+        print(f"profile: {cfg.profile} | cache: {root} | outputs: {out} | torch threads: {threads} | "
+              f"device: {placement}")
         print(yaml.safe_dump(resolved, sort_keys=False, width=110))
     return Study(cfg, Cache(root), out, notebook, threads)

@@ -6,6 +6,7 @@ Two backends behind one function:
   `torch.multinomial` dominates `model.generate`'s step time; one uniform per row
   is cheaper and gives the same distribution (tested against the softmax).
 - `hf`: `model.generate(do_sample=True)`, the reference.
+- `vllm`: vLLM's engine on a GPU, for Hub-scale runs; same corpus format and provenance.
 """
 from __future__ import annotations
 
@@ -66,7 +67,7 @@ def draw(logits: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """One categorical draw per row by inverse CDF."""
     probs = torch.softmax(logits, dim=-1)
     cdf = probs.cumsum(-1)
-    u = torch.rand(cdf.shape[0], 1, generator=generator, dtype=cdf.dtype) * cdf[:, -1:]
+    u = torch.rand(cdf.shape[0], 1, generator=generator, dtype=cdf.dtype, device=cdf.device) * cdf[:, -1:]
     return torch.searchsorted(cdf, u, right=True).clamp_(max=cdf.shape[-1] - 1).squeeze(-1)
 
 
@@ -109,12 +110,13 @@ def preallocated_cache(model, capacity: int) -> Cache:
 @torch.no_grad()
 def decode(model, input_ids: torch.Tensor, max_new_tokens: int, *, greedy: bool = False, temperature: float = 1.0,
            top_k: int = 0, top_p: float = 1.0, generator: torch.Generator | None = None) -> torch.Tensor:
-    """KV-cached decoding of `max_new_tokens` for a batch of equal-length prefixes; returns the new tokens."""
+    """KV-cached decoding of `max_new_tokens` for a batch of equal-length prefixes; returns the new tokens (CPU)."""
+    input_ids = input_ids.to(model.device)
     out = model(input_ids=input_ids, past_key_values=preallocated_cache(model, input_ids.shape[1] + max_new_tokens),
                 use_cache=True)
     past = out.past_key_values
     logits = out.logits[:, -1, :]
-    new = torch.empty(input_ids.shape[0], max_new_tokens, dtype=torch.long)
+    new = torch.empty(input_ids.shape[0], max_new_tokens, dtype=torch.long, device=input_ids.device)
     for t in range(max_new_tokens):
         if greedy:
             nxt = logits.argmax(-1)
@@ -124,12 +126,33 @@ def decode(model, input_ids: torch.Tensor, max_new_tokens: int, *, greedy: bool 
         if t + 1 < max_new_tokens:
             out = model(input_ids=nxt[:, None], past_key_values=past, use_cache=True)
             past, logits = out.past_key_values, out.logits[:, -1, :]
-    return new
+    return new.cpu()
 
 
 def max_positions(model) -> int | None:
-    c = model.config
+    c = getattr(model, "config", None)
     return getattr(c, "max_position_embeddings", None) or getattr(c, "n_positions", None)
+
+
+def vllm_engine(model_dir, dtype: str = "auto", seed: int = 0, **kwargs):
+    """A vLLM engine on a saved model directory (GPU machines; `pip install -r requirements-gpu.txt`)."""
+    try:
+        from vllm import LLM
+    except ImportError:
+        raise SystemExit("resurface: `sampling.backend: vllm` needs vLLM (pip install -r requirements-gpu.txt, "
+                         "on a GPU machine).") from None
+    return LLM(model=str(model_dir), tokenizer=str(model_dir), dtype=dtype, seed=seed, **kwargs)
+
+
+def _vllm_batch(llm, start_id: int, n: int, *, temperature: float, top_k: int, top_p: float,
+                max_new_tokens: int, seed: int) -> list[list[int]]:
+    """`n` samples from one start-token prompt. vLLM stops a row at end-of-text by itself."""
+    from vllm import SamplingParams
+    from vllm.inputs import TokensPrompt
+    params = SamplingParams(n=n, temperature=temperature, top_p=top_p, top_k=top_k if top_k else -1,
+                            max_tokens=max_new_tokens, seed=seed, detokenize=False)
+    out = llm.generate([TokensPrompt(prompt_token_ids=[start_id])], params, use_tqdm=False)
+    return [list(c.token_ids) for c in out[0].outputs]
 
 
 def sample_documents(model, tokenizer, *, n_tokens: int, temperature: float, top_k: int = 0, top_p: float = 1.0,
@@ -140,12 +163,12 @@ def sample_documents(model, tokenizer, *, n_tokens: int, temperature: float, top
     Each row is cut at its first end-of-text (what follows would be a new document).
     Returns the token lists and the provenance of the run.
     """
-    start = resolve_start_token(tokenizer, model.config)
+    start = resolve_start_token(tokenizer, getattr(model, "config", None))
     limit = max_positions(model)
     if limit is not None and max_new_tokens + 1 > limit:
         raise ValueError(f"max_new_tokens={max_new_tokens} does not fit the model's {limit} positions")
     eos = tokenizer.eos_token_id
-    gen = torch.Generator().manual_seed(seed)
+    gen = torch.Generator(device=getattr(model, "device", "cpu") if backend != "vllm" else "cpu").manual_seed(seed)
     docs: list[list[int]] = []
     total, generated, t0 = 0, 0, time.perf_counter()
     bar = tqdm(total=n_tokens, desc=desc, leave=False, mininterval=2, unit="tok")
@@ -155,13 +178,19 @@ def sample_documents(model, tokenizer, *, n_tokens: int, temperature: float, top
             new = decode(model, bos, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
                          generator=gen)
         elif backend == "hf":
-            torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))
+            torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=gen, device=gen.device)))
+            bos = bos.to(model.device)
             new = model.generate(input_ids=bos, attention_mask=torch.ones_like(bos), do_sample=True,
                                  temperature=temperature, top_k=top_k, top_p=top_p, max_new_tokens=max_new_tokens,
-                                 min_new_tokens=max_new_tokens, pad_token_id=eos, eos_token_id=None)[:, 1:]
+                                 min_new_tokens=max_new_tokens, pad_token_id=eos, eos_token_id=None)[:, 1:].cpu()
+        elif backend == "vllm":  # `model` is a vLLM engine (see `vllm_engine`)
+            rows = _vllm_batch(model, start.token_id, batch_size, temperature=temperature, top_k=top_k,
+                               top_p=top_p, max_new_tokens=max_new_tokens,
+                               seed=int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))
+            new = torch.tensor([r + [eos] * (max_new_tokens - len(r)) for r in rows], dtype=torch.long)
         else:
-            raise ValueError(f"sampling backend `{backend}` is not available here (use `fast` or `hf`)")
-        generated += new.numel()
+            raise ValueError(f"sampling backend `{backend}` is not available here (use `fast`, `hf` or `vllm`)")
+        generated += new.numel() if backend != "vllm" else sum(map(len, rows))
         for row in new.tolist():
             cut = row.index(eos) if eos in row else len(row)
             docs.append(row[:cut])

@@ -68,7 +68,9 @@ def train_lm(model, blocks: np.ndarray, *, steps: int, batch_size: int, lr: floa
     Returns the loss history and throughput. `on_checkpoint(step)` is called after
     the given step numbers, the way Pythia exposes `stepN` revisions.
     """
+    from .device import autocast
     model.train()
+    device = next(model.parameters()).device
     opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.95), weight_decay=0.01)
     n = len(blocks)
     order = np.arange(n) if order is None else order
@@ -78,10 +80,11 @@ def train_lm(model, blocks: np.ndarray, *, steps: int, batch_size: int, lr: floa
     bar = tqdm(range(steps), desc=desc, leave=False, mininterval=2)
     for step in bar:
         idx = order[(np.arange(step * batch_size, (step + 1) * batch_size)) % len(order)]
-        x = torch.from_numpy(blocks[idx].astype(np.int64))
+        x = torch.from_numpy(blocks[idx].astype(np.int64)).to(device)
         for g in opt.param_groups:
             g["lr"] = lr_at(step, steps, lr, warmup_steps)
-        loss = model(input_ids=x, labels=x).loss
+        with autocast():
+            loss = model(input_ids=x, labels=x).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
@@ -106,7 +109,7 @@ def mean_loss(model, blocks: np.ndarray, batch_size: int = 64) -> float:
     model.eval()
     total, count = 0.0, 0
     for i in range(0, len(blocks), batch_size):
-        x = torch.from_numpy(blocks[i:i + batch_size].astype(np.int64))
+        x = torch.from_numpy(blocks[i:i + batch_size].astype(np.int64)).to(model.device)
         logits = model(input_ids=x).logits[:, :-1].float()
         nll = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), x[:, 1:].reshape(-1),
                                                 reduction="sum")

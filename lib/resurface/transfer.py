@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 from .benchmarks import build_tasks, split_heldout
 from .cache import Artifact, Cache
 from .config import StudyConfig, parse_model_ref
+from .device import current
 from .evaluation import evaluate, load_items, load_results, oriented_delta, paired_stderr, primary
 from .finetune import finetune
 from .sampling import load_synthetic, sample_documents, save_corpus
@@ -24,7 +25,7 @@ from .tokenizer import load_tokenizer
 from .zoo import Zoo, load_model
 
 OVERSAMPLE = 1.25  # source tokens per student token budget: tokenizers compress differently
-HEADLINE_TASKS = ("minimal_pairs", "next_sentence")
+HEADLINE_METRICS = ("acc", "acc_norm")  # the headline averages every accuracy task (not perplexity)
 
 
 def relation(cfg: StudyConfig, student: str, source_ref: str) -> str:
@@ -42,11 +43,16 @@ def synthetic_corpus(cache: Cache, zoo: Zoo, source_ref: str, temperature: float
     n_tokens = math.ceil(s.tokens_per_corpus * OVERSAMPLE)
     cfg = {"source": source_ref, "temperature": temperature, "seed": seed, "top_k": s.top_k, "top_p": s.top_p,
            "max_new_tokens": s.max_new_tokens, "n_tokens": n_tokens, "batch_size": s.batch_size,
-           "backend": s.backend}
+           "backend": s.backend, **current().key()}
 
     def build(tmp: Path) -> dict:
         path = zoo.models[name].path / subdir
-        model, tok = load_model(path), load_tokenizer(path)
+        tok = load_tokenizer(path)
+        if s.backend == "vllm":
+            from .sampling import vllm_engine
+            model = vllm_engine(path, dtype=current().dtype, seed=seed)
+        else:
+            model = load_model(path)
         docs, prov = sample_documents(model, tok, n_tokens=n_tokens, temperature=temperature, top_k=s.top_k,
                                       top_p=s.top_p, max_new_tokens=s.max_new_tokens, batch_size=s.batch_size,
                                       seed=seed, backend=s.backend, desc=f"sample {source_ref} T={temperature}")
@@ -101,7 +107,7 @@ def run_matrix(cfg: StudyConfig, cache: Cache, zoo: Zoo, reverse: bool = False) 
     `reverse=True` to work through the plan from the other end (see `python -m resurface.transfer`)."""
     b = cfg.benchmarks
     tasks = build_tasks(cache, zoo.corpora["lineage"], list(b.tasks), b.items_per_task, b.ppl_documents, cfg.seed)
-    base_arts = {s: evaluate(cache, zoo.models[s], "main", tasks, b.batch_size, f"{s}-base")
+    base_arts = {s: evaluate(cache, zoo.models[s], "main", tasks, b.batch_size, f"{s}-base", b.backend, b.model_args)
                  for s in cfg.transfer.students}
     base = {s: load_results(a) for s, a in base_arts.items()}
     base_items = {s: load_items(a) for s, a in base_arts.items()}
@@ -115,7 +121,7 @@ def run_matrix(cfg: StudyConfig, cache: Cache, zoo: Zoo, reverse: bool = False) 
         student = finetune(cache, label, zoo.models[st], "main", corpus, _texts, cfg.sampling.tokens_per_corpus,
                            cfg.finetune, cfg.zoo.seq_len, seed)
         students[label] = student
-        ev = evaluate(cache, student, "main", tasks, b.batch_size, label)
+        ev = evaluate(cache, student, "main", tasks, b.batch_size, label, b.backend, b.model_args)
         after, after_items = load_results(ev), load_items(ev)
         pb, pa = primary(base[st]), primary(after)
         for task in pa:
@@ -131,9 +137,13 @@ def _metric(task: str) -> str:
     return PRIMARY_METRIC[task]
 
 
+def headline_tasks(table: pd.DataFrame) -> list[str]:
+    return sorted(table.loc[table["metric"].isin(HEADLINE_METRICS), "task"].unique())
+
+
 def headline(table: pd.DataFrame) -> pd.DataFrame:
     """One score per run: the mean accuracy improvement (points) over the headline tasks."""
-    acc = table[table["task"].isin(HEADLINE_TASKS)]
+    acc = table[table["metric"].isin(HEADLINE_METRICS)]
     keys = ["student", "source", "relation", "temperature", "seed"]
     return acc.groupby(keys, dropna=False)["delta"].mean().rename("headline_delta").reset_index()
 

@@ -48,13 +48,19 @@ def hf_config(m: ModelConfig, vocab_size: int, seq_len: int):
     raise ValueError(f"unknown architecture {m.architecture}")
 
 
-def load_model(path: Path | str, revision: str | None = None):
-    """Load a causal LM from a saved directory (safetensors only, no remote code)."""
+def load_model(path: Path | str, revision: str | None = None, for_training: bool = False):
+    """Load a causal LM from a saved directory (safetensors only, no remote code) onto the current device.
+
+    Inference uses the profile's dtype; training keeps float32 weights (autocast does the rest on a GPU)."""
     from transformers import AutoModelForCausalLM
-    kwargs = {"use_safetensors": True}
+    from .device import current
+    place = current()
+    kwargs = {"use_safetensors": True, "dtype": torch.float32 if for_training else place.torch_dtype}
     if revision:
         kwargs["revision"] = revision
     model = AutoModelForCausalLM.from_pretrained(str(path), **kwargs)
+    if place.device != "cpu":
+        model.to(place.device)
     model.eval()
     return model
 
@@ -181,6 +187,8 @@ class Zoo:
         import pandas as pd
         rows = []
         for name, a in self.models.items():
+            if not (a / "loss_history.json").exists():  # not trained here (Hub, GGUF)
+                continue
             for step, loss in json.loads((a / "loss_history.json").read_text()):
                 rows.append({"model": name, "step": step, "tokens": step * self.cfg.zoo.models[name].batch_size
                              * self.cfg.zoo.seq_len, "loss": loss})
@@ -235,14 +243,24 @@ def train_models(cfg: StudyConfig, cache: Cache, corpora: dict[str, Artifact], t
 
 def build_zoo(cfg: StudyConfig, cache: Cache) -> Zoo:
     """Every step of notebook 00 in one call (later notebooks use it; all of it comes from the cache)."""
-    hub = [n for n, m in cfg.zoo.models.items() if not m.is_local]
-    if hub:
-        raise RuntimeError(f"profile `{cfg.profile}` uses Hub models {hub}; running Hub profiles is not "
-                           "implemented yet (see the README's section on real weights).")
     corpora = build_corpora(cfg, cache)
     tokenizers = build_tokenizers(cfg, cache, corpora)
     canaries = build_canaries(cfg, cache, tokenizers)
-    return Zoo(cfg, corpora, tokenizers, canaries, train_models(cfg, cache, corpora, tokenizers, canaries))
+    trained = train_models(cfg, cache, corpora, tokenizers, canaries)
+    return Zoo(cfg, corpora, tokenizers, canaries, {**trained, **external_models(cfg, cache, corpora)})
+
+
+def external_models(cfg: StudyConfig, cache: Cache, corpora: dict[str, Artifact]) -> dict[str, Artifact]:
+    """Zoo members not trained here: pinned Hub revisions and registry GGUF files."""
+    out = {}
+    for name, m in cfg.zoo.models.items():
+        if m.is_hub:
+            from .hub import fetch_model
+            out[name] = fetch_model(cache, cfg, name, corpora["lineage"])
+        elif m.gguf is not None:
+            from .gguf import fetch_gguf_model
+            out[name] = fetch_gguf_model(cache, cfg, name, corpora["lineage"])
+    return out
 
 
 # ------------------------------------------------------------- what notebook 00 shows
@@ -283,6 +301,8 @@ def zoo_canary_extraction(zoo: Zoo, prefix_len: int, suffix_len: int, batch_size
     """Extraction of the planted canaries by every canary-trained zoo model, per duplication count."""
     import pandas as pd
     from .memorization import canary_extraction
+    if zoo.canaries is None:  # no model here was trained with canaries (e.g. a Hub profile)
+        return pd.DataFrame(columns=["model", "count", "split", "extraction_rate", "mean_match", "n"])
     recs = load_canaries(zoo.canaries)
     rows = []
     for name, m in zoo.cfg.zoo.models.items():
