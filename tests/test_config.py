@@ -19,7 +19,7 @@ def test_every_committed_profile_validates(profile):
 
 
 def test_required_profiles_exist():
-    assert {"smoke", "default", "workshop", "pythia"} <= set(PROFILES)
+    assert {"smoke", "default", "workshop", "pythia", "qwen", "smollm2"} <= set(PROFILES)
 
 
 @pytest.mark.parametrize("overrides, words", [
@@ -140,3 +140,15 @@ def test_a_hub_model_missing_offline_stops_with_one_sentence(isolated, monkeypat
     for repo, rev in need:  # once every pinned revision is present, the check passes
         _fake_hub_snapshot(hf_home, repo, rev)
     assert hub.missing_offline(cfg) == []
+
+
+def test_a_profile_can_extend_another(tmp_path, monkeypatch):
+    d, s = load_config("default"), load_config("smollm2")
+    assert {n: m for n, m in s.zoo.models.items() if n != "smollm2"} == d.zoo.models  # shared artifacts reused
+    assert s.sampling.temperatures == [1.0] and s.sampling.tokens_per_corpus == d.sampling.tokens_per_corpus
+    assert s.description != d.description
+    monkeypatch.setattr(C, "PARAMS_DIR", tmp_path)
+    (tmp_path / "a.yaml").write_text("extends: b\n")
+    (tmp_path / "b.yaml").write_text("extends: a\n")
+    with pytest.raises(ConfigError, match="leads back to itself"):
+        load_config("a")

@@ -88,9 +88,10 @@ def test_hub_code_path_on_a_pythia_70m_lookalike(lookalike, smoke_cache, monkeyp
     """Fetch (offline, pinned revisions) -> BOS sampling -> fine-tuning -> lm-eval -> extraction."""
     import pandas as pd
     from resurface.cache import Cache
-    from resurface.memorization import extraction, memorized_evals_sequences
+    from resurface.memorization import (load_extraction, measure_canaries, memorized_evals_sequences,
+                                        memorized_probes)
     from resurface.transfer import run_matrix
-    from resurface.zoo import build_zoo, load_model
+    from resurface.zoo import build_zoo
     cfg, hub_cache = lookalike
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
@@ -113,9 +114,12 @@ def test_hub_code_path_on_a_pythia_70m_lookalike(lookalike, smoke_cache, monkeyp
     rng = np.random.default_rng(0)
     pd.DataFrame({"index": np.arange(6), "tokens": [rng.integers(3, 50277, 64).tolist() for _ in range(6)]}) \
         .to_parquet(tmp_path / "memorized.parquet")
+    probes = memorized_probes(cache, "EleutherAI/pythia-70m-deduped", 4, 0, data_files=str(tmp_path / "memorized.parquet"))
+    assert probes.meta["split"] == "deduped.70m"
+    ext = load_extraction(measure_canaries(cache, student, "main", probes, 32, 32, 4, "lookalike-student"))
+    assert len(ext) == 4 and not ext["extracted"].any()  # random weights memorize nothing
     seqs = memorized_evals_sequences("EleutherAI/pythia-70m-deduped", 4, data_files=str(tmp_path / "memorized.parquet"))
-    res = extraction(load_model(student.path / "main"), seqs, 32, 32, batch_size=4)
-    assert res["extracted"].shape == (4,) and not res["extracted"].any()  # random weights memorize nothing
+    assert [c["token_ids"] for c in json.loads((probes.path / "canaries.json").read_text())] == seqs
 
 
 def test_a_hub_revision_without_safetensors_is_refused(lookalike, smoke_cache, monkeypatch, tmp_path):

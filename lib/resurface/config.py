@@ -174,6 +174,8 @@ class MemorizationConfig(Strict):
     prefix_len: int = Field(32, gt=0)
     suffix_len: int = Field(32, gt=0)
     batch_size: int = Field(64, gt=0)
+    memorized_evals: int = Field(1000, gt=0, description="Hub profiles: sequences sampled from "
+                                                         "EleutherAI/pythia-memorized-evals per student")
 
 
 class ProxiesConfig(Strict):

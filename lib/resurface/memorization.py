@@ -59,6 +59,21 @@ def measure_canaries(cache, model_art, subdir: str, canaries_art, prefix_len: in
                               stage="memorization")
 
 
+def memorized_probes(cache, hub_id: str, n: int, seed: int, data_files: str | None = None):
+    """Hub students: the sequences Pythia is known to have memorized, stored in the canaries' format
+    (all `held-out`: nothing guided our choices on them; `count` unknown, recorded as 0)."""
+    import json
+
+    def build(tmp):
+        seqs = memorized_evals_sequences(hub_id, n, seed, data_files)
+        recs = [{"canary_id": i, "count": 0, "split": "heldout", "token_ids": s} for i, s in enumerate(seqs)]
+        (tmp / "canaries.json").write_text(json.dumps(recs))
+        return {"n": len(recs), "source": MEMORIZED_EVALS, "split": memorized_evals_split(hub_id)}
+
+    return cache.get_or_build("canaries", f"memorized-{hub_id.replace('/', '--')}", {"hub_id": hub_id, "n": n,
+                              "seed": seed}, build, stage="memorization")
+
+
 def load_extraction(art):
     import pandas as pd
     return pd.read_json(art.path / "extraction.json", orient="records")

@@ -7,19 +7,31 @@ from .memorization import load_extraction, measure_canaries
 from .transfer import headline
 
 
+def probes_for(cfg, cache, zoo, student: str):
+    """What a student may have memorized: the planted canaries here; Pythia's memorized evals for Hub students."""
+    if zoo.canaries is not None:
+        return zoo.canaries
+    m = cfg.zoo.models[student]
+    if not m.is_hub:
+        raise ValueError(f"student `{student}` has no canaries and is not a Pythia Hub model: nothing to extract")
+    from .memorization import memorized_probes
+    return memorized_probes(cache, m.hub_id, cfg.memorization.memorized_evals, cfg.seed)
+
+
 def extraction_tables(cfg, cache, zoo, table: pd.DataFrame, arts: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Per canary group (before/after per run) and per run (held-out rate after, headline delta)."""
     m = cfg.memorization
+    probes = {s: probes_for(cfg, cache, zoo, s) for s in cfg.transfer.students}
     before = {}
     for s in cfg.transfer.students:
-        art = measure_canaries(cache, zoo.models[s], "main", zoo.canaries, m.prefix_len, m.suffix_len,
+        art = measure_canaries(cache, zoo.models[s], "main", probes[s], m.prefix_len, m.suffix_len,
                                m.batch_size, f"{s}-base")
         before[s] = load_extraction(art)
     runs = headline(table).merge(table[["student", "source", "temperature", "seed", "run_label"]].drop_duplicates(),
                                  on=["student", "source", "temperature", "seed"])
     groups, per_run = [], []
     for r in runs.itertuples():
-        art = measure_canaries(cache, arts["students"][r.run_label], "main", zoo.canaries, m.prefix_len,
+        art = measure_canaries(cache, arts["students"][r.run_label], "main", probes[r.student], m.prefix_len,
                                m.suffix_len, m.batch_size, r.run_label)
         after = load_extraction(art)
         b = before[r.student]
