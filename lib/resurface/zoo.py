@@ -290,8 +290,10 @@ def tokenizer_table(tokenizers: dict[str, Artifact]):
     return pd.DataFrame([{"tokenizer": n, **a.meta} for n, a in tokenizers.items()])
 
 
-def canary_table(canaries: Artifact):
+def canary_table(canaries: Artifact | None):
     import pandas as pd
+    if canaries is None:  # no model of this profile is trained here with canaries
+        return pd.DataFrame(columns=["count", "dev", "heldout", "copies_planted"])
     df = pd.DataFrame(load_canaries(canaries))
     return (df.groupby(["count", "split"]).size().unstack(fill_value=0)
             .assign(copies_planted=lambda d: d.sum(axis=1) * d.index).reset_index())
