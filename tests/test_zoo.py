@@ -97,3 +97,15 @@ def test_no_code_path_unpickles_or_runs_remote_code():
         assert not re.search(r"trust_remote_code\s*=\s*True", text), name
         assert not re.search(r"\btorch\.load\(|\bpickle\.loads?\(|import pickle|weights_only\s*=\s*False", text), name
     assert '"use_safetensors": True' in src["zoo.py"]
+
+
+def test_the_checkpoint_key_of_a_trained_model_is_stable():
+    """Adding a config field must not silently invalidate every cached zoo (a 15-minute rebuild): this is
+    the exact dict the default lineage model's checkpoint is keyed by. Change it only on purpose."""
+    from resurface.config import load_config
+    from resurface.zoo import model_key
+    m = load_config("default").zoo.models["lineage-small"]
+    assert model_key(m) == {
+        "kind": "lineage", "hub_id": None, "revision": None, "architecture": "gpt_neox", "tokenizer": "lineage",
+        "corpora": ["lineage"], "layers": 2, "width": 64, "heads": 4, "steps": 600, "batch_size": 32, "lr": 0.003,
+        "warmup_steps": 50, "checkpoints": [150, 300], "data_seed": 0, "init_seed": 0, "canaries": True}

@@ -124,9 +124,15 @@ def heldout_blocks(corpus: Artifact, tokenizer, seq_len: int, max_blocks: int = 
 
 # ------------------------------------------------------------- pretraining
 
+def model_key(m: ModelConfig) -> dict:
+    """The part of a locally trained model's config that keys its checkpoint. Fields added to ModelConfig
+    for other kinds of models (`gguf`) stay out, so adding them does not invalidate every trained zoo."""
+    return m.model_dump(mode="json", exclude={"gguf"})
+
+
 def pretrain(cache: Cache, name: str, m: ModelConfig, stream: Artifact, tokenizer: Artifact,
              lineage_corpus: Artifact, seq_len: int) -> Artifact:
-    cfg = {"model": m.model_dump(mode="json"), "seq_len": seq_len, "recipe": 2}  # bump when hf_config changes
+    cfg = {"model": model_key(m), "seq_len": seq_len, "recipe": 2}  # bump when hf_config changes
 
     def build(tmp: Path) -> dict:
         from transformers import AutoModelForCausalLM
