@@ -79,7 +79,7 @@ def lookalike(tmp_path_factory, smoke_zoo, smoke_cache):
                           "ppl_documents": 3, "batch_size": 8},
            "transfer": {"students": ["pythia-70m-deduped"],
                         "sources": ["pythia-70m-deduped", "pythia-70m-deduped@step71000"],
-                        "relations": ["self", "same_lineage"], "seeds": [0]}}
+                        "relations": ["self", "same_lineage", "real_text"], "seeds": [0]}}
     return C.StudyConfig.model_validate(raw), hub_cache
 
 
@@ -139,9 +139,9 @@ def test_a_hub_revision_without_safetensors_is_refused(lookalike, smoke_cache, m
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(hub_cache))
-    cache = Cache(smoke_cache)
+    corpus = build_corpora(cfg, Cache(smoke_cache))["lineage"]  # the smoke corpora, reused
     with pytest.raises(RuntimeError, match="no safetensors weights; resurface never loads pickled"):
-        fetch_model(cache, cfg, "pythia-70m-deduped", build_corpora(cfg, cache)["lineage"])
+        fetch_model(Cache(tmp_path / "cache"), cfg, "pythia-70m-deduped", corpus)
 
 
 # --------------------------------------------------------------------------- vLLM adapter contract

@@ -123,6 +123,9 @@ def test_sigkill_at_every_stage_then_resume_gives_identical_results(tmp_path, sm
     tables = sorted(p.stem for p in (reference / "tables").glob("*.csv") if p.stem != "timings")
     assert {"transfer", "proxies", "memorization", "zoo_models", "synthetic_corpora"} <= set(tables)
     for table in tables:
+        if (reference / "tables" / f"{table}.csv").stat().st_size < 2:  # an empty table (no rows, no columns)
+            assert (resumed / "tables" / f"{table}.csv").read_text() == (reference / "tables" / f"{table}.csv").read_text()
+            continue
         a = pd.read_csv(reference / "tables" / f"{table}.csv")
         b = pd.read_csv(resumed / "tables" / f"{table}.csv")
         keep = [c for c in a.columns if not any(w in c for w in WALL_CLOCK_FIELDS)]

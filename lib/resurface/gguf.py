@@ -14,6 +14,8 @@ import sys
 import zipfile
 from pathlib import Path
 
+import torch
+
 from .cache import Artifact, Cache, file_sha256
 from .config import StudyConfig
 
@@ -61,10 +63,17 @@ def fetch_gguf_model(cache: Cache, cfg: StudyConfig, name: str, lineage_corpus: 
         model = AutoModelForCausalLM.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name,
                                                      dtype="float32")
         tok = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
+        # the weights are already dequantized to float32 tensors; what remains of the GGUF is a quantizer
+        # object that refuses to save. Dropping it makes this an ordinary model directory.
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        if any(p.dtype != torch.float32 for p in model.parameters()):
+            raise GgufFetchError(f"{gguf_path.name} did not dequantize to float32 weights")
         model.save_pretrained(str(tmp / "main"), safe_serialization=True)
         tok.save_pretrained(str(tmp / "main"))
         shutil.rmtree(work)  # keep the safetensors copy only
-        held = load_corpus(lineage_corpus)["heldout"]["text"][:20]
+        held = [t[:2000] for t in load_corpus(lineage_corpus)["heldout"]["text"][:20]]  # 40k chars: enough for bpb
         model.eval()
         return {"name": name, "kind": m.kind, "architecture": model.config.model_type,
                 "parameters": int(sum(p.numel() for p in model.parameters())), "vocab_size": len(tok),

@@ -79,7 +79,7 @@ def fetch_model(cache, cfg: StudyConfig, name: str, lineage_corpus):
                 if f.is_file():
                     os.symlink(f.resolve(), tmp / sub / f.name)
         model, tok = load_model(tmp / "main"), load_tokenizer(tmp / "main")
-        held = load_corpus(lineage_corpus)["heldout"]["text"][:20]
+        held = [t[:2000] for t in load_corpus(lineage_corpus)["heldout"]["text"][:20]]  # 40k chars: enough for bpb
         return {"name": name, "kind": m.kind, "architecture": model.config.model_type,
                 "parameters": int(sum(p.numel() for p in model.parameters())), "vocab_size": len(tok),
                 "hub_id": m.hub_id, "revision": m.revision or "main",
