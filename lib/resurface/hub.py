@@ -12,13 +12,8 @@ def hub_offline() -> bool:
 
 def required_revisions(cfg: StudyConfig) -> list[tuple[str, str]]:
     """(hub id, revision) for every Hub model a profile uses, intermediate `@stepN` sources included."""
-    need = {(m.hub_id, m.revision or "main") for m in cfg.zoo.models.values() if m.is_hub}
-    for ref in (*cfg.transfer.sources, *cfg.transfer.students):
-        name, step = parse_model_ref(ref)
-        m = cfg.zoo.models[name]
-        if m.is_hub and step is not None:
-            need.add((m.hub_id, f"step{step}"))
-    return sorted(need)
+    return sorted({(m.hub_id, rev) for name, m in cfg.zoo.models.items() if m.is_hub
+                   for _, rev in hub_subdirs(cfg, name)})
 
 
 def missing_offline(cfg: StudyConfig) -> list[tuple[str, str]]:
@@ -60,10 +55,8 @@ def fetch_model(cache, cfg: StudyConfig, name: str, lineage_corpus):
     deleted file in the HF cache is noticed and fetched again."""
     from pathlib import Path
 
-    from .training import bits_per_byte
-    from .zoo import load_model
     from .tokenizer import load_tokenizer
-    from .corpora import load_corpus
+    from .zoo import external_card, load_model
     m = cfg.zoo.models[name]
     subdirs = hub_subdirs(cfg, name)
 
@@ -79,11 +72,8 @@ def fetch_model(cache, cfg: StudyConfig, name: str, lineage_corpus):
                 if f.is_file():
                     os.symlink(f.resolve(), tmp / sub / f.name)
         model, tok = load_model(tmp / "main"), load_tokenizer(tmp / "main")
-        held = [t[:2000] for t in load_corpus(lineage_corpus)["heldout"]["text"][:20]]  # 40k chars: enough for bpb
-        return {"name": name, "kind": m.kind, "architecture": model.config.model_type,
-                "parameters": int(sum(p.numel() for p in model.parameters())), "vocab_size": len(tok),
+        return {**external_card(name, m.kind, model, tok, lineage_corpus, cfg.zoo.seq_len),
                 "hub_id": m.hub_id, "revision": m.revision or "main",
-                "heldout_lineage_bpb": round(bits_per_byte(model, tok, held, cfg.zoo.seq_len), 4),
                 "checkpoints": [s for s, _ in subdirs if s != "main"]}
 
     return cache.get_or_build("zoo", name, {"hub_id": m.hub_id, "subdirs": subdirs}, build,
