@@ -54,6 +54,18 @@ def test_correlation_detects_signal_and_not_noise():
     assert noise["spearman"]["ci_low"] < 0 < noise["spearman"]["ci_high"]
 
 
+def test_matrix_correlations_equal_scipy_with_ties():
+    """The vectorised Spearman / Kendall used for bootstraps give scipy's values, ties included."""
+    from scipy.stats import kendalltau, spearmanr
+    from resurface.proxies import _kendall_rows, _spearman_rows
+    rng = np.random.default_rng(1)
+    x = np.round(rng.standard_normal((5, 30)))  # many ties
+    y = np.round(x + rng.standard_normal((5, 30)))
+    for a, b, s, k in zip(x, y, _spearman_rows(x, y), _kendall_rows(x, y)):
+        assert s == pytest.approx(spearmanr(a, b)[0], abs=1e-12)
+        assert k == pytest.approx(kendalltau(a, b)[0], abs=1e-12)
+
+
 def test_proxy_verdict_rule():
     pos = {"r": 0.8, "ci_low": 0.5, "ci_high": 0.9}
     null = {"r": 0.1, "ci_low": -0.3, "ci_high": 0.4}

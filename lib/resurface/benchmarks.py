@@ -134,18 +134,23 @@ def _yaml(task: str, data_file: Path, kind: str) -> str:
 
 
 def build_tasks(cache: Cache, lineage_corpus: Artifact, tasks: list[str], items: int, ppl_docs: int,
-                seed: int) -> Artifact:
-    """Generate task data (JSONL) and lm-eval YAMLs into the cache, deterministically."""
+                seed: int, items_by_task: dict[str, int] | None = None) -> Artifact:
+    """Generate task data (JSONL) and lm-eval YAMLs into the cache, deterministically.
+
+    `items` per accuracy task, unless `items_by_task` names another count for that task."""
     standard = sorted(t for t in tasks if t not in EMBEDDED_TASKS)  # lm-eval's own tasks, by name
     tasks = [t for t in tasks if t in EMBEDDED_TASKS]
     cfg = {"tasks": sorted(tasks), "items": items, "ppl_docs": ppl_docs, "seed": seed}
     if standard:
         cfg["standard"] = standard
+    items_by_task = {t: n for t, n in (items_by_task or {}).items() if t in tasks}
+    if items_by_task:  # only when used, so earlier cache keys stay valid
+        cfg["items_by_task"] = dict(sorted(items_by_task.items()))
 
     def build(tmp: Path) -> dict:
         bench_docs, _ = split_heldout(lineage_corpus, seed)
-        makers = {"minimal_pairs": (make_minimal_pairs, items, "pairs"),
-                  "next_sentence": (make_next_sentence, items, "mc"),
+        makers = {"minimal_pairs": (make_minimal_pairs, items_by_task.get("minimal_pairs", items), "pairs"),
+                  "next_sentence": (make_next_sentence, items_by_task.get("next_sentence", items), "mc"),
                   "heldout_ppl": (make_ppl_docs, ppl_docs, "ppl")}
         counts = {}
         for t in tasks:

@@ -12,7 +12,7 @@ import difflib
 import json
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -156,11 +156,21 @@ class FinetuneConfig(Strict):
 class BenchmarkConfig(Strict):
     tasks: list[str] = Field(min_length=1)
     items_per_task: int = Field(1000, gt=0)
+    items_by_task: dict[Literal["minimal_pairs", "next_sentence"], Annotated[int, Field(gt=0)]] = Field(
+        default_factory=dict, description="per-task item counts that override items_per_task "
+                                          "(the 4-way task costs about four times as much per item)")
     ppl_documents: int = Field(200, gt=0)
     batch_size: int = Field(64, gt=0)
     backend: Literal["hf", "vllm"] = Field("hf", description="lm-eval's model backend")
     model_args: str = Field("", description="extra lm-eval model_args, e.g. `parallelize=True` (several GPUs, hf) "
                                              "or `tensor_parallel_size=2` (vllm)")
+
+    @model_validator(mode="after")
+    def _items_for_listed_tasks(self):
+        unused = sorted(set(self.items_by_task) - set(self.tasks))
+        if unused:
+            raise ValueError(f"items_by_task names {unused}, which is not in tasks {self.tasks}")
+        return self
 
 
 class TransferConfig(Strict):

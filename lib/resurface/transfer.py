@@ -106,7 +106,8 @@ def run_matrix(cfg: StudyConfig, cache: Cache, zoo: Zoo, reverse: bool = False) 
     Every artifact is locked while it is built, so a second process may call this with
     `reverse=True` to work through the plan from the other end (see `python -m resurface.transfer`)."""
     b = cfg.benchmarks
-    tasks = build_tasks(cache, zoo.corpora["lineage"], list(b.tasks), b.items_per_task, b.ppl_documents, cfg.seed)
+    tasks = build_tasks(cache, zoo.corpora["lineage"], list(b.tasks), b.items_per_task, b.ppl_documents, cfg.seed,
+                        b.items_by_task)
     base_arts = {s: evaluate(cache, zoo.models[s], "main", tasks, b.batch_size, f"{s}-base", b.backend, b.model_args)
                  for s in cfg.transfer.students}
     base = {s: load_results(a) for s, a in base_arts.items()}
