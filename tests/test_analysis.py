@@ -102,3 +102,17 @@ def test_smoke_benchmarks_come_from_heldout_only(smoke_zoo, smoke_cache):
     for it in items[:40]:
         good = it["choices"][it["label"]]
         assert good not in train_text and good not in control_text
+
+
+def test_per_task_item_counts_and_unchanged_keys(smoke_zoo, smoke_cache):
+    """`items_by_task` sets one task's count; leaving it empty keeps the cache key of every earlier run."""
+    from resurface.cache import Cache
+    cfg = smoke_zoo.cfg
+    cache, lineage = Cache(smoke_cache), smoke_zoo.corpora["lineage"]
+    args = (cache, lineage, list(cfg.benchmarks.tasks), 20, 3, cfg.seed)
+    plain = benchmarks.build_tasks(*args)
+    assert benchmarks.build_tasks(*args, items_by_task={}).key == plain.key
+    per_task = benchmarks.build_tasks(*args, items_by_task={"next_sentence": 7})
+    assert per_task.key != plain.key
+    assert len(benchmarks.load_items(per_task, "next_sentence")) == 7
+    assert len(benchmarks.load_items(per_task, "minimal_pairs")) == 20

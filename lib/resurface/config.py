@@ -151,6 +151,8 @@ class FinetuneConfig(Strict):
     batch_size: int = Field(16, gt=0)
     warmup_steps: int = Field(5, ge=0)
     epochs: int = Field(1, gt=0)
+    micro_batch_size: int | None = Field(None, gt=0, description="split each batch into accumulated pieces of "
+                                         "this many blocks when the whole batch does not fit in memory")
 
 
 class BenchmarkConfig(Strict):

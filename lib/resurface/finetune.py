@@ -14,6 +14,7 @@ import torch
 
 from .cache import Artifact, Cache
 from .config import FinetuneConfig
+from .distributed import collective_build, is_main
 from .tokenizer import load_tokenizer
 from .training import pack_documents, tokenize_texts, train_lm
 
@@ -22,7 +23,9 @@ def finetune(cache: Cache, label: str, student: Artifact, student_subdir: str, t
              texts_loader, budget_tokens: int, ft: FinetuneConfig, seq_len: int, seed: int) -> Artifact:
     """Fine-tune `student/student_subdir` on the texts of `texts_art` for `budget_tokens` student tokens."""
     from .device import current
-    cfg = {"student_subdir": student_subdir, "budget": budget_tokens, "ft": ft.model_dump(), "seq_len": seq_len,
+    # micro-batching joins the key only when used, so earlier students stay valid
+    cfg = {"student_subdir": student_subdir, "budget": budget_tokens,
+           "ft": ft.model_dump(exclude={"micro_batch_size"} if ft.micro_batch_size is None else None), "seq_len": seq_len,
            "seed": seed, **current().key()}
 
     def build(tmp: Path) -> dict:
@@ -36,7 +39,10 @@ def finetune(cache: Cache, label: str, student: Artifact, student_subdir: str, t
         order = np.concatenate([np.random.default_rng([seed, e]).permutation(len(blocks))
                                 for e in range(int(np.ceil(steps * ft.batch_size / max(1, len(blocks)))) + 1)])
         result = train_lm(model, blocks, steps=steps, batch_size=ft.batch_size, lr=ft.lr,
-                          warmup_steps=ft.warmup_steps, order=order, desc=f"finetune {label}", log_every=5)
+                          warmup_steps=ft.warmup_steps, order=order, desc=f"finetune {label}", log_every=5,
+                          micro_batch_size=ft.micro_batch_size)
+        if not is_main():  # under `accelerate launch` only rank 0 writes the student
+            return {}
         model.save_pretrained(str(tmp / "main"), safe_serialization=True)
         tok.save_pretrained(str(tmp / "main"))
         meta = {"steps": steps, "tokens": result["tokens"], "corpus_blocks": int(len(blocks)),
@@ -46,4 +52,4 @@ def finetune(cache: Cache, label: str, student: Artifact, student_subdir: str, t
         (tmp / "train_log.json").write_text(json.dumps({**meta, "history": result["history"]}))
         return meta
 
-    return cache.get_or_build("students", label, cfg, build, inputs=[student, texts_art], stage="finetune")
+    return collective_build(cache, "students", label, cfg, build, inputs=[student, texts_art], stage="finetune")

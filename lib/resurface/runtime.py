@@ -153,6 +153,8 @@ def start(profile: str, overrides: dict | None = None, notebook: str = "notebook
     threads = set_threads(cfg.threads)
     from .device import use
     placement = use(cfg.device, cfg.dtype)
+    from .distributed import accelerator
+    accelerator()  # under `accelerate launch`: join the process group, one GPU per rank, before any model loads
     seed_everything(cfg.seed)
     out = outputs_dir(cfg.profile)
     out.mkdir(parents=True, exist_ok=True)

@@ -5,6 +5,7 @@ fp32 on CPU because bf16 autocast is several times slower on AVX2-only CPUs.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import time
@@ -62,34 +63,57 @@ def lr_at(step: int, steps: int, lr: float, warmup: int) -> float:
 def train_lm(model, blocks: np.ndarray, *, steps: int, batch_size: int, lr: float, warmup_steps: int,
              order: np.ndarray | None = None, checkpoint_steps: Iterable[int] = (),
              on_checkpoint: Callable[[int], None] | None = None, log_every: int = 10,
-             desc: str = "train") -> dict:
+             desc: str = "train", micro_batch_size: int | None = None) -> dict:
     """Train for `steps` steps reading blocks in `order` (default: stream order, cycling).
 
     Returns the loss history and throughput. `on_checkpoint(step)` is called after
     the given step numbers, the way Pythia exposes `stepN` revisions.
+
+    `batch_size` is the global batch. `micro_batch_size` splits it into accumulated pieces
+    (for models whose whole batch does not fit in memory); under `accelerate launch` each
+    process takes its share of the global batch, so the hyper-parameters mean the same on one
+    device or eight.
     """
     from .device import autocast
+    from .distributed import accelerator
     model.train()
-    device = next(model.parameters()).device
+    acc = accelerator()
+    world, rank = (acc.num_processes, acc.process_index) if acc is not None else (1, 0)
+    local = batch_size // world
+    micro = min(micro_batch_size or local, local)
+    if batch_size % world or local % micro:
+        raise ValueError(f"batch_size {batch_size} must split evenly over {world} process(es) "
+                         f"and micro-batches of {micro}")
     opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.95), weight_decay=0.01)
+    if acc is not None:
+        model, opt = acc.prepare(model, opt)
+    device = next(model.parameters()).device
     n = len(blocks)
     order = np.arange(n) if order is None else order
     checkpoint_steps = set(checkpoint_steps)
     history: list[tuple[int, float]] = []
     running, t0 = 0.0, time.perf_counter()
-    bar = tqdm(range(steps), desc=desc, leave=False, mininterval=2)
+    bar = tqdm(range(steps), desc=desc, leave=False, mininterval=2, disable=rank != 0)
     for step in bar:
-        idx = order[(np.arange(step * batch_size, (step + 1) * batch_size)) % len(order)]
-        x = torch.from_numpy(blocks[idx].astype(np.int64)).to(device)
+        idx = order[(np.arange(step * batch_size, (step + 1) * batch_size)) % len(order)][rank::world]
         for g in opt.param_groups:
             g["lr"] = lr_at(step, steps, lr, warmup_steps)
-        with autocast():
-            loss = model(input_ids=x, labels=x).loss
-        loss.backward()
+        step_loss = 0.0
+        for start in range(0, local, micro):
+            x = torch.from_numpy(blocks[idx[start:start + micro]].astype(np.int64)).to(device)
+            last = start + micro >= local
+            # DDP all-reduces gradients once per step, on the last micro-batch
+            sync = acc.no_sync(model) if acc is not None and not last else contextlib.nullcontext()
+            with sync, autocast():
+                loss = model(input_ids=x, labels=x).loss
+                if micro < local:  # the whole batch in one piece is left untouched (same bits as before)
+                    loss = loss * (micro / local)
+            acc.backward(loss) if acc is not None else loss.backward()
+            step_loss += loss.item()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
-        running += loss.item()
+        running += step_loss
         if (step + 1) % log_every == 0 or step == steps - 1:
             k = (step % log_every) + 1
             history.append((step + 1, running / k))
@@ -100,7 +124,8 @@ def train_lm(model, blocks: np.ndarray, *, steps: int, batch_size: int, lr: floa
     seconds = time.perf_counter() - t0
     model.eval()
     tokens = steps * batch_size * blocks.shape[1]
-    return {"history": history, "seconds": seconds, "tokens": tokens, "tokens_per_s": tokens / seconds}
+    return {"history": history, "seconds": seconds, "tokens": tokens, "tokens_per_s": tokens / seconds,
+            "processes": world, "local_batch": local, "micro_batch": micro}
 
 
 @torch.no_grad()

@@ -163,9 +163,6 @@ def main(argv=None) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
-
 
 def corpus_table(cfg: StudyConfig, cache: Cache, zoo: Zoo) -> pd.DataFrame:
     """One row per synthetic corpus of the plan, with its provenance (each corpus looked up once)."""
@@ -177,3 +174,7 @@ def corpus_table(cfg: StudyConfig, cache: Cache, zoo: Zoo) -> pd.DataFrame:
         a = synthetic_corpus(cache, zoo, src, t, seed)
         rows.append({"corpus": a.name, **{k: a.meta.get(k) for k in cols}})
     return pd.DataFrame(rows)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
