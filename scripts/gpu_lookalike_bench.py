@@ -14,8 +14,9 @@ import json, os, sys, time
 sys.path.insert(0, "lib")
 import numpy as np
 import torch
-from transformers import AutoModelForCausalLM, GPTNeoXConfig, PreTrainedTokenizerFast, Qwen2Config
+from transformers import AutoModelForCausalLM, GPTNeoXConfig, Qwen2Config
 from resurface import device as dev
+from resurface.hub import lookalike_tokenizer
 from resurface.training import train_lm
 
 torch.backends.cuda.matmul.allow_tf32 = False
@@ -24,13 +25,8 @@ OUT = os.environ.get("OUT", "/tmp")
 results = {}
 
 
-def word_tokenizer(vocab_size):
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    vocab = {"<|endoftext|>": 0, "<|padding|>": 1, "[UNK]": 2, **{f"w{i}": i for i in range(3, vocab_size)}}
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|endoftext|>", eos_token="<|endoftext|>",
-                                   pad_token="<|padding|>", unk_token="[UNK]", model_max_length=2048)
+def peak_gib() -> float:
+    return round(torch.cuda.max_memory_allocated() / 2**30, 1)
 
 
 def pythia(hidden, layers, heads):
@@ -50,11 +46,10 @@ def part_b():
                                     num_key_value_heads=2, intermediate_size=4864, max_position_embeddings=32768,
                                     tie_word_embeddings=True, bos_token_id=151643, eos_token_id=151643),
     }
-    out = []
-    results["hub_lookalikes"] = out
+    out = results.setdefault("hub_lookalikes", [])
     for name, cfg in configs.items():
         print(name, time.strftime("%X"), flush=True)
-        tok = word_tokenizer(min(cfg.vocab_size, 50304))
+        tok = lookalike_tokenizer(min(cfg.vocab_size, 50304))
         torch.manual_seed(0)
         model = AutoModelForCausalLM.from_config(cfg)
         n = sum(p.numel() for p in model.parameters())
@@ -68,18 +63,16 @@ def part_b():
                 _, prov = sample_documents(m16, tok, n_tokens=1, temperature=1.0, max_new_tokens=512, batch_size=bs,
                                            seed=1, backend=backend)
                 row[f"sample_{backend}_b{bs}_tok_s"] = prov["tokens_per_s"]
-                row[f"sample_{backend}_b{bs}_peak_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 1)
+                row[f"sample_{backend}_b{bs}_peak_gib"] = peak_gib()
             except Exception as e:  # noqa
                 row[f"sample_{backend}_b{bs}_error"] = repr(e)[:200]
             print(json.dumps(row), time.strftime("%X"), flush=True)
-            json.dump(results | {"partial": row}, open(f"{OUT}/results.json", "w"), indent=1)
         del m16
         torch.cuda.empty_cache()
         if name.startswith("qwen"):
             out.append(row)
             continue
         model = AutoModelForCausalLM.from_config(cfg).to("cuda")  # fp32 weights, bf16 autocast (as finetune)
-        model.gradient_checkpointing_disable()
         for bs in (32, 8):
             torch.cuda.reset_peak_memory_stats()
             try:
@@ -88,35 +81,32 @@ def part_b():
                 torch.cuda.synchronize()
                 r = train_lm(model, blocks, steps=6, batch_size=bs, lr=1e-5, warmup_steps=1, desc="train")
                 row[f"train_b{bs}x2048_tok_s"] = round(r["tokens_per_s"])
-                row[f"train_b{bs}x2048_peak_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 1)
+                row[f"train_b{bs}x2048_peak_gib"] = peak_gib()
                 break
-            except torch.OutOfMemoryError as e:
+            except torch.OutOfMemoryError:
                 row[f"train_b{bs}x2048_error"] = "out of memory"
                 torch.cuda.empty_cache()
         print(json.dumps(row), flush=True)
         out.append(row)
         del model
         torch.cuda.empty_cache()
-    results["hub_lookalikes"] = out
-    json.dump(results, open(f"{OUT}/results.json", "w"), indent=1)
+        json.dump(results, open(f"{OUT}/results.json", "w"), indent=1)
 
 
 def part_c():
     from resurface.sampling import sample_documents
     dev.use("cuda", "bfloat16")
-    out = []
-    results["scaling"] = out
+    out = results.setdefault("scaling", [])
     for name, cfg, batches in (("pythia-160m", pythia(768, 12, 12), (1024, 2048)), ("pythia-410m", pythia(1024, 24, 16), (1024,))):
-        tok = word_tokenizer(50304)
+        tok = lookalike_tokenizer(50304)
         torch.manual_seed(0)
         model = AutoModelForCausalLM.from_config(cfg)
         m16 = model.to("cuda", torch.bfloat16).eval()
         for bs in batches:
             torch.cuda.reset_peak_memory_stats()
-            t = time.time()
             _, prov = sample_documents(m16, tok, n_tokens=1, temperature=1.0, max_new_tokens=512, batch_size=bs, seed=1)
             row = {"model": name, "batch": bs, "tok_s": prov["tokens_per_s"],
-                   "peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 1)}
+                   "peak_gib": peak_gib()}
             print(json.dumps(row), flush=True); out.append(row)
         del m16; torch.cuda.empty_cache()
         model = AutoModelForCausalLM.from_config(cfg).to("cuda")
@@ -126,7 +116,7 @@ def part_c():
             train_lm(model, blocks[:bs], steps=1, batch_size=bs, lr=1e-5, warmup_steps=1, micro_batch_size=micro)
             r = train_lm(model, blocks, steps=3, batch_size=bs, lr=1e-5, warmup_steps=1, micro_batch_size=micro)
             row = {"model": name, "train_batch": bs, "micro": micro, "tok_s": round(r["tokens_per_s"]),
-                   "peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 1)}
+                   "peak_gib": peak_gib()}
             print(json.dumps(row), flush=True); out.append(row)
         del model; torch.cuda.empty_cache()
         json.dump(results, open(f"{OUT}/results.json", "w"), indent=1)

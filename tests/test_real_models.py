@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from resurface import config as C
+from resurface.hub import lookalike_tokenizer
 
 PYTHIA_70M = dict(vocab_size=50304, hidden_size=512, num_hidden_layers=6, num_attention_heads=8,
                   intermediate_size=2048, max_position_embeddings=2048, rotary_pct=0.25, rotary_emb_base=10000,
@@ -34,17 +35,6 @@ def test_pythia_profile_pins_every_model_and_names_real_lm_eval_tasks():
     assert all(revs[m.hub_id] for m in cfg.zoo.models.values())
     known = set(TaskManager().all_tasks)
     assert set(cfg.benchmarks.tasks) <= known, set(cfg.benchmarks.tasks) - known
-
-
-def _word_tokenizer(vocab_size: int):
-    """A tokenizer with the look-alike's vocabulary size (words w0..wN), EOS id 0 like Pythia's."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-    vocab = {"<|endoftext|>": 0, "<|padding|>": 1, "[UNK]": 2, **{f"w{i}": i for i in range(3, vocab_size)}}
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|endoftext|>", eos_token="<|endoftext|>",
-                                   pad_token="<|padding|>", unk_token="[UNK]", model_max_length=2048)
 
 
 def _fake_download(hub_cache, repo: str, revisions: list[str], model, tok) -> None:
@@ -66,7 +56,7 @@ def lookalike(tmp_path_factory, smoke_zoo, smoke_cache):
     hub_cache = tmp_path_factory.mktemp("hf") / "hub"
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(GPTNeoXConfig(**PYTHIA_70M))
-    tok = _word_tokenizer(50277)  # Pythia's tokenizer has 50277 entries; its embedding matrix 50304 rows
+    tok = lookalike_tokenizer(50277)  # Pythia's tokenizer has 50277 entries; its embedding matrix 50304 rows
     _fake_download(hub_cache, "EleutherAI/pythia-70m-deduped", ["step143000", "step71000"], model, tok)
     smoke = C.load_raw("smoke")
     raw = {"profile": "lookalike", "seed": 0, "corpora": smoke["corpora"],

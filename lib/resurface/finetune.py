@@ -23,10 +23,9 @@ def finetune(cache: Cache, label: str, student: Artifact, student_subdir: str, t
              texts_loader, budget_tokens: int, ft: FinetuneConfig, seq_len: int, seed: int) -> Artifact:
     """Fine-tune `student/student_subdir` on the texts of `texts_art` for `budget_tokens` student tokens."""
     from .device import current
-    # micro-batching joins the key only when used, so earlier students stay valid
-    cfg = {"student_subdir": student_subdir, "budget": budget_tokens,
-           "ft": ft.model_dump(exclude={"micro_batch_size"} if ft.micro_batch_size is None else None), "seq_len": seq_len,
-           "seed": seed, **current().key()}
+    # exclude_none: micro-batching joins the key only when used, so earlier students stay valid
+    cfg = {"student_subdir": student_subdir, "budget": budget_tokens, "ft": ft.model_dump(exclude_none=True),
+           "seq_len": seq_len, "seed": seed, **current().key()}
 
     def build(tmp: Path) -> dict:
         from .zoo import load_model

@@ -163,7 +163,6 @@ def main(argv=None) -> int:
     return 0
 
 
-
 def corpus_table(cfg: StudyConfig, cache: Cache, zoo: Zoo) -> pd.DataFrame:
     """One row per synthetic corpus of the plan, with its provenance (each corpus looked up once)."""
     keys = {(r["source"], r["temperature"], r["seed"]) for r in plan(cfg) if r["source"] != "real-text"}

@@ -22,6 +22,7 @@ from .cache import Artifact, Cache
 from .canaries import load_canaries, plant
 from .config import ModelConfig, StudyConfig, parse_model_ref
 from .corpora import load_corpus
+from .distributed import collective_build
 from .tokenizer import load_tokenizer
 from .training import bits_per_byte, mean_loss, pack_documents, tokenize_texts, train_lm
 
@@ -168,7 +169,8 @@ def pretrain(cache: Cache, name: str, m: ModelConfig, stream: Artifact, tokenize
         (tmp / "loss_history.json").write_text(json.dumps(result["history"]))
         return card
 
-    return cache.get_or_build("zoo", name, cfg, build, inputs=[stream, tokenizer, lineage_corpus], stage="zoo")
+    # every train_lm under a launcher is collective (DDP): all ranks train, rank 0 publishes
+    return collective_build(cache, "zoo", name, cfg, build, inputs=[stream, tokenizer, lineage_corpus], stage="zoo")
 
 
 @dataclass
