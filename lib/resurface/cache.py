@@ -26,7 +26,7 @@ from typing import Any, Callable
 log = logging.getLogger("resurface")
 
 MANIFEST = "manifest.json"
-FORMAT_VERSION = 1  # bump when an artifact layout changes, to invalidate old caches
+FORMAT_VERSION = 2  # bump when an artifact layout or how it is computed changes (2: single-threaded pool builds)
 
 
 def stable_hash(obj: Any, n: int = 16) -> str:
@@ -61,10 +61,15 @@ class TimingRecord:
     seconds: float
     status: str  # "built" or "reused"
     build_seconds: float | None = None  # what building it cost, also when it was reused
+    worker: int = 0  # 0: this process; k: worker process k of a pool (resurface.workers)
 
 
 class CorruptArtifact(RuntimeError):
     pass
+
+
+class NotBuilt(LookupError):
+    """Raised inside `Cache.probe()` for an artifact that would have to be built."""
 
 
 # write failures that mean "this place cannot hold the cache" rather than a bug in a build
@@ -81,6 +86,18 @@ class Cache:
     def __init__(self, root: Path):
         self.root = Path(root)
         self.timings: list[TimingRecord] = []
+        self._probing = False
+
+    @contextmanager
+    def probe(self):
+        """Within: cached artifacts are returned as usual, anything missing raises NotBuilt; nothing is
+        built and no timing is recorded (how a pool finds its pending jobs)."""
+        n, self._probing = len(self.timings), True
+        try:
+            yield
+        finally:
+            self._probing = False
+            del self.timings[n:]
 
     # -------------------------------------------------------------- keys
     def key(self, kind: str, config: Any, inputs: list[Artifact] | tuple = ()) -> str:
@@ -167,6 +184,8 @@ class Cache:
         found = reuse()
         if isinstance(found, Artifact):
             return found
+        if self._probing:
+            raise NotBuilt(f"{kind}/{name}")
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -206,5 +225,7 @@ class Cache:
 
     def timings_frame(self):
         import pandas as pd
+        # one row per artifact: a pool's "built" row, not the loop's "reused" look-up after it
         return pd.DataFrame([t.__dict__ for t in self.timings],
-                            columns=["stage", "artifact", "seconds", "status", "build_seconds"])
+                            columns=["stage", "artifact", "seconds", "status", "build_seconds", "worker"]
+                            ).drop_duplicates("artifact", keep="first").reset_index(drop=True)

@@ -202,6 +202,9 @@ class StudyConfig(Strict):
     description: str = ""
     seed: int = 0
     threads: int | Literal["auto"] = "auto"
+    workers: int | Literal["auto"] = Field(
+        "auto", description="processes that build the zoo and the transfer matrix side by side (CPU); auto: "
+                            "one per core. Each build is single-threaded, so this changes wall time, not numbers")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: cuda when there is a GPU, else cpu")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto", description="auto: bfloat16 on a GPU, float32 on CPU")
@@ -219,6 +222,10 @@ class StudyConfig(Strict):
 
     @model_validator(mode="after")
     def _references(self):
+        for knob in ("threads", "workers"):
+            value = getattr(self, knob)
+            if value != "auto" and value < 1:
+                raise ValueError(f"{knob} must be `auto` or at least 1, not {value}")
         models = self.zoo.models
         if not any(m.is_hub for m in models.values()):  # an offline profile
             unknown = [t for t in self.benchmarks.tasks if t not in EMBEDDED_TASKS]

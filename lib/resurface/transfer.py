@@ -8,6 +8,7 @@ lineage text (the half of the held-out documents that no benchmark uses).
 """
 from __future__ import annotations
 
+import logging
 import math
 from pathlib import Path
 
@@ -23,6 +24,8 @@ from .finetune import finetune
 from .sampling import load_synthetic, sample_documents, save_corpus
 from .tokenizer import load_tokenizer
 from .zoo import Zoo, load_model
+
+log = logging.getLogger("resurface")
 
 OVERSAMPLE = 1.25  # source tokens per student token budget: tokenizers compress differently
 HEADLINE_METRICS = ("acc", "acc_norm")  # the headline averages every accuracy task (not perplexity)
@@ -108,6 +111,7 @@ def run_matrix(cfg: StudyConfig, cache: Cache, zoo: Zoo, reverse: bool = False) 
     b = cfg.benchmarks
     tasks = build_tasks(cache, zoo.corpora["lineage"], list(b.tasks), b.items_per_task, b.ppl_documents, cfg.seed,
                         b.items_by_task)
+    prebuild(cfg, cache, zoo, tasks)
     base_arts = {s: evaluate(cache, zoo.models[s], "main", tasks, b.batch_size, f"{s}-base", b.backend, b.model_args)
                  for s in cfg.transfer.students}
     base = {s: load_results(a) for s, a in base_arts.items()}
@@ -116,13 +120,9 @@ def run_matrix(cfg: StudyConfig, cache: Cache, zoo: Zoo, reverse: bool = False) 
     rows, students = [], {}
     runs = plan(cfg)
     for run in tqdm(runs[::-1] if reverse else runs, desc="transfer matrix", mininterval=5):
-        st, src, t, seed = run["student"], run["source"], run["temperature"], run["seed"]
-        corpus = real if src == "real-text" else synthetic_corpus(cache, zoo, src, t, seed)
-        label = f"{st}--{corpus.name}"
-        student = finetune(cache, label, zoo.models[st], "main", corpus, _texts, cfg.sampling.tokens_per_corpus,
-                           cfg.finetune, cfg.zoo.seq_len, seed)
+        st = run["student"]
+        label, corpus, student, ev = _student(cache, zoo, tasks, run)
         students[label] = student
-        ev = evaluate(cache, student, "main", tasks, b.batch_size, label, b.backend, b.model_args)
         after, after_items = load_results(ev), load_items(ev)
         pb, pa = primary(base[st]), primary(after)
         for task in pa:
@@ -131,6 +131,47 @@ def run_matrix(cfg: StudyConfig, cache: Cache, zoo: Zoo, reverse: bool = False) 
                          "after": pa[task], "delta": oriented_delta(task, pb[task], pa[task]), "delta_paired_se": se,
                          "corpus_tokens_per_s": corpus.meta.get("tokens_per_s")})
     return pd.DataFrame(rows), {"tasks": tasks, "base": base, "students": students, "real_text": real}
+
+
+def _corpus(cache: Cache, zoo: Zoo, run: dict) -> Artifact:
+    if run["source"] == "real-text":
+        return real_text_corpus(cache, zoo)
+    return synthetic_corpus(cache, zoo, run["source"], run["temperature"], run["seed"])
+
+
+def _student(cache: Cache, zoo: Zoo, tasks: Artifact, run: dict) -> tuple[str, Artifact, Artifact, Artifact]:
+    """One cell: its corpus, the student fine-tuned on it, and the student's evaluation."""
+    cfg, b = zoo.cfg, zoo.cfg.benchmarks
+    corpus = _corpus(cache, zoo, run)
+    label = f"{run['student']}--{corpus.name}"
+    student = finetune(cache, label, zoo.models[run["student"]], "main", corpus, _texts,
+                       cfg.sampling.tokens_per_corpus, cfg.finetune, cfg.zoo.seq_len, run["seed"])
+    return label, corpus, student, evaluate(cache, student, "main", tasks, b.batch_size, label, b.backend,
+                                            b.model_args)
+
+
+def _base_evaluation(cache: Cache, zoo: Zoo, tasks: Artifact, student: str) -> None:
+    b = zoo.cfg.benchmarks
+    evaluate(cache, zoo.models[student], "main", tasks, b.batch_size, f"{student}-base", b.backend, b.model_args)
+
+
+def prebuild(cfg: StudyConfig, cache: Cache, zoo: Zoo, tasks: Artifact) -> None:
+    """Build the matrix's corpora, then its students and evaluations, `cfg.workers` at a time.
+
+    Two waves, so that no fine-tuning waits for a corpus another worker is still sampling; within
+    a wave the costliest jobs start first. What is already cached is skipped."""
+    from .workers import Job, build_all, describe
+    runs = plan(cfg)
+    size = {n: m.layers * m.width ** 2 for n, m in cfg.zoo.models.items()}
+    corpora = {(r["source"], r["temperature"], r["seed"]): r for r in runs}
+    wave1 = [Job(size[s], f"{s}-base", _base_evaluation, (zoo, tasks, s)) for s in cfg.transfer.students]
+    wave1 += [Job(size.get(parse_model_ref(r["source"])[0], 0), f"sample {k}", _corpus, (zoo, r))
+              for k, r in corpora.items()]
+    wave2 = [Job(size[r["student"]], f"student {r}", _student, (zoo, tasks, r)) for r in runs]
+    for wave, what in ((wave1, "synthetic corpora and base evaluations"), (wave2, "students and evaluations")):
+        done = build_all(cache, wave, cfg.workers, desc=what)
+        if done["built"]:
+            log.info(describe(done, what))
 
 
 def _metric(task: str) -> str:

@@ -238,15 +238,25 @@ def train_models(cfg: StudyConfig, cache: Cache, corpora: dict[str, Artifact], t
     """Pretrain every local zoo model (each reused from the cache when already built)."""
     # canaries are planted early enough that the shortest canary model sees every copy
     horizon = min((m.steps * m.batch_size * cfg.zoo.seq_len for m in _canary_models(cfg).values()), default=0)
-    models = {}
+    from .workers import Job, build_all, describe
+    jobs = []
     for name, m in cfg.zoo.models.items():
         if not m.is_local:
             continue
         stream = build_stream(cache, f"{'+'.join(m.corpora)}-{m.tokenizer}-d{m.data_seed}",
                               [corpora[r] for r in m.corpora], tokenizers[m.tokenizer], cfg.zoo.seq_len,
                               m.data_seed, canaries if m.canaries else None, horizon)
-        models[name] = pretrain(cache, name, m, stream, tokenizers[m.tokenizer], corpora["lineage"], cfg.zoo.seq_len)
-    return models
+        args = (name, m, stream, tokenizers[m.tokenizer], corpora["lineage"], cfg.zoo.seq_len)
+        jobs.append(Job(pretrain_cost(m), f"pretrain {name}", pretrain, args))
+    done = build_all(cache, jobs, cfg.workers, desc="pretraining the zoo")
+    if done["built"]:
+        log.info(describe(done, "zoo"))
+    return {job.args[0]: pretrain(cache, *job.args) for job in jobs}
+
+
+def pretrain_cost(m: ModelConfig) -> float:
+    """Relative training cost (matmul work per step x steps), to start the longest pretraining first."""
+    return m.steps * m.batch_size * m.layers * m.width ** 2
 
 
 def build_zoo(cfg: StudyConfig, cache: Cache) -> Zoo:

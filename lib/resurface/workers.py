@@ -1,0 +1,153 @@
+"""Independent artifacts built side by side on a CPU: one single-threaded process per core.
+
+The zoo's models and the transfer matrix's corpora and students are many small, independent
+builds. Their matmuls (width 64-128) keep two threads poorly busy: on 2 cores, two 1-thread
+processes do 1.3-1.4x the work of one 2-thread process (`python -m resurface.bench` measures it).
+
+The rule that keeps this honest: on a CPU every build that goes through `build_all` runs on
+exactly one thread, in a worker or in this process, whatever `workers` says. So `workers` changes
+wall time, never a number (tests/test_workers.py compares the bytes). Each job is a plain
+function `job(cache, *args)` that ends in `cache.get_or_build`; the notebook's own loop afterwards
+reuses what the pool built. On a GPU, or under `accelerate launch`, jobs run here, one at a time.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import multiprocessing
+import os
+import time
+from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from .cache import Cache, NotBuilt, TimingRecord
+
+log = logging.getLogger("resurface")
+
+
+@dataclass(order=True)
+class Job:
+    """`fn(cache, *args)`; `cost` only orders the queue (longest first, so no worker idles at the end)."""
+    cost: float
+    label: str = field(compare=False)
+    fn: Callable = field(compare=False)
+    args: tuple = field(compare=False, default=())
+
+
+def usable_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def resolve_workers(workers: int | str) -> int:
+    """`auto`: one worker per usable core on a CPU; one on a GPU or under a launcher (the GPU is shared)."""
+    from .device import current
+    from .distributed import world_size
+    if current().device != "cpu" or world_size() > 1:
+        return 1
+    return usable_cores() if workers == "auto" else int(workers)
+
+
+@contextlib.contextmanager
+def single_threaded():
+    """One torch thread for the duration (CPU builds of the pool's kinds are always single-threaded)."""
+    import torch
+    from .device import current
+    if current().device != "cpu":
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def pending(cache: Cache, jobs: list[Job]) -> list[Job]:
+    """The jobs whose artifacts are not all in the cache yet (checked without building anything)."""
+    out = []
+    for job in jobs:
+        try:
+            with cache.probe():
+                job.fn(cache, *job.args)
+        except NotBuilt:
+            out.append(job)
+    return out
+
+
+# ----------------------------------------------------------------- worker side
+_worker_cache: Cache | None = None
+
+
+def _init_worker(cache_root: str, device: str, dtype: str) -> None:
+    global _worker_cache
+    import torch
+    from .device import use
+    from .runtime import _quiet_libraries
+    torch.set_num_threads(1)
+    use(device, dtype)
+    _quiet_libraries()
+    os.environ["TQDM_DISABLE"] = "1"  # the parent shows one bar for the whole pool
+    _worker_cache = Cache(Path(cache_root))
+
+
+def _run_job(fn: Callable, args: tuple) -> tuple[list[dict], int]:
+    assert _worker_cache is not None
+    n = len(_worker_cache.timings)
+    fn(_worker_cache, *args)
+    return [t.__dict__ for t in _worker_cache.timings[n:]], os.getpid()
+
+
+# ----------------------------------------------------------------- parent side
+def build_all(cache: Cache, jobs: list[Job], workers: int | str = "auto", desc: str = "build") -> dict:
+    """Build every job's artifacts (reusing cached ones), in `workers` processes when there is more than one.
+
+    Returns what was done: jobs pending, workers used, wall seconds."""
+    from tqdm.auto import tqdm
+    from .device import current
+    todo = sorted(pending(cache, jobs), reverse=True)
+    n = min(resolve_workers(workers), len(todo))
+    t0 = time.perf_counter()
+    if not todo:
+        return {"jobs": len(jobs), "built": 0, "workers": 0, "seconds": 0.0}
+    if n <= 1:
+        for job in tqdm(todo, desc=desc, mininterval=2):
+            with single_threaded():
+                job.fn(cache, *job.args)
+        return {"jobs": len(jobs), "built": len(todo), "workers": 1, "seconds": time.perf_counter() - t0}
+    log.info("%s: %d job(s) on %d single-threaded worker processes", desc, len(todo), n)
+    place = current()
+    ctx = multiprocessing.get_context("spawn")  # never fork a process that holds OpenMP threads
+    pids: dict[int, int] = {}
+    with ProcessPoolExecutor(n, mp_context=ctx, initializer=_init_worker,
+                             initargs=(str(cache.root), place.device, place.dtype)) as pool:
+        futures = {pool.submit(_run_job, j.fn, j.args): j for j in todo}
+        bar = tqdm(total=len(futures), desc=desc, mininterval=2)
+        remaining = set(futures)
+        try:
+            while remaining:
+                done, remaining = wait(remaining, return_when=FIRST_EXCEPTION)
+                for fut in done:
+                    records, pid = fut.result()  # re-raises a worker's exception here
+                    worker = pids.setdefault(pid, len(pids) + 1)
+                    for r in records:
+                        cache.timings.append(TimingRecord(**{**r, "worker": worker}))
+                        if r["status"] == "built":
+                            log.info("built %s in %.1f s (worker %d)", r["artifact"], r["seconds"], worker)
+                    bar.update()
+        except BaseException:
+            for fut in remaining:
+                fut.cancel()
+            raise
+        finally:
+            bar.close()
+    return {"jobs": len(jobs), "built": len(todo), "workers": n, "seconds": time.perf_counter() - t0}
+
+
+def describe(result: dict, what: str) -> str:
+    if not result["built"]:
+        return f"{what}: all {result['jobs']} from the cache"
+    return (f"{what}: built {result['built']} of {result['jobs']} in {result['seconds']:.0f} s "
+            f"on {result['workers']} worker(s)")
