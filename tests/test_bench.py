@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from resurface.bench import scaling_fit
+from resurface.bench import flops_per_token, matmul_params, scaling_fit
 
 
 def test_scaling_fit_recovers_a_known_rate_and_flags_a_bad_fit():
@@ -14,3 +14,19 @@ def test_scaling_fit_recovers_a_known_rate_and_flags_a_bad_fit():
     assert fit["sampling"]["r2"] == pytest.approx(1.0)
     noisy = [dict(r, seconds=1.0 + (i % 3)) for i, r in enumerate(rows)]  # time unrelated to the work
     assert scaling_fit(noisy)["training"]["r2"] < 0.5
+
+
+@pytest.mark.parametrize("arch", ["gpt_neox", "llama", "gpt2"])
+def test_model_flops_count_every_matmul_once_and_no_lookup(arch):
+    """By hand: 12 d^2 per GPTNeoX / GPT-2 layer (qkv, out, 4d MLP), 4 d^2 + 3 d I per Llama layer, plus
+    the output head once (tied or not); the input embedding (and GPT-2's positions) are look-ups."""
+    from resurface.config import ModelConfig
+    from resurface.bench import _model
+    d, layers, vocab, seq = 32, 3, 500, 64
+    m = ModelConfig(kind="lineage", architecture=arch, tokenizer="t", layers=layers, width=d, heads=4)
+    model = _model(m, vocab, seq)
+    per_layer = 4 * d * d + 3 * d * model.config.intermediate_size if arch == "llama" else 12 * d * d
+    assert matmul_params(model) == layers * per_layer + vocab * d
+    fwd = 2 * (layers * per_layer + vocab * d) + 4 * layers * d * seq
+    assert flops_per_token(model, seq, training=False) == fwd
+    assert flops_per_token(model, seq, training=True) == 3 * fwd

@@ -37,6 +37,9 @@ def test_required_profiles_exist():
     ({"corpora.heldout_fraction": 0}, ["heldout_fraction", "greater than 0"]),
     ({"zoo.models.lineage-small.width": 65}, ["width", "heads"]),
     ({"cache_dir": "../../elsewhere"}, ["cache_dir", "escapes the project"]),
+    ({"workers": 0}, ["workers", "at least 1", "0"]),
+    ({"workers": "many"}, ["workers", "many"]),
+    ({"threads": -2}, ["threads", "at least 1"]),
 ])
 def test_impossible_values_name_key_value_and_allowed(overrides, words):
     with pytest.raises(ConfigError) as exc:

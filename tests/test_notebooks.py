@@ -46,7 +46,15 @@ def test_smoke_study_products(smoke_run):
         assert (out / "figures" / fig).stat().st_size > 5000
     assert (out / "params.resolved.yaml").exists()
     timings = pd.read_csv(out / "tables" / "timings.csv")
-    assert set(timings["status"]) <= {"built", "reused"} and len(timings) > 5
+    assert set(timings["status"]) <= {"built", "reused", "wall"} and len(timings) > 5
+    # one wall-time row per executed notebook, and it covers the notebook's own builds
+    walls = timings[timings["status"] == "wall"].set_index("notebook")["seconds"]
+    assert set(walls.index) == set(timings["notebook"])
+    assert not timings.duplicated(["notebook", "artifact"]).any()  # one row per artifact and notebook
+    from resurface.workers import usable_cores
+    if usable_cores() > 1:  # pretraining and fine-tuning ran in the worker pool, not in the kernel
+        built = timings[(timings["status"] == "built") & timings["stage"].isin(["finetune", "evaluate"])]
+        assert len(built) and (built["worker"] > 0).all()
 
 
 @pytest.mark.slow

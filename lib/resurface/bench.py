@@ -3,10 +3,11 @@
 Measures, in one run:
 - the machine's fp32 matmul throughput (the FLOP ceiling every ratio below refers to);
 - BOS sampling tokens/s: this project's sampler against `model.generate`, same model, batch, temperature;
-- training tokens/s and model FLOP utilisation (6 x params x tokens/s over the ceiling) per zoo architecture;
+- training tokens/s and model FLOP utilisation (PaLM's model FLOPs x tokens/s over the ceiling) per zoo
+  architecture, and what the worker pool buys (single-threaded processes side by side against one process);
 - how cost grows: sampling and training seconds against tokens for GPTNeoX models of growing size,
   with a fitted seconds-per-token-per-parameter rate to predict a bigger run (figure + CSV);
-- stage-by-stage wall time of the profile's last study run (from outputs/<profile>/tables/timings.csv).
+- stage-by-stage and per-notebook wall time of the profile's last study run (outputs/<profile>/tables/timings.csv).
 Writes outputs/bench/bench.json, bench.md, scaling.csv and scaling.png/.pdf.
 """
 from __future__ import annotations
@@ -48,6 +49,23 @@ def n_params(model, non_embedding: bool = True) -> int:
     return total
 
 
+def matmul_params(model) -> int:
+    """Weights that take part in a matrix product per token: every linear layer, the output head
+    included (also when it is tied to the input embedding); not the embedding look-ups."""
+    from transformers.pytorch_utils import Conv1D  # GPT-2's linear layers
+    return sum(m.weight.numel() for m in model.modules() if isinstance(m, (torch.nn.Linear, Conv1D)))
+
+
+def flops_per_token(model, context: int, training: bool) -> float:
+    """Model FLOPs per token, PaLM's accounting: 2 x matmul weights + 4 x layers x width x context
+    for the attention products (forward); three times that for forward + backward."""
+    c = model.config
+    layers = getattr(c, "num_hidden_layers", None) or c.n_layer
+    width = getattr(c, "hidden_size", None) or c.n_embd
+    forward = 2 * matmul_params(model) + 4 * layers * width * context
+    return 3 * forward if training else forward
+
+
 def bench_sampling(model, batch: int, new_tokens: int, repeats: int = 2) -> dict:
     from .sampling import decode
     bos = torch.zeros(batch, 1, dtype=torch.long)
@@ -75,6 +93,33 @@ def bench_training(model, vocab: int, seq_len: int, batch: int, steps: int = 12)
     blocks = np.random.default_rng(0).integers(0, vocab, (batch * steps, seq_len)).astype(np.uint16)
     train_lm(model, blocks, steps=2, batch_size=batch, lr=1e-4, warmup_steps=0)  # warm-up
     return train_lm(model, blocks, steps=steps, batch_size=batch, lr=1e-4, warmup_steps=0)["tokens_per_s"]
+
+
+def _training_in_worker(m, vocab: int, seq_len: int, batch: int, steps: int, threads: int, barrier) -> float:
+    """One process of `bench_workers`: train with `threads` threads once every process is ready."""
+    torch.set_num_threads(threads)
+    model = _model(m, vocab, seq_len).train()
+    blocks = np.random.default_rng(0).integers(0, vocab, (batch * steps, seq_len)).astype(np.uint16)
+    train_lm(model, blocks, steps=2, batch_size=batch, lr=1e-4, warmup_steps=0)  # warm-up
+    barrier.wait()  # the processes train at the same time
+    return train_lm(model, blocks, steps=steps, batch_size=batch, lr=1e-4, warmup_steps=0)["tokens_per_s"]
+
+
+def bench_workers(m, vocab: int, seq_len: int, batch: int, cores: int, steps: int = 16) -> dict:
+    """What the worker pool buys: `cores` single-threaded processes training side by side against one
+    process with `cores` threads (tokens/s summed over processes; same model, batch and steps)."""
+    import multiprocessing
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Manager() as manager:
+        out = {}
+        for label, procs, threads in (("one_process", 1, cores), ("workers", cores, 1)):
+            barrier = manager.Barrier(procs)
+            with ctx.Pool(procs) as pool:
+                tps = pool.starmap(_training_in_worker,
+                                   [(m, vocab, seq_len, batch, steps, threads, barrier)] * procs)
+            out[label] = float(sum(tps))
+    out["ratio"] = out["workers"] / out["one_process"]
+    return out
 
 
 SCALING_SHAPES = ((2, 64), (4, 128), (4, 256), (6, 384))  # (layers, width): ~0.6M to ~14M parameters
@@ -147,7 +192,7 @@ def main(argv=None) -> int:
     threads = set_threads(cfg.threads)
     ceiling = matmul_flops()
     report = {"machine": {"platform": platform.platform(), "torch": torch.__version__, "threads": threads,
-                          "matmul_fp32_gflops": ceiling / 1e9}, "sampling": [], "training": []}
+                          "matmul_fp32_gflops": ceiling / 1e9}, "sampling": [], "training": [], "workers": []}
     vocab = max((t.vocab_size for t in cfg.tokenizers.values()), default=4096)
     seq = cfg.zoo.seq_len
     for name, m in cfg.zoo.models.items():
@@ -156,13 +201,18 @@ def main(argv=None) -> int:
         model = _model(m, vocab, seq)
         p = n_params(model, non_embedding=False)
         if m.kind == "lineage":
+            new = min(cfg.sampling.max_new_tokens, seq - 1)
             for b in args.batch:
-                s = bench_sampling(model, b, min(cfg.sampling.max_new_tokens, seq - 1))
-                report["sampling"].append({"model": name, "params": p, "batch": b, **s,
-                                           "sampler_flop_fraction": 2 * p * s["project_sampler"] / ceiling})
+                s = bench_sampling(model, b, new)
+                report["sampling"].append({"model": name, "params": p, "batch": b, **s, "sampler_flop_fraction":
+                                           flops_per_token(model, new // 2, False) * s["project_sampler"] / ceiling})
         tps = bench_training(model.train(), vocab, seq, m.batch_size)
-        report["training"].append({"model": name, "architecture": m.architecture, "params": p, "tokens_per_s": tps,
-                                   "mfu": 6 * p * tps / ceiling})
+        report["training"].append({"model": name, "architecture": m.architecture, "params": p,
+                                   "matmul_params": matmul_params(model), "tokens_per_s": tps,
+                                   "mfu": flops_per_token(model, seq, True) * tps / ceiling})
+        if m.kind == "lineage" and threads > 1:
+            w = bench_workers(m, vocab, seq, cfg.finetune.batch_size, threads)
+            report["workers"].append({"model": name, "processes": threads, **w})
     report["scaling"] = bench_scaling(vocab, seq)
     report["scaling_fit"] = scaling_fit(report["scaling"])
     timings = outputs_dir(args.profile) / "tables" / "timings.csv"
@@ -170,8 +220,10 @@ def main(argv=None) -> int:
         import pandas as pd
         t = pd.read_csv(timings)
         # per stage: what the last run spent, and what building its artifacts cost (from an empty cache)
-        report["stages"] = (t.drop_duplicates("artifact").groupby("stage")[["seconds", "build_seconds"]].sum()
+        built = t[t["status"] != "wall"].drop_duplicates("artifact")
+        report["stages"] = (built.groupby("stage")[["seconds", "build_seconds"]].sum()
                             .round(1).reset_index().to_dict("records"))
+        report["notebooks"] = (t[t["status"] == "wall"][["notebook", "seconds"]].round(1).to_dict("records"))
     out = outputs_dir("bench")
     out.mkdir(parents=True, exist_ok=True)
     (out / "bench.json").write_text(json.dumps(report, indent=1))
@@ -180,9 +232,17 @@ def main(argv=None) -> int:
              "| model | batch | sampler tok/s | generate tok/s | ratio | sampler FLOP fraction |", "|---|---|---|---|---|---|"]
     lines += [f"| {s['model']} | {s['batch']} | {s['project_sampler']:.0f} | {s['hf_generate']:.0f} | "
               f"{s['ratio']:.2f}x | {s['sampler_flop_fraction']:.1%} |" for s in report["sampling"]]
-    lines += ["", "| model | params | train tok/s | MFU |", "|---|---|---|---|"]
-    lines += [f"| {t['model']} | {t['params']:,} | {t['tokens_per_s']:.0f} | {t['mfu']:.1%} |"
+    lines += ["", "MFU: model FLOPs (6 x matmul weights + 12 x layers x width x 128 positions per token, PaLM's "
+              "accounting; embedding look-ups are not FLOPs) x tokens/s over the ceiling.", "",
+              "| model | params | matmul weights | train tok/s | MFU |", "|---|---|---|---|---|"]
+    lines += [f"| {t['model']} | {t['params']:,} | {t['matmul_params']:,} | {t['tokens_per_s']:.0f} | {t['mfu']:.1%} |"
               for t in report["training"]]
+    if report["workers"]:
+        lines += ["", "The worker pool: fine-tuning tokens/s of single-threaded processes side by side against one "
+                  "process using every thread (the zoo and the transfer matrix build this way):", "",
+                  "| model | processes | one process tok/s | workers tok/s (sum) | ratio |", "|---|---|---|---|---|"]
+        lines += [f"| {w['model']} | {w['processes']} | {w['one_process']:.0f} | {w['workers']:.0f} | "
+                  f"{w['ratio']:.2f}x |" for w in report["workers"]]
     import pandas as pd
     pd.DataFrame(report["scaling"]).to_csv(out / "scaling.csv", index=False)
     fig = scaling_figure(report["scaling"])
@@ -199,6 +259,11 @@ def main(argv=None) -> int:
         lines += ["", f"Stages of the last `{args.profile}` study run (tables/timings.csv):", "",
                   "| stage | seconds in that run | seconds to build from an empty cache |", "|---|---|---|"]
         lines += [f"| {r['stage']} | {r['seconds']} | {r['build_seconds']} |" for r in report["stages"]]
+        if report["notebooks"]:
+            lines += ["", "Builds in the worker pool overlap; each notebook's wall time:", "",
+                      "| notebook | wall seconds |", "|---|---|"]
+            lines += [f"| {r['notebook']} | {r['seconds']} |" for r in report["notebooks"]]
+            lines += [f"| all | {sum(r['seconds'] for r in report['notebooks']):.1f} |"]
     (out / "bench.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0

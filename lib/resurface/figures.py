@@ -97,7 +97,6 @@ def per_task_deltas(table, title: str = "Per task, mean Δ with 95 % CI"):
 
 def extraction_by_count(groups, title: str = "Held-out canary extraction, before and after"):
     """Extraction rate per duplication count: the untouched student vs after fine-tuning, per relation."""
-    import pandas as pd
     h = groups[groups["split"] == "heldout"]
     before = h.groupby(["student", "count"])["extraction_before"].mean().reset_index()
     fig, ax = figure("single", aspect=0.8)

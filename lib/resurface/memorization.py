@@ -44,7 +44,6 @@ def canary_extraction(model, canaries: list[dict], prefix_len: int, suffix_len: 
 def measure_canaries(cache, model_art, subdir: str, canaries_art, prefix_len: int, suffix_len: int,
                      batch_size: int, label: str):
     """Cached per-canary extraction of one model (a zoo model or a fine-tuned student)."""
-    import json
     from .canaries import load_canaries
     from .zoo import load_model
     cfg = {"subdir": subdir, "prefix_len": prefix_len, "suffix_len": suffix_len}

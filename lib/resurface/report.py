@@ -142,7 +142,9 @@ def build_report(profile: str) -> Path:
         by = (t.groupby(["notebook", "stage", "status"])[["seconds", "build_seconds"]].sum().round(1)
               .reset_index())
         parts += ["## Timings", "", "`seconds`: what this run spent; `build_seconds`: what building the artifacts "
-                  "cost when they were made (the same for reused ones).", "", _table_md(by), ""]
+                  "cost when they were made (the same for reused ones). Builds in a pool of worker processes "
+                  "overlap, so their seconds add up to more than the time they took: the `notebook` rows give "
+                  "each notebook's wall time.", "", _table_md(by), ""]
     params = out / "params.resolved.yaml"
     if params.exists():
         parts += ["## Parameters", "", "```yaml", params.read_text().strip(), "```", ""]
