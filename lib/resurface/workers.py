@@ -17,7 +17,7 @@ import logging
 import multiprocessing
 import os
 import time
-from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -128,7 +128,7 @@ def build_all(cache: Cache, jobs: list[Job], workers: int | str = "auto", desc: 
         remaining = set(futures)
         try:
             while remaining:
-                done, remaining = wait(remaining, return_when=FIRST_EXCEPTION)
+                done, remaining = wait(remaining, return_when=FIRST_COMPLETED)  # report each job as it ends
                 for fut in done:
                     records, pid = fut.result()  # re-raises a worker's exception here
                     worker = pids.setdefault(pid, len(pids) + 1)
