@@ -27,6 +27,13 @@ def _train_job(cache: Cache, name: str, seed: int) -> None:
     cache.get_or_build("zoo", name, {"seed": seed}, build, stage="zoo")
 
 
+def _slow_job(cache: Cache) -> None:
+    def build(tmp):
+        import time
+        time.sleep(120)
+    cache.get_or_build("zoo", "slow", {}, build, stage="zoo")
+
+
 def _failing_job(cache: Cache) -> None:
     def build(tmp):
         (tmp / "half-written").write_text("x")
@@ -82,4 +89,16 @@ def test_a_failing_worker_stops_the_pool_and_leaves_nothing(tmp_path):
     with pytest.raises(ValueError, match="boom in a worker"):
         build_all(cache, jobs, workers=2)
     assert not list((tmp_path / "c" / "zoo").glob("broken-*"))  # no published or half-written artifact
-    assert not list((tmp_path / "c" / "zoo").glob(".tmp-*"))
+    assert not list((tmp_path / "c" / "zoo").glob(".tmp-broken*"))
+
+
+@pytest.mark.slow
+def test_a_failure_does_not_wait_for_the_other_workers_builds(tmp_path):
+    """An error (or an interrupted kernel) stops the builds still running, instead of waiting minutes for them."""
+    import time
+    cache = Cache(tmp_path / "c")
+    t0 = time.perf_counter()
+    with pytest.raises(ValueError, match="boom in a worker"):
+        build_all(cache, [Job(9.0, "slow", _slow_job), Job(1.0, "broken", _failing_job)], workers=2)
+    assert time.perf_counter() - t0 < 60  # the slow build sleeps 120 s
+    assert not list((tmp_path / "c" / "zoo").glob("slow-*"))  # killed mid-build: nothing published

@@ -137,9 +137,11 @@ def build_all(cache: Cache, jobs: list[Job], workers: int | str = "auto", desc: 
                         if r["status"] == "built":
                             log.info("built %s in %.1f s (worker %d)", r["artifact"], r["seconds"], worker)
                     bar.update()
-        except BaseException:
-            for fut in remaining:
+        except BaseException:  # a failed job or an interrupted kernel: stop the running builds now, not when
+            for fut in remaining:  # they end (their half-built folders are debris the next run clears)
                 fut.cancel()
+            for proc in list((getattr(pool, "_processes", None) or {}).values()):
+                proc.terminate()
             raise
         finally:
             bar.close()
