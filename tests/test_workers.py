@@ -86,8 +86,9 @@ def test_probe_builds_nothing(tmp_path):
 def test_a_failing_worker_stops_the_pool_and_leaves_nothing(tmp_path):
     cache = Cache(tmp_path / "c")
     jobs = [Job(5.0, "broken", _failing_job), Job(1.0, "a", _train_job, ("a", 0))]
-    with pytest.raises(ValueError, match="boom in a worker"):
+    with pytest.raises(ValueError, match="boom in a worker") as exc:
         build_all(cache, jobs, workers=2)
+    assert any("job: broken" in note for note in exc.value.__notes__)  # the parent says which job failed
     assert not list((tmp_path / "c" / "zoo").glob("broken-*"))  # no published or half-written artifact
     assert not list((tmp_path / "c" / "zoo").glob(".tmp-broken*"))
 

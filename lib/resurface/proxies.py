@@ -200,16 +200,16 @@ def proxy_table(cfg, cache: Cache, zoo, table, arts: dict):
 
     from .transfer import headline, synthetic_corpus
     from .workers import Job, build_all
+    from .zoo import model_size
 
     runs = headline(table).merge(table[["student", "source", "temperature", "seed", "run_label"]].drop_duplicates(),
                                  on=["student", "source", "temperature", "seed"])
     runs = runs[runs["relation"] != "real_text"]
     tasks = arts["tasks"]
     corpora = {r.Index: synthetic_corpus(cache, zoo, r.source, r.temperature, r.seed) for r in runs.itertuples()}
-    size = {n: m.layers * m.width ** 2 for n, m in cfg.zoo.models.items()}
     jobs = [Job(1.0, "benchmark embeddings", benchmark_embeddings, (zoo, tasks))]
     jobs += [Job(1.0, f"embeddings {a.name}", corpus_embeddings, (zoo, a)) for a in {a.key: a for a in corpora.values()}.values()]
-    jobs += [Job(size[r.student], f"scores {r.student} {corpora[r.Index].name}", proxy_scores,
+    jobs += [Job(model_size(cfg.zoo.models[r.student]), f"scores {r.student} {corpora[r.Index].name}", proxy_scores,
                  (zoo, r.student, corpora[r.Index])) for r in runs.itertuples()]
     build_all(cache, jobs, cfg.workers, desc="proxy scores")
 

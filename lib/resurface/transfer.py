@@ -8,7 +8,6 @@ lineage text (the half of the held-out documents that no benchmark uses).
 """
 from __future__ import annotations
 
-import logging
 import math
 from pathlib import Path
 
@@ -23,9 +22,8 @@ from .evaluation import evaluate, load_items, load_results, oriented_delta, pair
 from .finetune import finetune
 from .sampling import load_synthetic, sample_documents, save_corpus
 from .tokenizer import load_tokenizer
-from .zoo import Zoo, load_model
-
-log = logging.getLogger("resurface")
+from .workers import Job, build_all
+from .zoo import Zoo, load_model, model_size
 
 OVERSAMPLE = 1.25  # source tokens per student token budget: tokenizers compress differently
 HEADLINE_METRICS = ("acc", "acc_norm")  # the headline averages every accuracy task (not perplexity)
@@ -111,8 +109,7 @@ def run_matrix(cfg: StudyConfig, cache: Cache, zoo: Zoo) -> tuple[pd.DataFrame, 
     tasks = build_tasks(cache, zoo.corpora["lineage"], list(b.tasks), b.items_per_task, b.ppl_documents, cfg.seed,
                         b.items_by_task)
     prebuild(cfg, cache, zoo, tasks)
-    base_arts = {s: evaluate(cache, zoo.models[s], "main", tasks, b.batch_size, f"{s}-base", b.backend, b.model_args)
-                 for s in cfg.transfer.students}
+    base_arts = {s: _base_evaluation(cache, zoo, tasks, s) for s in cfg.transfer.students}
     base = {s: load_results(a) for s, a in base_arts.items()}
     base_items = {s: load_items(a) for s, a in base_arts.items()}
     real = real_text_corpus(cache, zoo)
@@ -149,9 +146,9 @@ def _student(cache: Cache, zoo: Zoo, tasks: Artifact, run: dict) -> tuple[str, A
                                             b.model_args)
 
 
-def _base_evaluation(cache: Cache, zoo: Zoo, tasks: Artifact, student: str) -> None:
+def _base_evaluation(cache: Cache, zoo: Zoo, tasks: Artifact, student: str) -> Artifact:
     b = zoo.cfg.benchmarks
-    evaluate(cache, zoo.models[student], "main", tasks, b.batch_size, f"{student}-base", b.backend, b.model_args)
+    return evaluate(cache, zoo.models[student], "main", tasks, b.batch_size, f"{student}-base", b.backend, b.model_args)
 
 
 def prebuild(cfg: StudyConfig, cache: Cache, zoo: Zoo, tasks: Artifact) -> None:
@@ -159,18 +156,15 @@ def prebuild(cfg: StudyConfig, cache: Cache, zoo: Zoo, tasks: Artifact) -> None:
 
     Two waves, so that no fine-tuning waits for a corpus another worker is still sampling; within
     a wave the costliest jobs start first. What is already cached is skipped."""
-    from .workers import Job, build_all, describe
     runs = plan(cfg)
-    size = {n: m.layers * m.width ** 2 for n, m in cfg.zoo.models.items()}
+    models = cfg.zoo.models
     corpora = {(r["source"], r["temperature"], r["seed"]): r for r in runs}
-    wave1 = [Job(size[s], f"{s}-base", _base_evaluation, (zoo, tasks, s)) for s in cfg.transfer.students]
-    wave1 += [Job(size.get(parse_model_ref(r["source"])[0], 0), f"sample {k}", _corpus, (zoo, r))
-              for k, r in corpora.items()]
-    wave2 = [Job(size[r["student"]], f"student {r}", _student, (zoo, tasks, r)) for r in runs]
-    for wave, what in ((wave1, "synthetic corpora and base evaluations"), (wave2, "students and evaluations")):
-        done = build_all(cache, wave, cfg.workers, desc=what)
-        if done["built"]:
-            log.info(describe(done, what))
+    wave1 = [Job(model_size(models[s]), f"{s}-base", _base_evaluation, (zoo, tasks, s)) for s in cfg.transfer.students]
+    wave1 += [Job(model_size(models[parse_model_ref(r["source"])[0]]) if r["source"] != "real-text" else 0.0,
+                  f"sample {k}", _corpus, (zoo, r)) for k, r in corpora.items()]
+    wave2 = [Job(model_size(models[r["student"]]), f"student {r}", _student, (zoo, tasks, r)) for r in runs]
+    build_all(cache, wave1, cfg.workers, desc="synthetic corpora and base evaluations")
+    build_all(cache, wave2, cfg.workers, desc="students and evaluations")
 
 
 def _metric(task: str) -> str:

@@ -116,7 +116,7 @@ def build_all(cache: Cache, jobs: list[Job], workers: int | str = "auto", desc: 
         for job in tqdm(todo, desc=desc, mininterval=2):
             with single_threaded():
                 job.fn(cache, *job.args)
-        return {"jobs": len(jobs), "built": len(todo), "workers": 1, "seconds": time.perf_counter() - t0}
+        return _done(desc, len(jobs), len(todo), 1, t0)
     log.info("%s: %d job(s) on %d single-threaded worker processes", desc, len(todo), n)
     place = current()
     ctx = multiprocessing.get_context("spawn")  # never fork a process that holds OpenMP threads
@@ -130,6 +130,8 @@ def build_all(cache: Cache, jobs: list[Job], workers: int | str = "auto", desc: 
             while remaining:
                 done, remaining = wait(remaining, return_when=FIRST_COMPLETED)  # report each job as it ends
                 for fut in done:
+                    if fut.exception() is not None:
+                        fut.exception().add_note(f"(in the worker pool, job: {futures[fut].label})")
                     records, pid = fut.result()  # re-raises a worker's exception here
                     worker = pids.setdefault(pid, len(pids) + 1)
                     for r in records:
@@ -145,11 +147,10 @@ def build_all(cache: Cache, jobs: list[Job], workers: int | str = "auto", desc: 
             raise
         finally:
             bar.close()
-    return {"jobs": len(jobs), "built": len(todo), "workers": n, "seconds": time.perf_counter() - t0}
+    return _done(desc, len(jobs), len(todo), n, t0)
 
 
-def describe(result: dict, what: str) -> str:
-    if not result["built"]:
-        return f"{what}: all {result['jobs']} from the cache"
-    return (f"{what}: built {result['built']} of {result['jobs']} in {result['seconds']:.0f} s "
-            f"on {result['workers']} worker(s)")
+def _done(desc: str, jobs: int, built: int, workers: int, t0: float) -> dict:
+    seconds = time.perf_counter() - t0
+    log.info("%s: built %d of %d in %.0f s on %d worker(s)", desc, built, jobs, seconds, workers)
+    return {"jobs": jobs, "built": built, "workers": workers, "seconds": seconds}

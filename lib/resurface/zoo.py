@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from .cache import Artifact, Cache
+from .workers import Job, build_all
 from .canaries import load_canaries, plant
 from .config import ModelConfig, StudyConfig, parse_model_ref
 from .corpora import load_corpus
@@ -237,7 +238,6 @@ def train_models(cfg: StudyConfig, cache: Cache, corpora: dict[str, Artifact], t
     """Pretrain every local zoo model (each reused from the cache when already built)."""
     # canaries are planted early enough that the shortest canary model sees every copy
     horizon = min((m.steps * m.batch_size * cfg.zoo.seq_len for m in _canary_models(cfg).values()), default=0)
-    from .workers import Job, build_all, describe
     jobs = []
     for name, m in cfg.zoo.models.items():
         if not m.is_local:
@@ -247,15 +247,19 @@ def train_models(cfg: StudyConfig, cache: Cache, corpora: dict[str, Artifact], t
                               m.data_seed, canaries if m.canaries else None, horizon)
         args = (name, m, stream, tokenizers[m.tokenizer], corpora["lineage"], cfg.zoo.seq_len)
         jobs.append(Job(pretrain_cost(m), f"pretrain {name}", pretrain, args))
-    done = build_all(cache, jobs, cfg.workers, desc="pretraining the zoo")
-    if done["built"]:
-        log.info(describe(done, "zoo"))
+    build_all(cache, jobs, cfg.workers, desc="pretraining the zoo")
     return {job.args[0]: pretrain(cache, *job.args) for job in jobs}
 
 
+def model_size(m: ModelConfig) -> float:
+    """Relative matmul work per token, to start the costliest builds first. Models not trained here are real,
+    far larger models: they go first."""
+    return m.layers * m.width ** 2 if m.is_local else float("inf")
+
+
 def pretrain_cost(m: ModelConfig) -> float:
-    """Relative training cost (matmul work per step x steps), to start the longest pretraining first."""
-    return m.steps * m.batch_size * m.layers * m.width ** 2
+    """Relative pretraining cost: work per token x tokens."""
+    return model_size(m) * m.steps * m.batch_size
 
 
 def build_zoo(cfg: StudyConfig, cache: Cache) -> Zoo:
