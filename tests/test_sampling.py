@@ -70,9 +70,29 @@ def test_top_k_and_top_p_support(tiny):
 
 def test_inverse_cdf_draw_matches_probabilities():
     logits = torch.tensor([[2.0, 0.0, -1.0, 1.0]]).repeat(50000, 1)
-    s = draw(logits, torch.Generator().manual_seed(1))
     p = torch.softmax(logits[0].double(), -1).numpy()
+    s = draw(logits, torch.Generator().manual_seed(1))  # overwrites `logits`
     assert chisquare(np.bincount(s.numpy(), minlength=4), p * len(s)).pvalue > 1e-3
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+def test_two_level_draw_over_a_large_vocabulary(temperature):
+    """4096 tokens in tiles of 64: mass at tile edges, two tokens in one tile, the very last token, and
+    filtered (-inf) tokens between them; the frequencies must follow softmax(logits / T)."""
+    vocab, n = 4096, 200000
+    logits = torch.full((vocab,), float("-inf"))
+    hot = {63: 1.0, 64: 0.5, 700: 2.0, 701: -0.5, 2047: 0.0, 4095: 1.5}
+    for i, v in hot.items():
+        logits[i] = v
+    p = torch.softmax(logits.double() / temperature, -1).numpy()
+    s = draw(logits.repeat(n, 1), torch.Generator().manual_seed(2), temperature)
+    assert set(s.unique().tolist()) <= set(hot)
+    counts = np.bincount(s.numpy(), minlength=vocab)
+    keys = sorted(hot)
+    assert chisquare(counts[keys], p[keys] * n).pvalue > 1e-3
+    # the same draws but a temperature the tokens were not drawn at is rejected
+    other = torch.softmax(logits.double() / (1.6 - temperature), -1).numpy()
+    assert chisquare(counts[keys], other[keys] * n).pvalue < 1e-6
 
 
 def test_cached_decoding_matches_full_forward(tiny):

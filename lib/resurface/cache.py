@@ -26,7 +26,8 @@ from typing import Any, Callable
 log = logging.getLogger("resurface")
 
 MANIFEST = "manifest.json"
-FORMAT_VERSION = 2  # bump when an artifact layout or how it is computed changes (2: single-threaded pool builds)
+FORMAT_VERSION = 3  # bump when an artifact layout or how it is computed changes (2: single-threaded pool builds;
+#                    3: the fused loss in fewer passes, the lean GPTNeoX sampler and the two-level draw)
 
 
 def stable_hash(obj: Any, n: int = 16) -> str:

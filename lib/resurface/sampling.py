@@ -1,8 +1,8 @@
 """Unconditional sampling from the start token alone: no prompt, no filter but end-of-text.
 
 Two backends behind one function:
-- `fast` (default): a plain decoding loop over a preallocated KV cache that draws each token by
-  inverse-CDF (softmax -> cumsum -> searchsorted on one uniform per row). On CPU
+- `fast` (default): a plain decoding loop over a preallocated KV cache (GPTNeoX on a CPU: the lean
+  `NeoXDecoder`) that draws each token by inverse CDF on one uniform per row. On CPU
   `torch.multinomial` dominates `model.generate`'s step time; one uniform per row
   is cheaper and gives the same distribution (tested against the softmax).
 - `hf`: `model.generate(do_sample=True)`, the reference.
@@ -63,12 +63,33 @@ def filter_logits(logits: torch.Tensor, temperature: float, top_k: int = 0, top_
     return logits
 
 
-def draw(logits: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """One categorical draw per row by inverse CDF."""
-    probs = torch.softmax(logits, dim=-1)
-    cdf = probs.cumsum(-1)
-    u = torch.rand(cdf.shape[0], 1, generator=generator, dtype=cdf.dtype, device=cdf.device) * cdf[:, -1:]
-    return torch.searchsorted(cdf, u, right=True).clamp_(max=cdf.shape[-1] - 1).squeeze(-1)
+def draw(logits: torch.Tensor, generator: torch.Generator, temperature: float = 1.0, block: int = 64) -> torch.Tensor:
+    """One categorical draw per row from softmax(logits / temperature), by inverse CDF on one uniform.
+
+    Unnormalised and in two levels: exp(logits - max) in place, then the uniform (scaled by the row's
+    total mass) picks a block of `block` tokens by the cumulative block sums, and the rest of it picks a
+    token inside that block. Same distribution as a cumulative sum over the whole vocabulary (tested),
+    without its sequential pass over every logit or a normalised copy. `logits` is overwritten.
+    Filtered entries (-inf, see `filter_logits`) have no mass and are never drawn."""
+    x = logits.float() if logits.dtype != torch.float32 else logits.contiguous()
+    if temperature != 1.0:
+        x = x.mul_(1.0 / temperature)
+    x = x.sub_(x.amax(-1, keepdim=True)).exp_()
+    rows, vocab = x.shape
+    if vocab % block or vocab < 4 * block:
+        block = vocab  # one level
+    tiles = x.view(rows, vocab // block, block)
+    cum_tiles = tiles.sum(-1).cumsum_(-1)
+    u = torch.rand(rows, 1, generator=generator, dtype=x.dtype, device=x.device) * cum_tiles[:, -1:]
+    tile = torch.searchsorted(cum_tiles, u, right=True).clamp_(max=cum_tiles.shape[-1] - 1)
+    before = torch.where(tile > 0, cum_tiles.gather(1, (tile - 1).clamp(min=0)), 0.0)
+    inside = tiles[torch.arange(rows, device=x.device), tile.squeeze(1)].cumsum_(-1)
+    rest = (u - before).clamp_(min=0.0)
+    # float rounding can put `rest` at or past the tile's total: take the tile's last token with mass
+    k = torch.searchsorted(inside, torch.minimum(rest, inside[:, -1:]), right=True)
+    last = torch.searchsorted(inside, inside[:, -1:].contiguous(), right=False)
+    k = torch.where(k >= block, last, k)
+    return (tile * block + k).squeeze(1)
 
 
 class _GrowingLayer(DynamicLayer):
@@ -110,22 +131,37 @@ def preallocated_cache(model, capacity: int) -> Cache:
 @torch.no_grad()
 def decode(model, input_ids: torch.Tensor, max_new_tokens: int, *, greedy: bool = False, temperature: float = 1.0,
            top_k: int = 0, top_p: float = 1.0, generator: torch.Generator | None = None) -> torch.Tensor:
-    """KV-cached decoding of `max_new_tokens` for a batch of equal-length prefixes; returns the new tokens (CPU)."""
+    """KV-cached decoding of `max_new_tokens` for a batch of equal-length prefixes; returns the new tokens (CPU).
+
+    BOS sampling from a GPTNeoX model on the CPU steps through `NeoXDecoder`; everything else through
+    the model's forward over a preallocated cache."""
+    from . import neox_decoder
     input_ids = input_ids.to(model.device)
-    out = model(input_ids=input_ids, past_key_values=preallocated_cache(model, input_ids.shape[1] + max_new_tokens),
-                use_cache=True)
-    past = out.past_key_values
-    logits = out.logits[:, -1, :]
+    if neox_decoder.supports(model, input_ids):
+        decoder = neox_decoder.NeoXDecoder(model, input_ids.shape[0], 1 + max_new_tokens)
+        step = decoder.step
+        logits = step(input_ids[:, 0], 0)
+    else:
+        out = model(input_ids=input_ids, use_cache=True,
+                    past_key_values=preallocated_cache(model, input_ids.shape[1] + max_new_tokens))
+        past, logits = out.past_key_values, out.logits[:, -1, :]
+
+        def step(tokens, position):
+            nonlocal past
+            out = model(input_ids=tokens[:, None], past_key_values=past, use_cache=True)
+            past = out.past_key_values
+            return out.logits[:, -1, :]
     new = torch.empty(input_ids.shape[0], max_new_tokens, dtype=torch.long, device=input_ids.device)
     for t in range(max_new_tokens):
         if greedy:
             nxt = logits.argmax(-1)
-        else:
+        elif top_k or top_p < 1.0:
             nxt = draw(filter_logits(logits, temperature, top_k, top_p), generator)
+        else:
+            nxt = draw(logits, generator, temperature)
         new[:, t] = nxt
         if t + 1 < max_new_tokens:
-            out = model(input_ids=nxt[:, None], past_key_values=past, use_cache=True)
-            past, logits = out.past_key_values, out.logits[:, -1, :]
+            logits = step(nxt, input_ids.shape[1] + t)
     return new.cpu()
 
 

@@ -78,22 +78,27 @@ class _ChunkedHeadLoss(torch.autograd.Function):
         grad_weight = torch.zeros_like(weight)
         for s in range(0, n, chunk):
             h, y = hidden[s:s + chunk], targets[s:s + chunk]
+            rows = torch.arange(len(y))
             logits = h @ weight.t()
-            lse = torch.logsumexp(logits, dim=-1)
-            loss += (lse - logits.gather(1, y[:, None]).squeeze(1)).sum()
-            probs = logits.sub_(lse[:, None]).exp_()  # softmax, in place
-            probs[torch.arange(len(y)), y] -= 1.0      # d(loss)/d(logits), before the 1/n
-            grad_hidden[s:s + chunk] = probs @ weight
+            # three passes over the chunk's logits, all in place: shift by the row max, exp, scale
+            # (logsumexp + softmax would allocate and stream them twice more)
+            top = logits.amax(-1, keepdim=True)
+            target = logits[rows, y] - top.squeeze(1)
+            total = logits.sub_(top).exp_().sum(-1, keepdim=True)
+            loss += (total.log().squeeze(1) - target).sum()
+            probs = logits.mul_(1.0 / (n * total))      # softmax / n
+            probs[rows, y] -= 1.0 / n                    # d(mean loss)/d(logits)
+            torch.mm(probs, weight, out=grad_hidden[s:s + chunk])
             grad_weight.addmm_(probs.t(), h)
         ctx.save_for_backward(grad_hidden, grad_weight)
-        ctx.n = n
         return loss / n
 
     @staticmethod
     def backward(ctx, grad_loss):
         grad_hidden, grad_weight = ctx.saved_tensors
-        scale = grad_loss / ctx.n
-        return grad_hidden * scale, grad_weight * scale, None, None
+        if grad_loss.item() == 1.0:  # the usual `loss.backward()`: the gradients are ready as they are
+            return grad_hidden, grad_weight, None, None
+        return grad_hidden * grad_loss, grad_weight * grad_loss, None, None
 
 
 FUSED_HEAD_ARCHITECTURES = ("gpt_neox", "llama", "gpt2")  # plain linear head: no bias, scaling or soft-capping
