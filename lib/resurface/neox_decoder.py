@@ -12,15 +12,17 @@ batch 256-512 (measured with torch.profiler on the 1.8M lineage model):
 - the per-step glue (mask construction, cache objects, dtype casts): about a fifth of a step at
   these sizes.
 
-The modules and weights are the model's own (layer norms, linear layers, the rotary embedding module,
-the activation), so only the order of operations is ours; `tests/test_neox_decoder.py` checks the
-logits against the model's forward. Only the CPU path uses it (`supports`): the buffers hold about
+The modules, weights and functions are the model's own (layer norms, linear layers, the rotary embedding
+module and `apply_rotary_pos_emb`, the activation), so only the order of operations is ours;
+`tests/test_neox_decoder.py` checks the logits against the model's forward. Attention is written out rather
+than HF's `eager_attention_forward` because the mask and the scaling fuse into one `baddbmm` here. Only the CPU path uses it (`supports`): the buffers hold about
 2.5x the memory of a single KV cache, cheap at this scale and wasteful on a GPU.
 """
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from transformers.models.gpt_neox.modeling_gpt_neox import apply_rotary_pos_emb
 
 BUCKET = 32  # positions per capacity step of the KV buffers
 
@@ -58,20 +60,12 @@ class NeoXDecoder:
             torch.ones(c, c, dtype=torch.bool, device=device).triu_(1)[:, None], float("-inf"))
             for c in self.capacities]
 
-    def _rotary(self, qk: torch.Tensor, position: int) -> torch.Tensor:
-        """`apply_rotary_pos_emb` for one position, on queries and keys at once (b, heads, 2, head_dim):
-        the first `rotary_ndims` dims rotate, the rest pass."""
-        cos, sin = self.cos[position], self.sin[position]
-        r = cos.shape[-1]
-        rot, half = qk[..., :r], r // 2
-        rotated = torch.cat((-rot[..., half:], rot[..., :half]), dim=-1)
-        return torch.cat((rot * cos + rotated * sin, qk[..., r:]), dim=-1)
-
     def _attend(self, i: int, attention, h: torch.Tensor, position: int) -> torch.Tensor:
         b, d = h.shape[0], self.head_dim
         qkv = F.linear(h, attention.query_key_value.weight, attention.query_key_value.bias)
         qkv = qkv.view(b, self.heads, 3, d)  # per head: query, key, value
-        qk = self._rotary(qkv[:, :, :2], position)
+        # transformers' own rotary function, on (b, heads, head_dim) at one position
+        q, k = apply_rotary_pos_emb(qkv[:, :, 0], qkv[:, :, 1], self.cos[position][None], self.sin[position][None])
         j = next(j for j, cap in enumerate(self.capacities) if position < cap)
         keys, values = self.keys[i][j], self.values[i][j]
         if position == (self.capacities[j - 1] if j else 0):  # a new buffer: the history, zeros after it
@@ -80,11 +74,11 @@ class NeoXDecoder:
                 values[:, :, :position] = self.values[i][j - 1]
             keys[:, :, position:].zero_()  # masked positions weigh 0, and 0 x NaN would still be NaN
             values[:, :, position:].zero_()
-        keys[:, :, position] = qk[:, :, 1]
+        keys[:, :, position] = k
         values[:, :, position] = qkv[:, :, 2]
         n = b * self.heads
         # scores = mask + scaling * q.K (one fused product; the mask hides positions not yet written)
-        scores = torch.baddbmm(self.masks[j][position], qk[:, :, 0].reshape(n, 1, d),
+        scores = torch.baddbmm(self.masks[j][position], q.reshape(n, 1, d),
                                keys.view(n, -1, d).transpose(1, 2), alpha=attention.scaling)
         weights = torch.softmax(scores, dim=-1, dtype=torch.float32).to(values.dtype)
         out = torch.bmm(weights, values.view(n, -1, d)).view(b, -1)

@@ -20,6 +20,8 @@ import torch
 from tqdm.auto import tqdm
 from transformers.cache_utils import Cache, DynamicLayer
 
+from . import neox_decoder
+
 log = logging.getLogger("resurface")
 
 
@@ -63,12 +65,12 @@ def filter_logits(logits: torch.Tensor, temperature: float, top_k: int = 0, top_
     return logits
 
 
-def draw(logits: torch.Tensor, generator: torch.Generator, temperature: float = 1.0, block: int = 64) -> torch.Tensor:
+def draw(logits: torch.Tensor, generator: torch.Generator, temperature: float = 1.0, tile: int = 64) -> torch.Tensor:
     """One categorical draw per row from softmax(logits / temperature), by inverse CDF on one uniform.
 
     Unnormalised and in two levels: exp(logits - max) in place, then the uniform (scaled by the row's
-    total mass) picks a block of `block` tokens by the cumulative block sums, and the rest of it picks a
-    token inside that block. Same distribution as a cumulative sum over the whole vocabulary (tested),
+    total mass) picks a tile of `tile` tokens by the tiles' cumulative masses, and the rest of it picks a
+    token inside that tile. Same distribution as a cumulative sum over the whole vocabulary (tested),
     without its sequential pass over every logit or a normalised copy. `logits` is overwritten.
     Filtered entries (-inf, see `filter_logits`) have no mass and are never drawn."""
     x = logits.float() if logits.dtype != torch.float32 else logits.contiguous()
@@ -76,20 +78,20 @@ def draw(logits: torch.Tensor, generator: torch.Generator, temperature: float = 
         x = x.mul_(1.0 / temperature)
     x = x.sub_(x.amax(-1, keepdim=True)).exp_()
     rows, vocab = x.shape
-    if vocab % block or vocab < 4 * block:
-        block = vocab  # one level
-    tiles = x.view(rows, vocab // block, block)
+    if vocab % tile or vocab < 4 * tile:
+        tile = vocab  # one level
+    tiles = x.view(rows, vocab // tile, tile)
     cum_tiles = tiles.sum(-1).cumsum_(-1)
     u = torch.rand(rows, 1, generator=generator, dtype=x.dtype, device=x.device) * cum_tiles[:, -1:]
-    tile = torch.searchsorted(cum_tiles, u, right=True).clamp_(max=cum_tiles.shape[-1] - 1)
-    before = torch.where(tile > 0, cum_tiles.gather(1, (tile - 1).clamp(min=0)), 0.0)
-    inside = tiles[torch.arange(rows, device=x.device), tile.squeeze(1)].cumsum_(-1)
+    chosen = torch.searchsorted(cum_tiles, u, right=True).clamp_(max=cum_tiles.shape[-1] - 1)
+    before = torch.where(chosen > 0, cum_tiles.gather(1, (chosen - 1).clamp(min=0)), 0.0)
+    inside = tiles[torch.arange(rows, device=x.device), chosen.squeeze(1)].cumsum_(-1)
     rest = (u - before).clamp_(min=0.0)
     # float rounding can put `rest` at or past the tile's total: take the tile's last token with mass
     k = torch.searchsorted(inside, torch.minimum(rest, inside[:, -1:]), right=True)
     last = torch.searchsorted(inside, inside[:, -1:].contiguous(), right=False)
-    k = torch.where(k >= block, last, k)
-    return (tile * block + k).squeeze(1)
+    k = torch.where(k >= tile, last, k)
+    return (chosen * tile + k).squeeze(1)
 
 
 class _GrowingLayer(DynamicLayer):
@@ -135,7 +137,6 @@ def decode(model, input_ids: torch.Tensor, max_new_tokens: int, *, greedy: bool 
 
     BOS sampling from a GPTNeoX model on the CPU steps through `NeoXDecoder`; everything else through
     the model's forward over a preallocated cache."""
-    from . import neox_decoder
     input_ids = input_ids.to(model.device)
     if neox_decoder.supports(model, input_ids):
         decoder = neox_decoder.NeoXDecoder(model, input_ids.shape[0], 1 + max_new_tokens)
