@@ -53,8 +53,8 @@ def test_smoke_study_products(smoke_run):
     assert not timings.duplicated(["notebook", "artifact"]).any()  # one row per artifact and notebook
     from resurface.workers import usable_cores
     if usable_cores() > 1:  # pretraining and fine-tuning ran in the worker pool, not in the kernel
-        built = timings[(timings["status"] == "built") & timings["stage"].isin(["finetune", "evaluate"])]
-        assert len(built) and (built["worker"] > 0).all()
+        built = timings[(timings["status"] == "built") & timings["stage"].isin(["finetune", "evaluate", "memorization"])]
+        assert set(built["stage"]) == {"finetune", "evaluate", "memorization"} and (built["worker"] > 0).all()
 
 
 @pytest.mark.slow
@@ -81,6 +81,14 @@ def test_failing_notebook_is_named(tmp_path):
                           text=True, timeout=600)
     assert proc.returncode != 0
     assert "notebook 07_broken.ipynb failed at" in proc.stderr and "boom" in proc.stderr
+
+
+def test_notebooks_after_the_matrix_run_side_by_side(tmp_path):
+    from resurface.runner import stages
+    names = ["00_zoo.ipynb", "01_transfer.ipynb", "02_proxies.ipynb", "03_memorization.ipynb"]
+    assert [[p.name for p in g] for g in stages([tmp_path / n for n in names])] == [
+        ["00_zoo.ipynb"], ["01_transfer.ipynb"], ["02_proxies.ipynb", "03_memorization.ipynb"]]
+    assert [[p.name for p in g] for g in stages([tmp_path / "03_memorization.ipynb"])] == [["03_memorization.ipynb"]]
 
 
 def test_bad_command_line_override_stops_before_any_notebook(tmp_path):

@@ -41,6 +41,19 @@ def _failing_job(cache: Cache) -> None:
     cache.get_or_build("zoo", "broken", {}, build, stage="zoo")
 
 
+def _env_job(cache: Cache, name: str) -> None:
+    """Records what a pooled worker starts with."""
+    def build(tmp):
+        import os
+        import sys
+        import torch
+        from tqdm.auto import tqdm
+        return {"pid": os.getpid(), "ppid": os.getppid(), "threads": torch.get_num_threads(),
+                "bar_disabled": tqdm(range(1)).disable,
+                "preloaded": "transformers.models.llama.modeling_llama" in sys.modules}
+    cache.get_or_build("zoo", name, {}, build, stage="zoo")
+
+
 JOBS = [Job(1.0, "a", _train_job, ("a", 0)), Job(2.0, "b", _train_job, ("b", 1))]
 
 
@@ -103,3 +116,21 @@ def test_a_failure_does_not_wait_for_the_other_workers_builds(tmp_path):
         build_all(cache, [Job(9.0, "slow", _slow_job), Job(1.0, "broken", _failing_job)], workers=2)
     assert time.perf_counter() - t0 < 60  # the slow build sleeps 120 s
     assert not list((tmp_path / "c" / "zoo").glob("slow-*"))  # killed mid-build: nothing published
+
+
+@pytest.mark.slow
+def test_workers_fork_from_a_preloaded_server(tmp_path):
+    """Workers come from the fork server, not from this process: its imports done, one thread, silent bars."""
+    import os
+    from multiprocessing import forkserver
+    from resurface.workers import warm_up
+    assert not warm_up(workers=1) and not warm_up(workers="auto", device="cuda")
+    if forkserver._forkserver._forkserver_pid is None:  # else an earlier test's pool started it
+        assert warm_up(workers=2)
+        assert os.environ.get("TQDM_DISABLE") is None  # set for the server only
+    cache = Cache(tmp_path / "c")
+    build_all(cache, [Job(1.0, "x", _env_job, ("x",)), Job(1.0, "y", _env_job, ("y",))], workers=2)
+    metas = [json.loads(p.read_text())["meta"] for p in sorted(tmp_path.glob("c/zoo/*/manifest.json"))]
+    server = forkserver._forkserver._forkserver_pid
+    assert len(metas) == 2 and all(m["ppid"] == server and m["pid"] != os.getpid() for m in metas)
+    assert all(m["threads"] == 1 and m["bar_disabled"] and m["preloaded"] for m in metas)

@@ -387,6 +387,20 @@ def config_dict(cfg: StudyConfig) -> dict:
     return cfg.model_dump(mode="json")
 
 
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """`key=value` strings (the command line's) -> {dotted key: YAML-parsed value}; one sentence on a bad one."""
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"Override `{item}` must look like key=value.")
+        key, value = item.split("=", 1)
+        try:
+            out[key] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise ConfigError(f"Override `{item}` has a value that is not valid YAML.") from None
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     """`python -m resurface.config PROFILE [key=value ...]`: validate and print, exit 1 on error."""
     import argparse
@@ -399,15 +413,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="print the overrides as Papermill YAML parameters (used by run_all.sh)")
     args = ap.parse_args(argv)
     try:
-        ov = {}
-        for item in args.overrides:
-            if "=" not in item:
-                raise ConfigError(f"Override `{item}` must look like key=value.")
-            k, v = item.split("=", 1)
-            try:
-                ov[k] = yaml.safe_load(v)
-            except yaml.YAMLError:
-                raise ConfigError(f"Override `{item}` has a value that is not valid YAML.") from None
+        ov = parse_overrides(args.overrides)
         cfg = load_config(args.profile, ov)
     except ConfigError as exc:
         print(f"resurface: {exc}", file=sys.stderr)

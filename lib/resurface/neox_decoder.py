@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from transformers.models.gpt_neox.modeling_gpt_neox import apply_rotary_pos_emb
 
 BUCKET = 32  # positions per capacity step of the KV buffers
 
@@ -38,6 +37,10 @@ class NeoXDecoder:
     """Feeds one token per row per call; `step(tokens, position)` returns the next-token logits."""
 
     def __init__(self, model, batch: int, capacity: int):
+        # imported here: transformers' modeling stack costs ~4 s to import, which a notebook that only reads
+        # samples from the cache should not pay (it is loaded already whenever there is a model to decode)
+        from transformers.models.gpt_neox.modeling_gpt_neox import apply_rotary_pos_emb
+        self._rope = apply_rotary_pos_emb
         cfg = model.config
         self.model, self.net = model, model.gpt_neox
         self.heads = cfg.num_attention_heads
@@ -65,7 +68,7 @@ class NeoXDecoder:
         qkv = F.linear(h, attention.query_key_value.weight, attention.query_key_value.bias)
         qkv = qkv.view(b, self.heads, 3, d)  # per head: query, key, value
         # transformers' own rotary function, on (b, heads, head_dim) at one position
-        q, k = apply_rotary_pos_emb(qkv[:, :, 0], qkv[:, :, 1], self.cos[position][None], self.sin[position][None])
+        q, k = self._rope(qkv[:, :, 0], qkv[:, :, 1], self.cos[position][None], self.sin[position][None])
         j = next(j for j, cap in enumerate(self.capacities) if position < cap)
         keys, values = self.keys[i][j], self.values[i][j]
         if position == (self.capacities[j - 1] if j else 0):  # a new buffer: the history, zeros after it

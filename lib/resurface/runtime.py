@@ -73,7 +73,7 @@ class Study:
 
     def save_table(self, df, name: str) -> Path:
         p = self.path("tables", f"{name}.csv")
-        tmp = p.with_suffix(".csv.tmp")
+        tmp = p.with_suffix(f".csv.{os.getpid()}.tmp")  # a notebook running alongside may write its own
         df.to_csv(tmp, index=False)
         os.replace(tmp, p)
         self._products.append(str(p.relative_to(self.out)))
@@ -90,7 +90,7 @@ class Study:
 
     def save_json(self, obj: Any, kind: str, name: str) -> Path:
         p = self.path(kind, f"{name}.json")
-        tmp = p.with_suffix(".json.tmp")
+        tmp = p.with_suffix(f".json.{os.getpid()}.tmp")
         tmp.write_text(json.dumps(_finite(obj), indent=2, default=_json_default, allow_nan=False))
         os.replace(tmp, p)
         self._products.append(str(p.relative_to(self.out)))
@@ -106,10 +106,13 @@ class Study:
                 "status": "wall", "build_seconds": None, "worker": 0}
         mine = pd.concat([mine, pd.DataFrame([wall])], ignore_index=True) if len(mine) else pd.DataFrame([wall])
         mine.insert(0, "notebook", self.notebook)
-        if p.exists():
-            old = pd.read_csv(p)
-            mine = pd.concat([old[old["notebook"] != self.notebook], mine], ignore_index=True)
-        return self.save_table(mine, "timings")
+        import fcntl
+        with open(p.parent / ".timings.lock", "w") as lock:  # notebooks that run side by side share this file
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if p.exists():
+                old = pd.read_csv(p)
+                mine = pd.concat([old[old["notebook"] != self.notebook], mine], ignore_index=True)
+            return self.save_table(mine, "timings")
 
 
 def _finite(o):
@@ -153,6 +156,8 @@ def start(profile: str, overrides: dict | None = None, notebook: str = "notebook
     else:
         from .hub import check_available_offline
         check_available_offline(cfg)  # a model id that is not here offline: one sentence, nothing written
+    from .workers import warm_up
+    warm_up(cfg.workers, cfg.device)  # the pool's fork server: before torch is imported here, to overlap
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout, force=True)
     _quiet_libraries()
     from .training import set_threads
@@ -165,7 +170,9 @@ def start(profile: str, overrides: dict | None = None, notebook: str = "notebook
     out = outputs_dir(cfg.profile)
     out.mkdir(parents=True, exist_ok=True)
     resolved = config_dict(cfg)
-    (out / "params.resolved.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
+    tmp = out / f".params.resolved.yaml.{os.getpid()}.tmp"  # every notebook writes it, some side by side
+    tmp.write_text(yaml.safe_dump(resolved, sort_keys=False))
+    os.replace(tmp, out / "params.resolved.yaml")
     if verbose:
         print(f"profile: {cfg.profile} | cache: {root} | outputs: {out} | torch threads: {threads} | "
               f"device: {placement}")

@@ -154,7 +154,8 @@ def train_lm(model, blocks: np.ndarray, *, steps: int, batch_size: int, lr: floa
     checkpoint_steps = set(checkpoint_steps)
     history: list[tuple[int, float]] = []
     running, t0 = 0.0, time.perf_counter()
-    bar = tqdm(range(steps), desc=desc, leave=False, mininterval=2, disable=rank != 0)
+    quiet = {"disable": True} if rank != 0 else {}  # no explicit False: a pool worker's TQDM_DISABLE must win
+    bar = tqdm(range(steps), desc=desc, leave=False, mininterval=2, **quiet)
     for step in bar:
         idx = order[(np.arange(step * batch_size, (step + 1) * batch_size)) % len(order)][rank::world]
         for g in opt.param_groups:

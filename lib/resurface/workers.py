@@ -9,6 +9,11 @@ exactly one thread, in a worker or in this process, whatever `workers` says. So 
 wall time, never a number (tests/test_workers.py compares the bytes). Each job is a plain
 function `job(cache, *args)` that ends in `cache.get_or_build`; the notebook's own loop afterwards
 reuses what the pool built. On a GPU, or under `accelerate launch`, jobs run here, one at a time.
+
+Workers are forked from a fork server, a fresh interpreter that has imported torch, transformers, lm-eval and
+this package once (`warm_up` starts it in the background when a notebook starts). Spawned workers paid those
+imports, 7-10 s of CPU, in every worker of every pool. The server itself never runs a torch operation, so it
+holds no OpenMP threads to fork (forking the kernel would).
 """
 from __future__ import annotations
 
@@ -77,6 +82,43 @@ def pending(cache: Cache, jobs: list[Job]) -> list[Job]:
     return out
 
 
+# ----------------------------------------------------------------- the fork server
+# What every kind of job needs; the server imports them once and each worker inherits them. (lm-eval and
+# sentence-transformers, 1-2 s each, are left to the jobs that use them.)
+PRELOAD = ["torch", "transformers.models.gpt_neox.modeling_gpt_neox", "transformers.models.llama.modeling_llama",
+           "transformers.models.gpt2.modeling_gpt2", "resurface.zoo", "resurface.training"]
+
+
+def _context():
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(PRELOAD)
+    return ctx
+
+
+def warm_up(workers: int | str = "auto", device: str = "auto") -> bool:
+    """Start the fork server now, in the background, when builds may go to a pool (returns whether it did).
+
+    Call it once the environment is final (offline flags, cache paths): the server and every worker forked
+    from it keep the environment of this moment. It decides without importing torch, so that the server's
+    imports overlap the notebook's own; on a GPU (`auto` cannot tell yet) the server merely idles."""
+    from .distributed import world_size
+    if device not in ("auto", "cpu") or world_size() > 1 or str(workers) == "1" or usable_cores() <= 1:
+        return False
+    from multiprocessing import forkserver
+    _context()
+    # the parent shows one bar for the whole pool; tqdm reads TQDM_DISABLE when imported, i.e. in the server
+    before = os.environ.get("TQDM_DISABLE")
+    os.environ["TQDM_DISABLE"] = "1"
+    try:
+        forkserver.ensure_running()  # returns at once; the server imports PRELOAD while the notebook goes on
+    finally:
+        if before is None:
+            del os.environ["TQDM_DISABLE"]
+        else:
+            os.environ["TQDM_DISABLE"] = before
+    return True
+
+
 # ----------------------------------------------------------------- worker side
 _worker_cache: Cache | None = None
 
@@ -119,7 +161,8 @@ def build_all(cache: Cache, jobs: list[Job], workers: int | str = "auto", desc: 
         return _done(desc, len(jobs), len(todo), 1, t0)
     log.info("%s: %d job(s) on %d single-threaded worker processes", desc, len(todo), n)
     place = current()
-    ctx = multiprocessing.get_context("spawn")  # never fork a process that holds OpenMP threads
+    ctx = _context()  # never fork this process: it may hold OpenMP threads
+    warm_up(n, current().device)  # no-op when the notebook started the server already
     pids: dict[int, int] = {}
     with ProcessPoolExecutor(n, mp_context=ctx, initializer=_init_worker,
                              initargs=(str(cache.root), place.device, place.dtype)) as pool:

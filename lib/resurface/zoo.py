@@ -204,8 +204,9 @@ class Zoo:
 
 
 def build_corpora(cfg: StudyConfig, cache: Cache) -> dict[str, Artifact]:
-    from .corpora import build_corpus
+    from .corpora import build_corpus, fetch_sources
     c = cfg.corpora
+    fetch_sources(cache, [*c.lineage, *c.cross_family, c.canary_source])  # side by side; reused below
     return {role: build_corpus(cache, role, list(getattr(c, role)), c.heldout_fraction, c.split_seed, c.max_chars)
             for role in ("lineage", "cross_family")}
 

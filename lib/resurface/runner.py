@@ -1,0 +1,110 @@
+"""Run the whole study for one profile: validate, execute every numbered notebook through Papermill, report.
+
+`./run_all.sh` calls `python -m resurface.runner` after it has made the virtual environment. One process drives
+all the notebooks: Papermill and nbformat take about 3 s to import (jsonschema's format checkers), which a
+process per notebook paid four times. Each notebook still gets a fresh kernel, so no state leaks between them.
+
+Notebooks 00 (the zoo) and 01 (the transfer matrix) build what every later notebook reads, so they run first,
+in order. Notebooks from 02 on each add their own analysis (proxies, memorization) to the cache and read the
+rest, so they run side by side: their builds are single-threaded pool jobs, which share the cores without the
+stalls of two multi-threaded processes.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+from .config import ConfigError, load_config, parse_overrides
+from .paths import NOTEBOOKS_DIR, outputs_dir
+
+NAME = "run_all.sh"  # what the user typed; messages name it
+SIDE_BY_SIDE_FROM = 2  # notebook number from which notebooks only read 00 and 01's products
+
+
+def notebooks(folder: Path, only: str | None = None) -> list[Path]:
+    found = sorted(folder.glob("[0-9][0-9]_*.ipynb"))
+    return [nb for nb in found if not only or nb.name.startswith(only)]
+
+
+def stages(nbs: list[Path]) -> list[list[Path]]:
+    """Notebooks in running order, grouped: one at a time below SIDE_BY_SIDE_FROM, the rest together."""
+    first = [[nb] for nb in nbs if int(nb.name[:2]) < SIDE_BY_SIDE_FROM]
+    rest = [nb for nb in nbs if int(nb.name[:2]) >= SIDE_BY_SIDE_FROM]
+    return first + ([rest] if rest else [])
+
+
+def run_notebook(nb: Path, out: Path, profile: str, overrides: dict, progress: bool = True) -> None:
+    """Execute `nb` into `out/<name>` with a fresh kernel; raise papermill's error naming the failing cell."""
+    import papermill
+    papermill.execute_notebook(
+        str(nb), str(out / nb.name), parameters={"profile": profile, "overrides": overrides},
+        kernel_name="resurface", cwd=str(nb.parent), progress_bar=progress, log_output=False,
+        # every cell has run and its outputs are saved; a graceful shutdown only waited ~3 s per notebook for
+        # the interpreter to tear down torch and transformers
+        shutdown_kernel="immediate")
+
+
+def describe_failure(exc: BaseException) -> str:
+    """`at cell N (RuntimeError: boom)` from Papermill's execution error."""
+    count = getattr(exc, "exec_count", None)
+    ename, evalue = getattr(exc, "ename", type(exc).__name__), getattr(exc, "evalue", str(exc))
+    return f"at cell {count} ({ename}: {evalue})" if count is not None else f"({ename}: {evalue})"
+
+
+def run_group(group: list[Path], out: Path, profile: str, overrides: dict):
+    """Run the group's notebooks side by side; return (notebook, error) of the first that failed, or None."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(nb: Path):
+        t0 = time.perf_counter()
+        try:
+            run_notebook(nb, out, profile, overrides, progress=len(group) == 1)
+        except Exception as exc:  # papermill's PapermillExecutionError, or a kernel that died
+            return nb, exc
+        print(f"    {nb.name} done in {time.perf_counter() - t0:.0f} s", flush=True)
+        return None
+
+    with ThreadPoolExecutor(len(group)) as pool:  # each notebook waits on its own kernel: threads suffice
+        results = list(pool.map(one, group))
+    return next((r for r in results if r is not None), None)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog=NAME, description="Run the whole study for one profile (params/NAME.yaml).")
+    ap.add_argument("--profile", default="default", help="a profile in params/ (default: default)")
+    ap.add_argument("--only", default=None, help="only the notebooks whose name starts with this (e.g. 01)")
+    ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                    help="dotted-key override, validated first (repeatable)")
+    args = ap.parse_args(argv)
+    try:  # before any compute: one sentence and a non-zero exit on a bad profile, nothing written
+        overrides = parse_overrides(args.sets)
+        load_config(args.profile, overrides)
+    except ConfigError as exc:
+        print(f"resurface: {exc}", file=sys.stderr)
+        return 1
+    logging.getLogger("papermill").setLevel(logging.WARNING)
+    folder = Path(os.environ.get("RESURFACE_NOTEBOOKS") or NOTEBOOKS_DIR)  # another folder of numbered notebooks
+    out = outputs_dir(args.profile)
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    for group in stages(notebooks(folder, args.only)):
+        print(f"==> {' + '.join(nb.name for nb in group)} (profile: {args.profile})", flush=True)
+        failed = run_group(group, out, args.profile, overrides)
+        if failed:
+            nb, exc = failed
+            print(f"{NAME}: notebook {nb.name} failed {describe_failure(exc)}; the executed copy with the error "
+                  f"is {out / nb.name}", file=sys.stderr)
+            return 1
+    if not args.only:
+        from .report import build_report
+        print(f"Report: {build_report(args.profile)}")
+    print(f"Study '{args.profile}' finished in {time.perf_counter() - start:.0f} s; results in {out}/")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

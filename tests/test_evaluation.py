@@ -1,0 +1,36 @@
+"""Scoring goes through lm-eval's own `simple_evaluate`; our wrapper only drops its environment report."""
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.mark.slow
+def test_scores_equal_plain_simple_evaluate_without_the_environment_report(smoke_zoo, smoke_cache, tmp_path,
+                                                                           monkeypatch):
+    import lm_eval
+    import torch.utils.collect_env as collect_env
+    from lm_eval.tasks import TaskManager
+    from resurface.benchmarks import build_tasks, write_task_yamls
+    from resurface.cache import Cache
+    from resurface.evaluation import run_lm_eval
+
+    b = smoke_zoo.cfg.benchmarks
+    tasks = build_tasks(Cache(smoke_cache), smoke_zoo.corpora["lineage"], ["minimal_pairs", "next_sentence"],
+                        40, 4, smoke_zoo.cfg.seed)
+    names = write_task_yamls(tasks, tmp_path / "tasks")
+    model = smoke_zoo.model_path("lineage-small")
+
+    reports = []
+    real = collect_env.get_pretty_env_info
+    monkeypatch.setattr(collect_env, "get_pretty_env_info", lambda: reports.append(1) or real())
+    ours, items = run_lm_eval(model, tmp_path / "tasks", names, b.batch_size)
+    assert reports == []  # no `pip list` in a subprocess for every evaluation
+
+    plain = lm_eval.simple_evaluate(
+        model="hf", model_args=f"pretrained={model},tokenizer={model},dtype=float32",
+        tasks=names, task_manager=TaskManager(include_path=str(tmp_path / "tasks"), include_defaults=False),
+        batch_size=b.batch_size, device="cpu", bootstrap_iters=0, random_seed=0, numpy_random_seed=0,
+        torch_random_seed=0, fewshot_random_seed=0, log_samples=True, verbosity="ERROR")
+    assert reports == [1] and "pretty_env_info" in plain  # lm-eval itself still reports; only our calls skip it
+    assert ours == plain["results"]
+    assert len(items["minimal_pairs"]) == 40 and len(items["next_sentence"]) == 40
