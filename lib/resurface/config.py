@@ -409,18 +409,12 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="Validate a resurface profile.")
     ap.add_argument("profile")
     ap.add_argument("overrides", nargs="*", help="dotted key=value (value parsed as YAML)")
-    ap.add_argument("--overrides-yaml", action="store_true",
-                    help="print the overrides as Papermill YAML parameters (used by run_all.sh)")
     args = ap.parse_args(argv)
     try:
-        ov = parse_overrides(args.overrides)
-        cfg = load_config(args.profile, ov)
+        cfg = load_config(args.profile, parse_overrides(args.overrides))
     except ConfigError as exc:
         print(f"resurface: {exc}", file=sys.stderr)
         return 1
-    if args.overrides_yaml:
-        print(json.dumps({"overrides": ov}))  # JSON is YAML, on one line
-        return 0
     print(yaml.safe_dump(config_dict(cfg), sort_keys=False))
     return 0
 

@@ -34,16 +34,11 @@ def extraction_tables(cfg, cache, zoo, table: pd.DataFrame, arts: dict) -> tuple
                  (arts["students"][r.run_label], "main", probes[r.student], *lengths, r.run_label))
              for r in runs.itertuples()]
     build_all(cache, jobs, cfg.workers, desc="extraction before and after")
-    before = {}
-    for s in cfg.transfer.students:
-        art = measure_canaries(cache, zoo.models[s], "main", probes[s], m.prefix_len, m.suffix_len,
-                               m.batch_size, f"{s}-base")
-        before[s] = load_extraction(art)
+    extracted = {job.args[-1]: load_extraction(job.fn(cache, *job.args)) for job in jobs}  # from the cache
+    before = {s: extracted[f"{s}-base"] for s in cfg.transfer.students}
     groups, per_run = [], []
     for r in runs.itertuples():
-        art = measure_canaries(cache, arts["students"][r.run_label], "main", probes[r.student], m.prefix_len,
-                               m.suffix_len, m.batch_size, r.run_label)
-        after = load_extraction(art)
+        after = extracted[r.run_label]
         b = before[r.student]
         for (count, split), g in after.groupby(["count", "split"]):
             gb = b[(b["count"] == count) & (b["split"] == split)]

@@ -10,8 +10,8 @@ wall time, never a number (tests/test_workers.py compares the bytes). Each job i
 function `job(cache, *args)` that ends in `cache.get_or_build`; the notebook's own loop afterwards
 reuses what the pool built. On a GPU, or under `accelerate launch`, jobs run here, one at a time.
 
-Workers are forked from a fork server, a fresh interpreter that has imported torch, transformers, lm-eval and
-this package once (`warm_up` starts it in the background when a notebook starts). Spawned workers paid those
+Workers are forked from a fork server, a fresh interpreter that has imported torch, transformers' model classes
+and this package once (`warm_up` starts it in the background when a notebook starts). Spawned workers paid those
 imports, 7-10 s of CPU, in every worker of every pool. The server itself never runs a torch operation, so it
 holds no OpenMP threads to fork (forking the kernel would).
 """
@@ -130,8 +130,7 @@ def _init_worker(cache_root: str, device: str, dtype: str) -> None:
     from .runtime import _quiet_libraries
     torch.set_num_threads(1)
     use(device, dtype)
-    _quiet_libraries()
-    os.environ["TQDM_DISABLE"] = "1"  # the parent shows one bar for the whole pool
+    _quiet_libraries()  # (bars are off already: the server imported tqdm under TQDM_DISABLE, see warm_up)
     _worker_cache = Cache(Path(cache_root))
 
 
