@@ -6,8 +6,9 @@ import pytest
 
 from resurface import benchmarks, stats
 from resurface.config import load_config
-from resurface.proxies import correlation, proxy_verdict
+from resurface.proxies import correlation
 from resurface.transfer import plan, relation
+from resurface.zoo_checks import strength_label
 
 
 def test_relations_are_derived_from_the_zoo():
@@ -17,27 +18,31 @@ def test_relations_are_derived_from_the_zoo():
     assert relation(cfg, "lineage-small", "lineage-large") == "same_lineage"
     assert relation(cfg, "lineage-small", "stronger") == "stronger_different"
     assert relation(cfg, "lineage-small", "cross") == "cross_family"
+    assert relation(cfg, "lineage-small", "replay") == "replay"
     p = plan(cfg)
-    assert {r["relation"] for r in p} == {"self", "same_lineage", "stronger_different", "cross_family", "real_text"}
+    assert {r["relation"] for r in p} == {"self", "same_lineage", "stronger_different", "cross_family", "real_text",
+                                          "replay"}
     only = plan(load_config("smoke", {"transfer.relations": ["self", "cross_family"]}))
     assert {r["relation"] for r in only} == {"self", "cross_family"}
 
 
-def _runs(means, n=9, sd=0.3, seed=0):
-    rng = np.random.default_rng(seed)
-    return {r: list(m + sd * rng.standard_normal(n)) for r, m in means.items()}
+def test_strength_labels_cross_relation_with_strength():
+    cfg = load_config("default")
+    s = "lineage-small"
+    assert [strength_label(cfg, s, r) for r in cfg.transfer.sources_for(s)] == [
+        "self", "weaker", "equal", "stronger", "stronger_different", "cross"]
+    assert strength_label(cfg, s, "real-text") == "control"
 
 
-def test_transfer_verdict_rule():
-    ok = _runs({"self": 3, "same_lineage": 2, "stronger_different": 1, "cross_family": 0})
-    assert stats.transfer_verdict(ok)["verdict"] == "supported"
-    rev = _runs({"self": 0, "same_lineage": 1, "stronger_different": 2, "cross_family": 3})
-    assert stats.transfer_verdict(rev)["verdict"] == "not supported"
-    flat = {r: [-1.0, 0.0, 1.0] * 3 for r in ("self", "same_lineage", "stronger_different", "cross_family")}
-    assert stats.transfer_verdict(flat)["verdict"] == "inconclusive"
-    v = stats.transfer_verdict(ok)
-    assert v["ordering_observed"] == ["self", "same_lineage", "stronger_different", "cross_family"]
-    assert v["per_relation"]["self"]["ci_low"] < 3 < v["per_relation"]["self"]["ci_high"]
+def test_students_never_see_a_canary():
+    cfg = load_config("default")
+    assert not any(cfg.zoo.models[s].canaries for s in cfg.transfer.students)
+    assert cfg.zoo.models[cfg.memorization.twin].canaries
+    twin, student = cfg.zoo.models[cfg.memorization.twin], cfg.zoo.models["lineage-small"]
+    assert twin.model_dump(exclude={"canaries", "checkpoints"}) == student.model_dump(exclude={"canaries", "checkpoints"})
+    from resurface.config import ConfigError
+    with pytest.raises(ConfigError, match="never see one"):
+        load_config("default", {"zoo.models.lineage-small.canaries": True})
 
 
 def test_bootstrap_ci_covers_the_mean():
@@ -64,17 +69,6 @@ def test_matrix_correlations_equal_scipy_with_ties():
     for a, b, s, k in zip(x, y, _spearman_rows(x, y), _kendall_rows(x, y)):
         assert s == pytest.approx(spearmanr(a, b)[0], abs=1e-12)
         assert k == pytest.approx(kendalltau(a, b)[0], abs=1e-12)
-
-
-def test_proxy_verdict_rule():
-    pos = {"r": 0.8, "ci_low": 0.5, "ci_high": 0.9}
-    null = {"r": 0.1, "ci_low": -0.3, "ci_high": 0.4}
-    c = lambda s: {"spearman": s}
-    assert proxy_verdict({"centroid_similarity": c(null), "loglik_per_token": c(null),
-                          "gradient_alignment": c(pos)}, 20)["verdict"] == "supported"
-    v = proxy_verdict({"centroid_similarity": c(pos), "gradient_alignment": c(null)}, 20)
-    assert v["verdict"] == "not supported" and not v["relational"]["gradient_alignment"]["beats_best_intrinsic"]
-    assert proxy_verdict({"centroid_similarity": c(null)}, 5)["verdict"] == "inconclusive"
 
 
 def test_minimal_pairs_are_minimal_and_deterministic():
@@ -112,7 +106,7 @@ def test_per_task_item_counts_and_unchanged_keys(smoke_zoo, smoke_cache):
     args = (cache, lineage, list(cfg.benchmarks.tasks), 20, 3, cfg.seed)
     plain = benchmarks.build_tasks(*args)
     assert benchmarks.build_tasks(*args, items_by_task={}).key == plain.key
-    per_task = benchmarks.build_tasks(*args, items_by_task={"next_sentence": 7})
+    per_task = benchmarks.build_tasks(*args, items_by_task={"word_cloze": 7})
     assert per_task.key != plain.key
-    assert len(benchmarks.load_items(per_task, "next_sentence")) == 7
+    assert len(benchmarks.load_items(per_task, "word_cloze")) == 7
     assert len(benchmarks.load_items(per_task, "minimal_pairs")) == 20

@@ -7,10 +7,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from resurface import verdicts
+from resurface.config import load_config
 from resurface.memorization import memorization_verdict
-from resurface.proxies import correlations, proxy_verdict
-from resurface.stats import transfer_verdict
-from resurface.transfer import headline
+from resurface.proxies import finding2
 
 OUT = Path(__file__).resolve().parents[1] / "outputs" / "default"
 
@@ -20,33 +20,39 @@ def _finding(name):
 
 
 def test_committed_outputs_are_complete():
-    for name in ("00_zoo", "01_transfer", "02_proxies", "03_memorization"):
+    for name in ("00_zoo", "01_recipe", "02_transfer", "03_proxies", "04_memorization"):
         assert (OUT / f"{name}.ipynb").exists(), name
-    for name in ("01_transfer", "02_proxies", "03_memorization"):
+    for name in ("02_transfer", "03_proxies", "04_memorization"):
         assert _finding(name)["verdict"] in {"supported", "not supported", "inconclusive"}
     assert (OUT / "REPORT.md").exists()
 
 
-def test_transfer_finding_follows_from_the_table():
-    f = _finding("01_transfer")
-    runs = headline(pd.read_csv(OUT / "tables" / "transfer.csv"))
-    again = transfer_verdict({r: g["headline_delta"].tolist() for r, g in runs.groupby("relation")}, seed=0)
-    assert again["verdict"] == f["verdict"]
-    for rel, v in again["per_relation"].items():
-        assert v["mean"] == pytest.approx(f["per_relation"][rel]["mean"])
+def test_transfer_finding_follows_from_the_runs():
+    f = _finding("02_transfer")
+    runs = pd.read_csv(OUT / "tables" / "transfer_runs.csv")
+    keep = runs[runs["in_verdict"]]
+    cells = keep.groupby(["student", "relation", "source", "temperature"], dropna=False)["headline_delta"].mean()
+    per = cells.groupby(["student", "relation"]).mean()
+    committed = {(r["student"], r["relation"]): r["mean"] for r in f["per_relation"]}
+    for key, value in per.items():
+        assert value == pytest.approx(committed[key])
+    assert f["verdict"] == verdicts.combine([c["outcome"] for c in f["pooled"].values()])
+    # the recipe the matrix used is the one the grid's rule picks
+    grid = pd.read_csv(OUT / "tables" / "recipe_grid_runs.csv")
+    pick = verdicts.choose_recipe(grid, list(load_config("default").recipe.schedules))
+    assert (f["recipe"]["schedule"], f["recipe"]["budget"]) == (pick["schedule"], pick["budget"])
 
 
 def test_proxies_finding_follows_from_the_table():
-    f = _finding("02_proxies")
-    df = pd.read_csv(OUT / "tables" / "proxies.csv")
-    corr = correlations(df, seed=0)
-    assert proxy_verdict(corr, len(df))["verdict"] == f["verdict"]
-    for score, c in corr.items():
-        assert c["spearman"]["r"] == pytest.approx(f["correlations"][score]["spearman"]["r"])
+    f = _finding("03_proxies")
+    again = finding2(load_config("default"), pd.read_csv(OUT / "tables" / "proxies.csv"))
+    assert again["verdict"] == f["verdict"]
+    for score, a in again["associations"].items():
+        assert a["rho"] == pytest.approx(f["associations"][score]["rho"])
 
 
 def test_memorization_finding_follows_from_the_table():
-    f = _finding("03_memorization")
+    f = _finding("04_memorization")
     runs = pd.read_csv(OUT / "tables" / "memorization_runs.csv")
     again = memorization_verdict(runs, f["extraction_before"], seed=0)
     assert again["verdict"] == f["verdict"]

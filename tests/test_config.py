@@ -108,7 +108,7 @@ def test_bad_papermill_parameters_stop_in_the_first_cell_and_write_nothing(isola
     from pathlib import Path
     root = Path(__file__).resolve().parents[1]
     executed = isolated / "executed.ipynb"
-    proc = subprocess.run([sys.executable, "-m", "papermill", str(root / "notebooks" / "01_transfer.ipynb"),
+    proc = subprocess.run([sys.executable, "-m", "papermill", str(root / "notebooks" / "02_transfer.ipynb"),
                            str(executed), *params, "-k", "resurface", "--cwd", str(root / "notebooks")],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode != 0 and words in proc.stderr

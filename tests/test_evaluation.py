@@ -23,7 +23,7 @@ def test_scores_equal_plain_simple_evaluate_without_the_environment_report(smoke
     reports = []
     real = collect_env.get_pretty_env_info
     monkeypatch.setattr(collect_env, "get_pretty_env_info", lambda: reports.append(1) or real())
-    ours, items = run_lm_eval(model, tmp_path / "tasks", names, b.batch_size)
+    ours, items, margins = run_lm_eval(model, tmp_path / "tasks", names, b.batch_size)
     assert reports == []  # no `pip list` in a subprocess for every evaluation
 
     plain = lm_eval.simple_evaluate(
@@ -34,3 +34,5 @@ def test_scores_equal_plain_simple_evaluate_without_the_environment_report(smoke
     assert reports == [1] and "pretty_env_info" in plain  # lm-eval itself still reports; only our calls skip it
     assert ours == plain["results"]
     assert len(items["minimal_pairs"]) == 40 and len(items["next_sentence"]) == 40
+    # a margin is positive exactly when the right choice wins on raw log-likelihood (acc)
+    assert [m > 0 for m in margins["minimal_pairs"]] == [a == 1.0 for a in items["minimal_pairs"]]

@@ -40,7 +40,8 @@ def test_smoke_study_products(smoke_run):
         errors = [o for c in executed["cells"] for o in c.get("outputs", []) if o.get("output_type") == "error"]
         assert not errors
     cards = pd.read_csv(out / "tables" / "zoo_models.csv")
-    assert set(cards["name"]) == {"lineage-small", "lineage-large", "stronger", "cross"}
+    assert set(cards["name"]) == {"lineage-small", "lineage-small-sibling", "lineage-large", "stronger", "cross",
+                                  "lineage-small-twin"}
     assert (cards["parameters"] > 0).all() and cards["heldout_lineage_bpb"].between(0.5, 10).all()
     for fig in ("zoo_loss_curves.png", "zoo_loss_curves.pdf"):
         assert (out / "figures" / fig).stat().st_size > 5000
@@ -85,10 +86,10 @@ def test_failing_notebook_is_named(tmp_path):
 
 def test_notebooks_after_the_matrix_run_side_by_side(tmp_path):
     from resurface.runner import stages
-    names = ["00_zoo.ipynb", "01_transfer.ipynb", "02_proxies.ipynb", "03_memorization.ipynb"]
+    names = ["00_zoo.ipynb", "01_recipe.ipynb", "02_transfer.ipynb", "03_proxies.ipynb", "04_memorization.ipynb"]
     assert [[p.name for p in g] for g in stages([tmp_path / n for n in names])] == [
-        ["00_zoo.ipynb"], ["01_transfer.ipynb"], ["02_proxies.ipynb", "03_memorization.ipynb"]]
-    assert [[p.name for p in g] for g in stages([tmp_path / "03_memorization.ipynb"])] == [["03_memorization.ipynb"]]
+        ["00_zoo.ipynb"], ["01_recipe.ipynb"], ["02_transfer.ipynb"], ["03_proxies.ipynb", "04_memorization.ipynb"]]
+    assert [[p.name for p in g] for g in stages([tmp_path / "04_memorization.ipynb"])] == [["04_memorization.ipynb"]]
 
 
 def test_bad_command_line_override_stops_before_any_notebook(tmp_path):
@@ -104,7 +105,7 @@ def test_smoke_report_matches_findings(smoke_run):
     out, _, _ = smoke_run
     report = (out / "REPORT.md").read_text()
     page = (out / "REPORT.html").read_text()
-    for name in ("01_transfer", "02_proxies", "03_memorization"):
+    for name in ("02_transfer", "03_proxies", "04_memorization"):
         finding = json.loads((out / "findings" / f"{name}.json").read_text())
         assert f"**{finding['verdict']}**" in report
         assert f"<strong>{finding['verdict']}</strong>" in page
@@ -113,11 +114,14 @@ def test_smoke_report_matches_findings(smoke_run):
         assert f"figures/{fig.name}" in report
     # the verdicts in the findings follow from the committed tables
     runs = pd.read_csv(out / "tables" / "transfer.csv")
-    f1 = json.loads((out / "findings" / "01_transfer.json").read_text())
+    f1 = json.loads((out / "findings" / "02_transfer.json").read_text())
     from resurface.transfer import headline
-    h = headline(runs)
-    for rel, g in h.groupby("relation"):
-        assert abs(g["headline_delta"].mean() - f1["per_relation"][rel]["mean"]) < 1e-9
+    h = headline(runs, f1["headline_tasks"])
+    assert f1["headline_tasks"] and f1["recipe"]["schedule"] in ("continue", "constant", "rewarm")
+    per = {(r["student"], r["relation"]): r["mean"] for r in f1["per_relation"]}
+    for (st, rel), g in h[h.relation.isin(["self", "cross_family"])].groupby(["student", "relation"]):
+        # a relation's mean is the mean over (source, temperature) cells of the mean over seeds
+        assert abs(g.groupby(["source", "temperature"])["headline_delta"].mean().mean() - per[(st, rel)]) < 1e-9
 
 
 @pytest.mark.slow

@@ -5,13 +5,19 @@ lineage corpus (text no model trained on), deterministically, into the cache:
 
 - `minimal_pairs` (2-way): a held-out sentence against a corrupted twin (two
   adjacent words swapped, or subject-verb agreement broken); scored from BOS.
+- `word_cloze` (2-way): the first words of a held-out sentence; the true next word
+  against a word of about the same frequency and length from the same text (so
+  neither unigram frequency nor length decides). Tiny models have headroom here.
 - `next_sentence` (4-way): two sentences of context; the true next sentence
-  against three sentences of similar length from other held-out documents.
+  against three sentences of similar length from other held-out documents (sits
+  at chance for the embedded zoo: not in the default).
 - `heldout_ppl`: rolling log-likelihood of held-out paragraphs (bits per byte).
 
 Held-out documents are split in two by document: one half makes the benchmark
 items, the other half is the *real text* control corpus for fine-tuning, so the
-control never trains on a benchmark sentence.
+control never trains on a benchmark sentence. The benchmark half is split again by
+document into `dev` items (the recipe and the task selection are chosen on them)
+and `test` items (the findings are reported on them).
 
 Hub profiles name standard lm-eval tasks instead (lambada_openai, piqa, ...).
 """
@@ -26,7 +32,7 @@ from .cache import Artifact, Cache
 from .config import EMBEDDED_TASKS
 from .corpora import load_corpus
 
-PRIMARY_METRIC = {"minimal_pairs": "acc", "next_sentence": "acc_norm", "heldout_ppl": "bits_per_byte",
+PRIMARY_METRIC = {"minimal_pairs": "acc", "word_cloze": "acc", "next_sentence": "acc_norm", "heldout_ppl": "bits_per_byte",
                   # lm-eval's standard tasks (Hub profiles): the metric the Pythia paper reports for each
                   "lambada_openai": "acc", "piqa": "acc_norm", "winogrande": "acc", "arc_easy": "acc_norm",
                   "arc_challenge": "acc_norm", "sciq": "acc_norm", "hellaswag": "acc_norm", "logiqa": "acc_norm",
@@ -46,6 +52,21 @@ def split_heldout(corpus: Artifact, seed: int) -> tuple[list[str], list[str]]:
     random.Random(seed).shuffle(idx)
     half = len(idx) // 2
     return [texts[i] for i in sorted(idx[:half])], [texts[i] for i in sorted(idx[half:])]
+
+
+SPLITS = ("dev", "test")
+
+
+def bench_documents(corpus: Artifact, seed: int, split: str) -> list[str]:
+    """The benchmark half of the held-out documents, split again by document: `dev` or `test`."""
+    if split not in SPLITS:
+        raise ValueError(f"benchmark split `{split}` is not one of {SPLITS}")
+    docs, _ = split_heldout(corpus, seed)
+    idx = list(range(len(docs)))
+    random.Random(seed + 1).shuffle(idx)
+    half = len(idx) // 2
+    chosen = idx[:half] if split == "dev" else idx[half:]
+    return [docs[i] for i in sorted(chosen)]
 
 
 def sentences(text: str, min_words: int = 6, max_words: int = 30) -> list[str]:
@@ -82,6 +103,41 @@ def make_minimal_pairs(docs: list[str], n: int, seed: int) -> list[dict]:
         bad = corrupt(s, rng)
         if bad and bad != s:
             items.append({"context": "", "choices": [s, bad], "label": 0})
+        if len(items) == n:
+            break
+    return items
+
+
+_WORD = re.compile(r"^[A-Za-z]+$")
+
+
+def make_word_cloze(docs: list[str], n: int, seed: int) -> list[dict]:
+    """Context = a sentence's first words (at least 3); choices = the true next word and a distractor of
+    about the same frequency rank (within 5 % of the vocabulary) and length (within 2 characters)."""
+    from collections import Counter
+    rng = random.Random(seed)
+    pool = [s for d in docs for s in sentences(d)]
+    counts = Counter(w for s in pool for w in s.split() if _WORD.match(w))
+    vocab = [w for w, _ in counts.most_common() if counts[w] >= 2]
+    rank = {w: i for i, w in enumerate(vocab)}
+    window = max(5, len(vocab) // 40)
+    rng.shuffle(pool)
+    items = []
+    for s in pool:
+        words = s.split()
+        spots = [i for i in range(3, len(words)) if words[i] in rank]
+        if not spots:
+            continue
+        i = rng.choice(spots)
+        true = words[i]
+        r = rank[true]
+        near = [w for w in vocab[max(0, r - window): r + window + 1]
+                if w != true and abs(len(w) - len(true)) <= 2 and w[0].isupper() == true[0].isupper()]
+        if not near:
+            continue
+        choices = [true, rng.choice(near)]
+        rng.shuffle(choices)
+        items.append({"context": " ".join(words[:i]), "choices": choices, "label": choices.index(true)})
         if len(items) == n:
             break
     return items
@@ -134,13 +190,14 @@ def _yaml(task: str, data_file: Path, kind: str) -> str:
 
 
 def build_tasks(cache: Cache, lineage_corpus: Artifact, tasks: list[str], items: int, ppl_docs: int,
-                seed: int, items_by_task: dict[str, int] | None = None) -> Artifact:
-    """Generate task data (JSONL) and lm-eval YAMLs into the cache, deterministically.
+                seed: int, items_by_task: dict[str, int] | None = None, split: str = "test") -> Artifact:
+    """Generate task data (JSONL) and lm-eval YAMLs into the cache, deterministically, from the `dev` or the
+    `test` documents (disjoint by document).
 
     `items` per accuracy task, unless `items_by_task` names another count for that task."""
     standard = sorted(t for t in tasks if t not in EMBEDDED_TASKS)  # lm-eval's own tasks, by name
     tasks = [t for t in tasks if t in EMBEDDED_TASKS]
-    cfg = {"tasks": sorted(tasks), "items": items, "ppl_docs": ppl_docs, "seed": seed}
+    cfg = {"tasks": sorted(tasks), "items": items, "ppl_docs": ppl_docs, "seed": seed, "split": split}
     if standard:
         cfg["standard"] = standard
     items_by_task = {t: n for t, n in (items_by_task or {}).items() if t in tasks}
@@ -148,8 +205,9 @@ def build_tasks(cache: Cache, lineage_corpus: Artifact, tasks: list[str], items:
         cfg["items_by_task"] = dict(sorted(items_by_task.items()))
 
     def build(tmp: Path) -> dict:
-        bench_docs, _ = split_heldout(lineage_corpus, seed)
+        bench_docs = bench_documents(lineage_corpus, seed, split)
         makers = {"minimal_pairs": (make_minimal_pairs, items_by_task.get("minimal_pairs", items), "pairs"),
+                  "word_cloze": (make_word_cloze, items_by_task.get("word_cloze", items), "mc"),
                   "next_sentence": (make_next_sentence, items_by_task.get("next_sentence", items), "mc"),
                   "heldout_ppl": (make_ppl_docs, ppl_docs, "ppl")}
         counts = {}
@@ -160,16 +218,16 @@ def build_tasks(cache: Cache, lineage_corpus: Artifact, tasks: list[str], items:
                 for r in rows:
                     fh.write(json.dumps(r) + "\n")
             counts[t] = len(rows)
-        return {"items": counts, "standard": standard}
+        return {"items": counts, "standard": standard, "split": split}
 
-    return cache.get_or_build("benchmarks", "embedded", cfg, build, inputs=[lineage_corpus], stage="benchmarks")
+    return cache.get_or_build("benchmarks", f"embedded-{split}", cfg, build, inputs=[lineage_corpus], stage="benchmarks")
 
 
 def write_task_yamls(tasks_art: Artifact, dest: Path) -> list[str]:
     """lm-eval needs absolute data paths: write the YAMLs at run time, pointing into the cache."""
     dest.mkdir(parents=True, exist_ok=True)
     names = []
-    for t, kind in (("minimal_pairs", "pairs"), ("next_sentence", "mc"), ("heldout_ppl", "ppl")):
+    for t, kind in (("minimal_pairs", "pairs"), ("word_cloze", "mc"), ("next_sentence", "mc"), ("heldout_ppl", "ppl")):
         f = tasks_art.path / f"{t}.jsonl"
         if f.exists():
             (dest / f"{TASK_PREFIX}{t}.yaml").write_text(_yaml(TASK_PREFIX + t, f.resolve(), kind))

@@ -23,8 +23,10 @@ CORPUS_SOURCES = ("sotu", "brown", "moby_dick", "wordnet")
 CORPUS_ROLES = ("lineage", "cross_family")
 ARCHITECTURES = ("gpt_neox", "llama", "gpt2")
 MODEL_KINDS = ("lineage", "stronger_different", "cross_family")
-RELATIONS = ("self", "same_lineage", "stronger_different", "cross_family", "real_text")
-EMBEDDED_TASKS = ("minimal_pairs", "next_sentence", "heldout_ppl")
+RELATIONS = ("self", "same_lineage", "stronger_different", "cross_family", "real_text", "replay")
+CONTROLS = ("real_text", "replay")  # not model sources: real held-out text, and the student's own pretraining data
+EMBEDDED_TASKS = ("minimal_pairs", "word_cloze", "next_sentence", "heldout_ppl")
+SCHEDULES = ("continue", "constant", "rewarm")
 
 
 class ConfigError(ValueError):
@@ -127,6 +129,8 @@ class ModelConfig(Strict):
 class ZooConfig(Strict):
     seq_len: int = Field(128, ge=16)
     models: dict[str, ModelConfig] = Field(min_length=1)
+    capability_axis: list[str] = Field(default_factory=list, description="model refs from weakest to strongest; "
+                                       "a task enters the headline only if it rises along them (dev items)")
 
 
 class SamplingConfig(Strict):
@@ -147,7 +151,12 @@ class SamplingConfig(Strict):
 
 
 class FinetuneConfig(Strict):
-    lr: float = Field(1e-3, gt=0, lt=1)
+    """How a student is fine-tuned. `schedule` (the matrix's, unless a `recipe` grid chooses it):
+    - `continue`: the student's own AdamW state from the end of pretraining, at its final learning rate;
+    - `constant`: a fresh AdamW at the student's final pretraining learning rate, no warm-up;
+    - `rewarm`: a fresh AdamW warmed up to `lr`, then cosine decay (what the first default did)."""
+    schedule: Literal[SCHEDULES] = "rewarm"
+    lr: float = Field(1e-3, gt=0, lt=1, description="peak learning rate of the `rewarm` schedule")
     batch_size: int = Field(16, gt=0)
     warmup_steps: int = Field(5, ge=0)
     epochs: int = Field(1, gt=0)
@@ -158,7 +167,7 @@ class FinetuneConfig(Strict):
 class BenchmarkConfig(Strict):
     tasks: list[str] = Field(min_length=1)
     items_per_task: int = Field(1000, gt=0)
-    items_by_task: dict[Literal["minimal_pairs", "next_sentence"], Annotated[int, Field(gt=0)]] = Field(
+    items_by_task: dict[Literal["minimal_pairs", "word_cloze", "next_sentence"], Annotated[int, Field(gt=0)]] = Field(
         default_factory=dict, description="per-task item counts that override items_per_task "
                                           "(the 4-way task costs about four times as much per item)")
     ppl_documents: int = Field(200, gt=0)
@@ -177,12 +186,42 @@ class BenchmarkConfig(Strict):
 
 class TransferConfig(Strict):
     students: list[str] = Field(min_length=1)
-    sources: list[str] = Field(min_length=1)
+    # one list for every student, or a list per student (a sibling's self is its own final weights)
+    sources: list[str] | dict[str, list[str]] = Field(min_length=1)
     relations: list[Literal[RELATIONS]] = Field(default_factory=lambda: list(RELATIONS))
     seeds: list[int] = Field(min_length=1)
 
+    def sources_for(self, student: str) -> list[str]:
+        return list(self.sources.get(student, [])) if isinstance(self.sources, dict) else list(self.sources)
+
+
+class RecipeConfig(Strict):
+    """The sensitivity grid of notebook 01 (dev items only); the rule picks the matrix's schedule and budget."""
+    students: list[str] = Field(min_length=1)
+    schedules: list[Literal[SCHEDULES]] = Field(min_length=1)
+    budgets: list[Annotated[int, Field(gt=0)]] = Field(min_length=1, description="student tokens per run")
+    sources: dict[str, list[str]] = Field(description="per grid student, the model sources besides the controls")
+    temperatures: list[float] = Field(min_length=1)
+    seeds: list[int] = Field(min_length=1)
+
+
+class AnalysisConfig(Strict):
+    """Thresholds of the pre-registered rules (lib/resurface/verdicts.py), fixed before any result."""
+    alpha: float = Field(0.05, gt=0, lt=0.5)
+    power: float = Field(0.8, gt=0.5, lt=1)
+    sesoi_points: float = Field(0.5, gt=0, description="smallest accuracy effect of interest, in points")
+    margin_sesoi_nats: float = Field(0.02, gt=0, description="the same for the per-item log-likelihood margins")
+    proxy_rho0: float = Field(0.3, gt=0, lt=1, description="equivalence bound for a proxy's correlation")
+    bootstrap: int = Field(2000, ge=100)
+    sibling_tolerance_bpb: float = Field(0.01, gt=0, description="how close an equal-strength sibling must be")
+    label_documents: int = Field(200, gt=10, description="held-out documents for the zoo's strength checks")
+
 
 class MemorizationConfig(Strict):
+    twin: str | None = Field(None, description="the canary twin of a student (embedded profiles): fine-tuned "
+                             "in notebook 03 on `sources` and the controls; without it, 03 measures the students")
+    sources: list[str] = Field(default_factory=list)
+    seeds: list[int] = Field(default_factory=lambda: [0])
     prefix_len: int = Field(32, gt=0)
     suffix_len: int = Field(32, gt=0)
     batch_size: int = Field(64, gt=0)
@@ -219,6 +258,8 @@ class StudyConfig(Strict):
     transfer: TransferConfig
     memorization: MemorizationConfig = MemorizationConfig()
     proxies: ProxiesConfig = ProxiesConfig()
+    recipe: RecipeConfig | None = None
+    analysis: AnalysisConfig = AnalysisConfig()
 
     @model_validator(mode="after")
     def _references(self):
@@ -247,7 +288,31 @@ class StudyConfig(Strict):
                 raise ValueError(f"student `{s}` is not a zoo model; zoo models are {sorted(models)}")
             if models[s].kind != "lineage":
                 raise ValueError(f"student `{s}` must be a lineage model, not kind `{models[s].kind}`")
-        for ref in self.transfer.sources:
+        refs = [r for s in self.transfer.students for r in self.transfer.sources_for(s)] + list(self.zoo.capability_axis)
+        twin = self.memorization.twin
+        if twin is not None:
+            if twin not in models or not models[twin].canaries:
+                raise ValueError(f"memorization.twin `{twin}` must be a zoo model trained with canaries")
+            refs += list(self.memorization.sources)
+        for s in self.transfer.students:
+            if s in models and models[s].canaries:
+                raise ValueError(f"student `{s}` is trained with canaries; the students of findings 1 and 2 never "
+                                 "see one (canaries belong to the memorization twin)")
+        if isinstance(self.transfer.sources, dict):
+            missing = [s for s in self.transfer.students if s not in self.transfer.sources]
+            if missing:
+                raise ValueError(f"transfer.sources has no list for student(s) {missing}")
+        if self.recipe is not None:
+            for s in self.recipe.students:
+                if s not in models or models[s].kind != "lineage":
+                    raise ValueError(f"recipe student `{s}` must be a lineage model of the zoo")
+                if s not in self.recipe.sources:
+                    raise ValueError(f"recipe.sources has no list for recipe student `{s}`")
+            refs += [r for v in self.recipe.sources.values() for r in v]
+            if max(self.recipe.budgets) > self.sampling.tokens_per_corpus:
+                raise ValueError(f"recipe budget {max(self.recipe.budgets)} exceeds sampling.tokens_per_corpus="
+                                 f"{self.sampling.tokens_per_corpus}, the tokens each corpus is sampled for")
+        for ref in refs:
             name, step = parse_model_ref(ref)
             if name not in models:
                 raise ValueError(f"source `{ref}` names no zoo model; zoo models are {sorted(models)}")

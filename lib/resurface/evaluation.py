@@ -33,13 +33,23 @@ def run_lm_eval(model_dir: Path, task_dir: Path | None, task_names: list[str], b
             tasks=task_names, task_manager=tm, batch_size=batch_size, device=place.device, bootstrap_iters=0,
             random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed, fewshot_random_seed=seed,
             log_samples=True, verbosity="ERROR")
-    items = {}
+    items, margins = {}, {}
     for task, samples in res.get("samples", {}).items():
         short = task[len(TASK_PREFIX):] if task.startswith(TASK_PREFIX) else task
         metric = PRIMARY_METRIC.get(short)
         if metric in ("acc", "acc_norm"):
-            items[short] = [float(x[metric]) for x in sorted(samples, key=lambda x: x["doc_id"])]
-    return res["results"], items
+            ordered = sorted(samples, key=lambda x: x["doc_id"])
+            items[short] = [float(x[metric]) for x in ordered]
+            margins[short] = [item_margin(x) for x in ordered]
+    return res["results"], items, margins
+
+
+def item_margin(sample: dict) -> float:
+    """Log-likelihood of the right choice minus the best wrong one (nats): a per-item outcome with far more
+    information than its 0/1 accuracy."""
+    lls = [float(r[0]) for r in sample["filtered_resps"]]
+    target = int(sample["target"])
+    return lls[target] - max(ll for i, ll in enumerate(lls) if i != target)
 
 
 @contextlib.contextmanager
@@ -75,14 +85,14 @@ def evaluate(cache: Cache, model: Artifact, model_subdir: str, tasks: Artifact, 
              label: str, backend: str = "hf", model_args: str = "") -> Artifact:
     """Evaluate `model/model_subdir` on the embedded tasks; the result is cached as JSON rows."""
     from .device import current
-    cfg = {"subdir": model_subdir, "batch_size": batch_size, "layout": 2,  # 2: per-item scores saved
+    cfg = {"subdir": model_subdir, "batch_size": batch_size, "layout": 3,  # 3: per-item scores and margins saved
            **current().key(), **({"backend": backend, "model_args": model_args} if backend != "hf" or model_args
                                   else {})}
 
     def build(tmp: Path) -> dict:
         names = write_task_yamls(tasks, tmp / "tasks")
         standard = list(tasks.meta.get("standard") or [])
-        results, items = run_lm_eval(model.path / model_subdir, tmp / "tasks", names + standard, batch_size,
+        results, items, margins = run_lm_eval(model.path / model_subdir, tmp / "tasks", names + standard, batch_size,
                                      include_defaults=bool(standard), backend=backend, model_args=model_args)
         rows = tidy_results(results)
         for r in rows:  # binomial standard error for accuracies (lm-eval's needs bootstrap iterations)
@@ -92,6 +102,7 @@ def evaluate(cache: Cache, model: Artifact, model_subdir: str, tasks: Artifact, 
                 r["n"] = n
         (tmp / "results.json").write_text(json.dumps(rows, indent=1))
         (tmp / "items.json").write_text(json.dumps(items))
+        (tmp / "margins.json").write_text(json.dumps(margins))
         import shutil
         shutil.rmtree(tmp / "tasks")
         return {"n_rows": len(rows)}
@@ -105,6 +116,10 @@ def load_results(art: Artifact) -> list[dict]:
 
 def load_items(art: Artifact) -> dict[str, list[float]]:
     return json.loads((art / "items.json").read_text())
+
+
+def load_margins(art: Artifact) -> dict[str, list[float]]:
+    return json.loads((art / "margins.json").read_text())
 
 
 def paired_stderr(before: list[float], after: list[float]) -> float:

@@ -17,10 +17,11 @@ RELATION_COLORS = {
     "stronger_different": "#0072B2",
     "cross_family": "#009E73",
     "real_text": "#7F7F7F",
+    "replay": "#000000",
 }
 RELATION_ORDER = list(RELATION_COLORS)
 RELATION_LABELS = {"self": "self", "same_lineage": "same lineage", "stronger_different": "stronger, different",
-                   "cross_family": "cross-family", "real_text": "real text"}
+                   "cross_family": "cross-family", "real_text": "real text", "replay": "replay"}
 
 
 def set_style() -> None:
@@ -141,12 +142,51 @@ def proxy_scatter(df, scores: list[str], corr: dict, title: str = "Scores before
     for ax, s in zip(axes, scores):
         sns.scatterplot(data=df, x=s, y="headline_delta", hue="relation", hue_order=order, palette=RELATION_COLORS,
                         ax=ax, s=14, legend=(s == scores[-1]))
-        c = corr[s]["spearman"]
-        ax.set_title(f"{s}\nρ={c['r']:.2f} [{c['ci_low']:.2f}, {c['ci_high']:.2f}]", fontsize=7)
+        c = corr[s]
+        ax.set_title(f"{s}\npartial ρ={c['rho']:.2f} [{c['ci_low']:.2f}, {c['ci_high']:.2f}]", fontsize=7)
         ax.set_xlabel(s.replace("_", " "), fontsize=7)
         ax.set_ylabel("Δ accuracy (points)" if s == scores[0] else "")
         ax.axhline(0, color="black", lw=0.5)
     if len(axes):
         axes[-1].legend(fontsize=5, loc="best")
     fig.suptitle(title, fontsize=9)
+    return fig
+
+
+def recipe_grid(summary, title: str = "Recipe grid on dev items: mean Δ by schedule and budget"):
+    """One panel per budget: the mean headline delta (dev) per schedule, one line per relation x temperature."""
+    budgets = sorted(summary["budget"].unique())
+    fig, axes = figure("double", aspect=0.32, ncols=len(budgets), sharey=True)
+    axes = axes if hasattr(axes, "__len__") else [axes]
+    schedules = list(dict.fromkeys(summary["schedule"]))
+    for ax, b in zip(axes, budgets):
+        d = summary[summary["budget"] == b].copy()
+        d["series"] = d["relation"] + d["temperature"].map(lambda t: "" if t != t else f" T={t:g}")
+        for series, g in d.groupby("series"):
+            rel = series.split(" ")[0]
+            g = g.set_index("schedule").reindex(schedules)
+            ax.plot(schedules, g["headline_delta"], marker="o", color=RELATION_COLORS.get(rel, "grey"),
+                    ls="-" if "T=1" in series or rel in ("real_text", "replay") else "--", label=series, lw=1)
+        ax.axhline(0, color="black", lw=0.6)
+        ax.set_title(f"budget {b} student tokens")
+        ax.set_xlabel("schedule")
+        ax.set_ylabel("Δ accuracy, dev items (points)" if b == budgets[0] else "")
+    axes[-1].legend(fontsize=5, loc="best")
+    fig.suptitle(title, fontsize=9)
+    return fig
+
+
+def strength_vs_delta(runs, title: str = "Improvement against source strength, by relation"):
+    """Per run: source minus student held-out bits/byte (left = stronger source) against the headline delta."""
+    d = runs[runs["gap_bpb"].notna() & ~runs["relation"].isin(["real_text", "replay"])]
+    fig, ax = figure("single", aspect=0.8)
+    order = [r for r in RELATION_ORDER if r in set(d["relation"])]
+    sns.scatterplot(data=d, x="gap_bpb", y="headline_delta", hue="relation", hue_order=order,
+                    palette=RELATION_COLORS, style="student", ax=ax, s=16)
+    ax.axhline(0, color="black", lw=0.5)
+    ax.axvline(0, color="black", lw=0.5, ls=":")
+    ax.set_xlabel("source − student held-out bits/byte (negative: stronger source)")
+    ax.set_ylabel("Δ accuracy, test items (points)")
+    ax.legend(fontsize=5)
+    ax.set_title(title)
     return fig

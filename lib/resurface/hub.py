@@ -55,7 +55,8 @@ def lookalike_tokenizer(vocab_size: int, model_max_length: int = 2048):
 def hub_subdirs(cfg: StudyConfig, name: str) -> list[tuple[str, str]]:
     """[(subdir, revision)] for one Hub model: `main` (its pinned revision) and each `@stepN` a source uses."""
     m = cfg.zoo.models[name]
-    steps = sorted({step for ref in (*cfg.transfer.sources, *cfg.transfer.students)
+    steps = sorted({step for ref in (*[r for st in cfg.transfer.students for r in cfg.transfer.sources_for(st)],
+                                *cfg.transfer.students)
                     for n, step in [parse_model_ref(ref)] if n == name and step is not None})
     return [("main", m.revision or "main")] + [(f"step{s}", f"step{s}") for s in steps]
 

@@ -1,4 +1,4 @@
-"""Finding 3: extraction before and after each fine-tuning run of the transfer matrix."""
+"""Finding 3: extraction before and after fine-tuning, on the canary twin (embedded) or the students (Hub)."""
 from __future__ import annotations
 
 import pandas as pd
@@ -20,22 +20,34 @@ def probes_for(cfg, cache, zoo, student: str):
     return memorized_probes(cache, m.hub_id, cfg.memorization.memorized_evals, cfg.seed)
 
 
+def twin_runs(cfg, cache, zoo) -> tuple[pd.DataFrame, dict]:
+    """The fine-tuning runs of finding 3: the canary twin on its sources and the controls, with the matrix's
+    recipe, scored on the test items. Without a twin (Hub profiles), the transfer matrix's runs."""
+    from .transfer import build_plan, eval_tasks, matrix_recipe, run_matrix, run_plan
+    m = cfg.memorization
+    if m.twin is None:
+        return run_matrix(cfg, cache, zoo)
+    runs = build_plan(cfg, [m.twin], lambda s: list(m.sources), list(cfg.sampling.temperatures), list(m.seeds),
+                      [matrix_recipe(cfg, cache, zoo)])
+    return run_plan(cfg, cache, zoo, runs, eval_tasks(cfg, cache, zoo), desc="canary twin")
+
+
 def extraction_tables(cfg, cache, zoo, table: pd.DataFrame, arts: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Per canary group (before/after per run) and per run (held-out rate after, headline delta)."""
     m = cfg.memorization
-    probes = {s: probes_for(cfg, cache, zoo, s) for s in cfg.transfer.students}
-    runs = headline(table).merge(table[["student", "source", "temperature", "seed", "run_label"]].drop_duplicates(),
-                                 on=["student", "source", "temperature", "seed"])
+    students = sorted(table["student"].unique())
+    probes = {s: probes_for(cfg, cache, zoo, s) for s in students}
+    runs = headline(table)
     # every extraction is an independent build: the pool runs them (single-threaded, like every pooled build)
     lengths = (m.prefix_len, m.suffix_len, m.batch_size)
     jobs = [Job(model_size(cfg.zoo.models[s]), f"extraction {s}", measure_canaries,
-                (zoo.models[s], "main", probes[s], *lengths, f"{s}-base")) for s in cfg.transfer.students]
+                (zoo.models[s], "main", probes[s], *lengths, f"{s}-base")) for s in students]
     jobs += [Job(model_size(cfg.zoo.models[r.student]), f"extraction {r.run_label}", measure_canaries,
                  (arts["students"][r.run_label], "main", probes[r.student], *lengths, r.run_label))
              for r in runs.itertuples()]
     build_all(cache, jobs, cfg.workers, desc="extraction before and after")
     extracted = {job.args[-1]: load_extraction(job.fn(cache, *job.args)) for job in jobs}  # from the cache
-    before = {s: extracted[f"{s}-base"] for s in cfg.transfer.students}
+    before = {s: extracted[f"{s}-base"] for s in students}
     groups, per_run = [], []
     for r in runs.itertuples():
         after = extracted[r.run_label]

@@ -12,7 +12,6 @@ A relational score (ours):
 """
 from __future__ import annotations
 
-import math
 import os
 from functools import lru_cache
 from pathlib import Path
@@ -159,77 +158,61 @@ def correlation(x, y, n_boot: int = 2000, n_perm: int = 2000, seed: int = 0) -> 
     return out
 
 
-PROXY_RULE = (
-    "For every score we compute the Spearman correlation with the benchmark delta over (student, corpus) "
-    "pairs, with a 95 % bootstrap CI. Intrinsic proxies 'predict utility' when the CI lies entirely above zero "
-    "(higher score, larger improvement). Verdict on the paper's claim that intrinsic proxies fail: "
-    "`supported` when no intrinsic proxy's CI lies entirely above zero; `not supported` when at least one does; "
-    "`inconclusive` when there are fewer than 8 pairs. The relational score is judged by the same test and "
-    "compared by its Spearman r in the helpful (positive) direction."
-)
-
-
-def proxy_verdict(correlations: dict[str, dict], n_pairs: int) -> dict:
-    intrinsic = {k: v for k, v in correlations.items() if SCORES.get(k) == "intrinsic"}
-    predicts = {k: bool(v["spearman"]["ci_low"] > 0) for k, v in correlations.items()
-                if math.isfinite(v["spearman"]["ci_low"])}
-    if n_pairs < 8:
-        verdict = "inconclusive"
-    elif any(predicts.get(k, False) for k in intrinsic):
-        verdict = "not supported"
-    else:
-        verdict = "supported"
-    rel = {k: v for k, v in correlations.items() if SCORES.get(k) == "relational"}
-    # compared in the helpful direction: a strongly negative correlation is no better predictor of "helps"
-    best_intrinsic = max((v["spearman"]["r"] for v in intrinsic.values() if math.isfinite(v["spearman"]["r"])),
-                         default=float("nan"))
-    comparison = {k: {"spearman_r": v["spearman"]["r"], "ci_low": v["spearman"]["ci_low"],
-                      "ci_high": v["spearman"]["ci_high"], "predicts": predicts.get(k, False),
-                      "beats_best_intrinsic": bool(v["spearman"]["r"] > best_intrinsic)}
-                  for k, v in rel.items()}
-    return {"verdict": verdict, "rule": PROXY_RULE, "predicts_utility": predicts, "relational": comparison,
-            "best_intrinsic_spearman": best_intrinsic}
-
-
-def proxy_table(cfg, cache: Cache, zoo, table, arts: dict):
-    """One row per (student, synthetic corpus): every score, the relation and the benchmark delta.
+def proxy_table(cfg, cache: Cache, zoo, runs, arts: dict):
+    """One point per (student, source, temperature): every score (computed on the seed-0 corpus, before any
+    fine-tuning), the relation, and the headline delta averaged over seeds. Near-duplicate seeds are not
+    separate points.
 
     The embeddings and per-pair scores are built first, `cfg.workers` at a time (single-threaded, as
     every pooled build); the rows are then read back from the cache."""
     import pandas as pd
 
-    from .transfer import headline, synthetic_corpus
+    from .transfer import synthetic_corpus
     from .workers import Job, build_all
     from .zoo import model_size
 
-    runs = headline(table).merge(table[["student", "source", "temperature", "seed", "run_label"]].drop_duplicates(),
-                                 on=["student", "source", "temperature", "seed"])
-    runs = runs[runs["relation"] != "real_text"]
+    synth = runs[~runs["relation"].isin(["real_text", "replay"])]
+    keys = ["student", "source", "relation", "temperature"]
+    points = (synth.groupby(keys).agg(headline_delta=("headline_delta", "mean"), seed=("seed", "min"),
+                                      n_seeds=("seed", "size")).reset_index())
     tasks = arts["tasks"]
-    corpora = {r.Index: synthetic_corpus(cache, zoo, r.source, r.temperature, r.seed) for r in runs.itertuples()}
+    corpora = {r.Index: synthetic_corpus(cache, zoo, r.source, r.temperature, r.seed) for r in points.itertuples()}
     jobs = [Job(1.0, "benchmark embeddings", benchmark_embeddings, (zoo, tasks))]
     jobs += [Job(1.0, f"embeddings {a.name}", corpus_embeddings, (zoo, a)) for a in {a.key: a for a in corpora.values()}.values()]
     jobs += [Job(model_size(cfg.zoo.models[r.student]), f"scores {r.student} {corpora[r.Index].name}", proxy_scores,
-                 (zoo, r.student, corpora[r.Index])) for r in runs.itertuples()]
+                 (zoo, r.student, corpora[r.Index])) for r in points.itertuples()]
     build_all(cache, jobs, cfg.workers, desc="proxy scores")
 
     bench_vecs = load_embeddings(benchmark_embeddings(cache, zoo, tasks))
     rows = []
-    for r in runs.itertuples():
+    for r in points.itertuples():
         corpus_art = corpora[r.Index]
         vecs = load_embeddings(corpus_embeddings(cache, zoo, corpus_art))
         art = proxy_scores(cache, zoo, r.student, corpus_art)
         rows.append({"student": r.student, "source": r.source, "relation": r.relation, "temperature": r.temperature,
-                     "seed": r.seed, **similarity_scores(vecs, bench_vecs), **art.meta,
+                     "corpus_seed": r.seed, "n_seeds": r.n_seeds, **similarity_scores(vecs, bench_vecs), **art.meta,
                      "headline_delta": r.headline_delta})
     return pd.DataFrame(rows)
+
+
+COVARIATES = ["student", "relation", "temperature"]  # partialled out: a proxy must predict within them
+
+
+def finding2(cfg, df) -> dict:
+    """Apply verdicts.PROXY_RULE to the proxy table."""
+    from . import verdicts
+    a = cfg.analysis
+    th = verdicts.Thresholds(alpha=a.alpha, power=a.power, sesoi=a.sesoi_points, proxy_rho0=a.proxy_rho0,
+                             bootstrap=a.bootstrap, seed=cfg.seed)
+    return verdicts.proxy_verdict(df, {s: k for s, k in SCORES.items() if s in df}, "headline_delta", COVARIATES, th)
 
 
 def benchmark_embeddings(cache: Cache, zoo, tasks: Artifact) -> Artifact:
     """Embeddings of the benchmarks' correct answers (a sample of `proxies.embed_texts`)."""
     from .benchmarks import load_items
     cfg = zoo.cfg
-    texts = [it["choices"][it["label"]] for t in ("minimal_pairs", "next_sentence")
+    texts = [(it["context"] + " " + it["choices"][it["label"]]).strip()
+             for t in ("minimal_pairs", "word_cloze", "next_sentence")
              if (tasks.path / f"{t}.jsonl").exists() for it in load_items(tasks, t)]
     return embed(cache, "benchmarks", sample_texts(texts, cfg.proxies.embed_texts, cfg.seed), [tasks])
 

@@ -19,12 +19,17 @@ from .paths import outputs_dir
 
 CAPTIONS = {
     "zoo_loss_curves": "Pretraining loss of every zoo model against tokens seen.",
-    "transfer_by_relation": "Finding 1. Mean benchmark improvement (accuracy points) by relation of source to "
-                            "student, 95 % bootstrap CI over runs.",
+    "transfer_by_relation": "Finding 1. Mean benchmark improvement (accuracy points, test items) by relation of "
+                            "source to student, pooled over students; 95 % CI from the hierarchical bootstrap "
+                            "(items and seeds).",
+    "transfer_strength": "Finding 1. Per run: improvement against source minus student held-out bits/byte, by "
+                         "relation: does relation matter beyond strength?",
+    "recipe_grid": "The recipe grid (dev items): mean improvement per fine-tuning schedule and budget, per "
+                   "relation and temperature.",
     "transfer_heatmap": "Finding 1. Mean improvement per student and source, over temperatures and seeds.",
     "transfer_per_task": "Finding 1. Improvement per benchmark task and relation, 95 % CI.",
-    "proxies_scatter": "Finding 2. Scores computed before fine-tuning against the improvement; Spearman ρ with "
-                       "95 % bootstrap CI.",
+    "proxies_scatter": "Finding 2. Scores computed before fine-tuning against the improvement (one point per "
+                       "student, source and temperature); partial Spearman ρ with 95 % bootstrap CI.",
     "memorization_by_count": "Finding 3. Held-out canary extraction per duplication count, before and after "
                              "fine-tuning, by relation (95 % CI).",
     "memorization_delta_vs_drop": "Finding 3. Benchmark change against the relative drop in held-out extraction, "
@@ -45,27 +50,34 @@ def _load(out: Path, name: str) -> dict | None:
     return json.loads(p.read_text()) if p.exists() else None
 
 
+def _cmp(c: dict) -> str:
+    return f"{c['estimate']:+.2f} [{c['lower']:+.2f}, {c['upper']:+.2f}], MDE {c['mde']:.2f}: {c['outcome']}"
+
+
 def verdict_rows(out: Path) -> list[dict]:
     rows = []
-    f1, f2, f3 = _load(out, "01_transfer"), _load(out, "02_proxies"), _load(out, "03_memorization")
+    f1, f2, f3 = _load(out, "02_transfer"), _load(out, "03_proxies"), _load(out, "04_memorization")
     if f1:
-        rel = f1["per_relation"]
+        rel = {r["relation"]: r for r in f1["per_relation"] if r["student"] == "pooled"}
         nums = "; ".join(f"{r}: {_fmt_ci(rel.get(r))}" for r in
-                         ("self", "same_lineage", "stronger_different", "cross_family", "real_text") if r in rel)
+                         ("self", "same_lineage", "stronger_different", "cross_family") if r in rel)
+        comps = "; ".join(f"{k.replace('_', ' ')} {_cmp(c)}" for k, c in f1["pooled"].items())
         rows.append({"finding": "1. Utility is relational", "paper": f1["claim"], "verdict": f1["verdict"],
-                     "numbers": f"mean Δ accuracy points [95 % CI]: {nums}; observed order: "
-                                f"{' > '.join(f1['ordering_observed'])}"})
+                     "numbers": f"pooled mean Δ accuracy points (test items) [95 % CI]: {nums}. Comparisons "
+                                f"(one-sided bounds, Bonferroni): {comps}. Recipe: {f1['recipe']['schedule']}, "
+                                f"{f1['recipe']['budget']} tokens; headline tasks: {', '.join(f1['headline_tasks'])}"})
     if f2:
-        corr = f2["correlations"]
-        nums = "; ".join(f"{k}: ρ={v['spearman']['r']:.2f} [{v['spearman']['ci_low']:.2f}, {v['spearman']['ci_high']:.2f}]"
-                         for k, v in corr.items() if v["spearman"]["r"] is not None)
+        nums = "; ".join(f"{k}: partial ρ={v['rho']:.2f} [{v['ci_low']:.2f}, {v['ci_high']:.2f}] ({v['outcome']})"
+                         for k, v in f2["associations"].items())
         rows.append({"finding": "2. Intrinsic proxies fail", "paper": f2["claim"], "verdict": f2["verdict"],
-                     "numbers": f"Spearman with Δ over {f2['n_pairs']} pairs: {nums}"})
+                     "numbers": f"over {f2['n_points']} (student, source, temperature) points, equivalence band "
+                                f"±{f2['thresholds']['proxy_rho0']}: {nums}"})
     if f3:
         s = f3["per_relation"].get("self", {})
         rows.append({"finding": "3. Capability and memorization decouple", "paper": f3["claim"],
                      "verdict": f3["verdict"],
-                     "numbers": f"held-out extraction before {f3['extraction_before']:.3f}, after self-training "
+                     "numbers": f"canary twin `{f3.get('twin')}`: held-out extraction before "
+                                f"{f3['extraction_before']:.3f}, after self-training "
                                 f"{_fmt_ci(s.get('extraction_after'), 3)}; relative drop "
                                 f"{_fmt_ci(s.get('relative_drop'))}; Δ accuracy {_fmt_ci(s.get('benchmark_delta'))}"})
     return rows
@@ -120,7 +132,8 @@ def build_report(profile: str) -> Path:
     zoo = out / "tables" / "zoo_models.csv"
     if zoo.exists():
         df = pd.read_csv(zoo)
-        keep = [c for c in ("name", "kind", "architecture", "parameters", "tokens_seen", "heldout_lineage_loss",
+        keep = [c for c in ("name", "kind", "architecture", "parameters", "tokens_seen", "tokens_per_parameter",
+                            "heldout_lineage_loss",
                             "heldout_lineage_bpb", "train_seconds") if c in df]
         parts += ["", "## The model zoo", "", _table_md(df[keep])]
     ext = out / "tables" / "zoo_canary_extraction.csv"
@@ -130,6 +143,12 @@ def build_report(profile: str) -> Path:
         piv.columns = [f"count {c}" for c in piv.columns]
         parts += ["", "Held-out canary extraction of the pretrained zoo (32-token prefix, 32-token suffix):", "",
                   _table_md(piv.reset_index())]
+    for name, title in (("zoo_label_checks", "Relation labels, checked per student (source − student bits/byte)"),
+                        ("zoo_capability_axis", "The capability axis on dev items (points)"),
+                        ("recipe_grid", "The recipe grid on dev items")):
+        f = out / "tables" / f"{name}.csv"
+        if f.exists():
+            parts += ["", f"### {title}", "", _table_md(pd.read_csv(f))]
     figs = sorted((out / "figures").glob("*.png")) if (out / "figures").exists() else []
     if figs:
         parts += ["", "## Figures", ""]

@@ -22,7 +22,7 @@ from .config import ConfigError, load_config, parse_overrides
 from .paths import NOTEBOOKS_DIR, outputs_dir
 
 NAME = "run_all.sh"  # what the user typed; messages name it
-SIDE_BY_SIDE_FROM = 2  # notebook number from which notebooks only read 00 and 01's products
+SIDE_BY_SIDE_FROM = 3  # notebook number from which notebooks only read what 00-02 produced
 
 
 def notebooks(folder: Path, only: str | None = None) -> list[Path]:

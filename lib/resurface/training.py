@@ -10,6 +10,7 @@ import contextlib
 import math
 import os
 import time
+from pathlib import Path
 from typing import Callable, Iterable
 
 import numpy as np
@@ -124,7 +125,9 @@ def causal_lm_loss(model, x: torch.Tensor, chunk: int = 512) -> torch.Tensor:
 def train_lm(model, blocks: np.ndarray, *, steps: int, batch_size: int, lr: float, warmup_steps: int,
              order: np.ndarray | None = None, checkpoint_steps: Iterable[int] = (),
              on_checkpoint: Callable[[int], None] | None = None, log_every: int = 10,
-             desc: str = "train", micro_batch_size: int | None = None) -> dict:
+             desc: str = "train", micro_batch_size: int | None = None,
+             lr_fn: Callable[[int], float] | None = None, optimizer_state: Path | None = None,
+             save_optimizer_to: Path | None = None) -> dict:
     """Train for `steps` steps reading blocks in `order` (default: stream order, cycling).
 
     Returns the loss history and throughput. `on_checkpoint(step)` is called after
@@ -134,6 +137,9 @@ def train_lm(model, blocks: np.ndarray, *, steps: int, batch_size: int, lr: floa
     (for models whose whole batch does not fit in memory); under `accelerate launch` each
     process takes its share of the global batch, so the hyper-parameters mean the same on one
     device or eight.
+
+    `lr_fn(step)` replaces the warm-up + cosine schedule; `optimizer_state` continues from AdamW moments saved
+    by `save_optimizer_to` (how a student continues its own pretraining instead of re-warming a fresh optimizer).
     """
     from .device import autocast
     from .distributed import accelerator
@@ -146,6 +152,8 @@ def train_lm(model, blocks: np.ndarray, *, steps: int, batch_size: int, lr: floa
         raise ValueError(f"batch_size {batch_size} must split evenly over {world} process(es) "
                          f"and micro-batches of {micro}")
     opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.95), weight_decay=0.01)
+    if optimizer_state is not None:
+        load_optimizer_state(opt, model, optimizer_state)
     if acc is not None:
         model, opt = acc.prepare(model, opt)
     device = next(model.parameters()).device
@@ -159,7 +167,7 @@ def train_lm(model, blocks: np.ndarray, *, steps: int, batch_size: int, lr: floa
     for step in bar:
         idx = order[(np.arange(step * batch_size, (step + 1) * batch_size)) % len(order)][rank::world]
         for g in opt.param_groups:
-            g["lr"] = lr_at(step, steps, lr, warmup_steps)
+            g["lr"] = lr_fn(step) if lr_fn is not None else lr_at(step, steps, lr, warmup_steps)
         step_loss = 0.0
         for start in range(0, local, micro):
             x = torch.from_numpy(blocks[idx[start:start + micro]].astype(np.int64)).to(device)
@@ -184,10 +192,34 @@ def train_lm(model, blocks: np.ndarray, *, steps: int, batch_size: int, lr: floa
         if on_checkpoint and (step + 1) in checkpoint_steps:
             on_checkpoint(step + 1)
     seconds = time.perf_counter() - t0
+    if save_optimizer_to is not None and rank == 0:
+        save_optimizer_state(opt, model, save_optimizer_to)
     model.eval()
     tokens = steps * batch_size * blocks.shape[1]
     return {"history": history, "seconds": seconds, "tokens": tokens, "tokens_per_s": tokens / seconds,
             "processes": world, "local_batch": local, "micro_batch": micro}
+
+
+def save_optimizer_state(opt, model, path: Path) -> None:
+    """AdamW's moments by parameter name, as safetensors (never a pickle), with the step count."""
+    from safetensors.torch import save_file
+    tensors, step = {}, 0
+    for name, p in model.named_parameters():
+        st = opt.state.get(p)
+        if st:
+            tensors[f"{name}.exp_avg"] = st["exp_avg"].detach().contiguous()
+            tensors[f"{name}.exp_avg_sq"] = st["exp_avg_sq"].detach().contiguous()
+            step = int(float(st["step"]))
+    save_file(tensors, str(path), metadata={"step": str(step)})
+
+
+def load_optimizer_state(opt, model, path: Path) -> None:
+    from safetensors import safe_open
+    with safe_open(str(path), framework="pt") as f:
+        step = float(f.metadata()["step"])
+        for name, p in model.named_parameters():
+            opt.state[p] = {"step": torch.tensor(step), "exp_avg": f.get_tensor(f"{name}.exp_avg").to(p.device),
+                            "exp_avg_sq": f.get_tensor(f"{name}.exp_avg_sq").to(p.device)}
 
 
 @torch.no_grad()
@@ -214,3 +246,36 @@ def bits_per_byte(model, tokenizer, texts: list[str], seq_len: int, batch_size: 
     # bytes covered by the predicted tokens, measured on their decoded text
     n_bytes = sum(len(tokenizer.decode(b[1:].tolist()).encode("utf-8")) for b in blocks)
     return nats_per_token * n_tokens / n_bytes / math.log(2)
+
+
+@torch.no_grad()
+def document_bits(model, tokenizer, texts: list[str], seq_len: int, batch_size: int = 32):
+    """Per document: total bits of its tokens under the model (each document from its own start token, in
+    windows of `seq_len`) and its UTF-8 byte count. Bits per byte then compare models with any tokenizer,
+    and a bootstrap over documents gives the noise of a difference."""
+    import numpy as np
+    eos = tokenizer.eos_token_id if tokenizer.bos_token_id is None else tokenizer.bos_token_id
+    rows, owner = [], []
+    for i, ids in enumerate(tokenize_texts(tokenizer, texts)):
+        ids = [eos] + ids
+        for s in range(0, len(ids) - 1, seq_len - 1):
+            rows.append(ids[s:s + seq_len])
+            owner.append(i)
+    bits = np.zeros(len(texts))
+    model.eval()
+    order = np.argsort([len(r) for r in rows], kind="stable")
+    for b in range(0, len(order), batch_size):
+        chunk = [rows[j] for j in order[b:b + batch_size]]
+        width = max(len(r) for r in chunk)
+        x = torch.full((len(chunk), width), eos, dtype=torch.long)
+        mask = torch.zeros((len(chunk), width), dtype=torch.bool)
+        for k, r in enumerate(chunk):
+            x[k, :len(r)] = torch.tensor(r)
+            mask[k, :len(r)] = True
+        logits = model(input_ids=x.to(model.device)).logits[:, :-1].float().cpu()
+        nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), x[:, 1:], reduction="none")
+        nll = (nll * mask[:, 1:]).sum(1) / math.log(2)
+        for k, j in enumerate(order[b:b + batch_size]):
+            bits[owner[j]] += float(nll[k])
+    n_bytes = np.array([len(t.encode("utf-8")) for t in texts], dtype=float)
+    return bits, n_bytes

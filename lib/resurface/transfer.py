@@ -29,7 +29,12 @@ OVERSAMPLE = 1.25  # source tokens per student token budget: tokenizers compress
 HEADLINE_METRICS = ("acc", "acc_norm")  # the headline averages every accuracy task (not perplexity)
 
 
+CONTROL_SOURCES = {"real-text": "real_text", "replay": "replay"}  # source name in a plan -> relation
+
+
 def relation(cfg: StudyConfig, student: str, source_ref: str) -> str:
+    if source_ref in CONTROL_SOURCES:
+        return CONTROL_SOURCES[source_ref]
     name, step = parse_model_ref(source_ref)
     if name == student and step is None:
         return "self"
@@ -78,47 +83,97 @@ def real_text_corpus(cache: Cache, zoo: Zoo) -> Artifact:
     return cache.get_or_build("synthetic", "real-text", {"seed": zoo.cfg.seed}, build, inputs=[corpus], stage="sample")
 
 
+def replay_corpus(cache: Cache, zoo: Zoo) -> Artifact:
+    """The control for the cost of fine-tuning alone: paragraphs of the lineage's own pretraining documents,
+    drawn at random, as much text as a synthetic corpus holds (about 5 characters per token, generously)."""
+    corpus = zoo.corpora["lineage"]
+    chars = int(zoo.cfg.sampling.tokens_per_corpus * OVERSAMPLE * 5)
+
+    def build(tmp: Path) -> dict:
+        import numpy as np
+        from datasets import Dataset
+        from .corpora import load_corpus
+        paras = [p for d in load_corpus(corpus)["train"]["text"] for p in d.split("\n\n") if len(p) > 40]
+        picked, total = [], 0
+        for i in np.random.default_rng(zoo.cfg.seed).permutation(len(paras)):
+            picked.append(paras[i])
+            total += len(paras[i])
+            if total >= chars:
+                break
+        Dataset.from_dict({"text": picked}).save_to_disk(str(tmp / "data"))
+        return {"documents": len(picked), "chars": total}
+
+    return cache.get_or_build("synthetic", "replay", {"seed": zoo.cfg.seed, "chars": chars}, build, inputs=[corpus],
+                              stage="sample")
+
+
 def _texts(art: Artifact) -> list[str]:
     return list(load_synthetic(art.path)["text"])
 
 
-def plan(cfg: StudyConfig) -> list[dict]:
-    """Every fine-tuning run of the matrix, in order (the notebook shows this before running it)."""
+def build_plan(cfg: StudyConfig, students: list[str], sources_for, temperatures: list[float], seeds: list[int],
+               recipes: list[tuple[str, int]]) -> list[dict]:
+    """Every fine-tuning run: model sources at each temperature, and the two controls, for every seed and
+    recipe (schedule, budget)."""
+    from .zoo_checks import strength_label
     runs = []
     rels = set(cfg.transfer.relations)
-    for student in cfg.transfer.students:
-        for src in cfg.transfer.sources:
-            rel = relation(cfg, student, src)
-            if rel not in rels:
-                continue
-            for t in cfg.sampling.temperatures:
-                for seed in cfg.transfer.seeds:
-                    runs.append({"student": student, "source": src, "relation": rel, "temperature": t, "seed": seed})
-        if "real_text" in rels:
-            for seed in cfg.transfer.seeds:
-                runs.append({"student": student, "source": "real-text", "relation": "real_text",
-                             "temperature": float("nan"), "seed": seed})
+    for schedule, budget in recipes:
+        for student in students:
+            for src in sources_for(student):
+                rel = relation(cfg, student, src)
+                if rel not in rels:
+                    continue
+                for t in temperatures:
+                    for seed in seeds:
+                        runs.append({"student": student, "source": src, "relation": rel,
+                                     "strength": strength_label(cfg, student, src), "temperature": t, "seed": seed,
+                                     "schedule": schedule, "budget": budget})
+            for src, rel in CONTROL_SOURCES.items():
+                if rel in rels:
+                    runs += [{"student": student, "source": src, "relation": rel, "strength": "control",
+                              "temperature": float("nan"), "seed": seed, "schedule": schedule, "budget": budget}
+                             for seed in seeds]
     return runs
 
 
-def run_matrix(cfg: StudyConfig, cache: Cache, zoo: Zoo) -> tuple[pd.DataFrame, dict]:
-    """Run (or reuse) every cell of the matrix; return the tidy table and the artifacts used.
+def matrix_recipe(cfg: StudyConfig, cache: Cache, zoo: Zoo) -> tuple[str, int]:
+    """The matrix's (schedule, budget): chosen by the recipe rule on the grid when the profile has one."""
+    if cfg.recipe is None:
+        return cfg.finetune.schedule, cfg.sampling.tokens_per_corpus
+    from .recipe import chosen_recipe
+    pick = chosen_recipe(cfg, cache, zoo)
+    return pick["schedule"], pick["budget"]
+
+
+def plan(cfg: StudyConfig, recipe: tuple[str, int] | None = None) -> list[dict]:
+    """Every fine-tuning run of the matrix, in order (the notebook shows this before running it)."""
+    recipe = recipe or (cfg.finetune.schedule, cfg.sampling.tokens_per_corpus)
+    return build_plan(cfg, list(cfg.transfer.students), cfg.transfer.sources_for, list(cfg.sampling.temperatures),
+                      list(cfg.transfer.seeds), [recipe])
+
+
+def eval_tasks(cfg: StudyConfig, cache: Cache, zoo: Zoo, split: str = "test") -> Artifact:
+    b = cfg.benchmarks
+    return build_tasks(cache, zoo.corpora["lineage"], list(b.tasks), b.items_per_task, b.ppl_documents, cfg.seed,
+                       b.items_by_task, split=split)
+
+
+def run_plan(cfg: StudyConfig, cache: Cache, zoo: Zoo, runs: list[dict], tasks: Artifact,
+             desc: str = "transfer matrix") -> tuple[pd.DataFrame, dict]:
+    """Run (or reuse) every run of `runs`, evaluated on `tasks`; return the tidy table and the artifacts.
 
     `prebuild` builds what is missing, `cfg.workers` at a time; the loop then reads it all back."""
-    b = cfg.benchmarks
-    tasks = build_tasks(cache, zoo.corpora["lineage"], list(b.tasks), b.items_per_task, b.ppl_documents, cfg.seed,
-                        b.items_by_task)
-    prebuild(cfg, cache, zoo, tasks)
-    base_arts = {s: _base_evaluation(cache, zoo, tasks, s) for s in cfg.transfer.students}
+    prebuild(cfg, cache, zoo, tasks, runs)
+    students_ = sorted({r["student"] for r in runs})
+    base_arts = {s: _base_evaluation(cache, zoo, tasks, s) for s in students_}
     base = {s: load_results(a) for s, a in base_arts.items()}
     base_items = {s: load_items(a) for s, a in base_arts.items()}
-    real = real_text_corpus(cache, zoo)
-    rows, students = [], {}
-    runs = plan(cfg)
-    for run in tqdm(runs, desc="transfer matrix", mininterval=5):
+    rows, students, evals = [], {}, {}
+    for run in tqdm(runs, desc=desc, mininterval=5):
         st = run["student"]
         label, corpus, student, ev = _student(cache, zoo, tasks, run)
-        students[label] = student
+        students[label], evals[label] = student, ev
         after, after_items = load_results(ev), load_items(ev)
         pb, pa = primary(base[st]), primary(after)
         for task in pa:
@@ -126,12 +181,23 @@ def run_matrix(cfg: StudyConfig, cache: Cache, zoo: Zoo) -> tuple[pd.DataFrame, 
             rows.append({**run, "run_label": label, "task": task, "metric": _metric(task), "base": pb[task],
                          "after": pa[task], "delta": oriented_delta(task, pb[task], pa[task]), "delta_paired_se": se,
                          "corpus_tokens_per_s": corpus.meta.get("tokens_per_s")})
-    return pd.DataFrame(rows), {"tasks": tasks, "base": base, "students": students, "real_text": real}
+    return pd.DataFrame(rows), {"tasks": tasks, "base": base, "base_evaluations": base_arts, "students": students,
+                                "evaluations": evals}
+
+
+def run_matrix(cfg: StudyConfig, cache: Cache, zoo: Zoo) -> tuple[pd.DataFrame, dict]:
+    """The matrix of finding 1 on the TEST items, with the recipe the grid chose."""
+    recipe = matrix_recipe(cfg, cache, zoo)
+    table, arts = run_plan(cfg, cache, zoo, plan(cfg, recipe), eval_tasks(cfg, cache, zoo))
+    arts["recipe"] = recipe
+    return table, arts
 
 
 def _corpus(cache: Cache, zoo: Zoo, run: dict) -> Artifact:
     if run["source"] == "real-text":
         return real_text_corpus(cache, zoo)
+    if run["source"] == "replay":
+        return replay_corpus(cache, zoo)
     return synthetic_corpus(cache, zoo, run["source"], run["temperature"], run["seed"])
 
 
@@ -139,30 +205,33 @@ def _student(cache: Cache, zoo: Zoo, tasks: Artifact, run: dict) -> tuple[str, A
     """One cell: its corpus, the student fine-tuned on it, and the student's evaluation."""
     cfg, b = zoo.cfg, zoo.cfg.benchmarks
     corpus = _corpus(cache, zoo, run)
-    label = f"{run['student']}--{corpus.name}"
-    student = finetune(cache, label, zoo.models[run["student"]], "main", corpus, _texts,
-                       cfg.sampling.tokens_per_corpus, cfg.finetune, cfg.zoo.seq_len, run["seed"])
-    return label, corpus, student, evaluate(cache, student, "main", tasks, b.batch_size, label, b.backend,
-                                            b.model_args)
+    ft = cfg.finetune.model_copy(update={"schedule": run["schedule"]})
+    label = f"{run['student']}--{corpus.name}--{run['schedule']}-{run['budget']}"
+    student = finetune(cache, label, zoo.models[run["student"]], "main", corpus, _texts, run["budget"], ft,
+                       cfg.zoo.seq_len, run["seed"])
+    return label, corpus, student, evaluate(cache, student, "main", tasks, b.batch_size,
+                                            f"{label}-{tasks.meta.get('split', 'test')}", b.backend, b.model_args)
 
 
 def _base_evaluation(cache: Cache, zoo: Zoo, tasks: Artifact, student: str) -> Artifact:
     b = zoo.cfg.benchmarks
-    return evaluate(cache, zoo.models[student], "main", tasks, b.batch_size, f"{student}-base", b.backend, b.model_args)
+    return evaluate(cache, zoo.models[student], "main", tasks, b.batch_size,
+                    f"{student}-base-{tasks.meta.get('split', 'test')}", b.backend, b.model_args)
 
 
-def prebuild(cfg: StudyConfig, cache: Cache, zoo: Zoo, tasks: Artifact) -> None:
-    """Build the matrix's corpora, then its students and evaluations, `cfg.workers` at a time.
+def prebuild(cfg: StudyConfig, cache: Cache, zoo: Zoo, tasks: Artifact, runs: list[dict]) -> None:
+    """Build the runs' corpora, then their students and evaluations, `cfg.workers` at a time.
 
     Two waves, so that no fine-tuning waits for a corpus another worker is still sampling; within
     a wave the costliest jobs start first. What is already cached is skipped."""
-    runs = plan(cfg)
     models = cfg.zoo.models
     corpora = {(r["source"], r["temperature"], r["seed"]): r for r in runs}
-    wave1 = [Job(model_size(models[s]), f"{s}-base", _base_evaluation, (zoo, tasks, s)) for s in cfg.transfer.students]
-    wave1 += [Job(model_size(models[parse_model_ref(r["source"])[0]]) if r["source"] != "real-text" else 0.0,
+    students = sorted({r["student"] for r in runs})
+    wave1 = [Job(model_size(models[s]), f"{s}-base", _base_evaluation, (zoo, tasks, s)) for s in students]
+    wave1 += [Job(model_size(models[parse_model_ref(r["source"])[0]]) if r["source"] not in CONTROL_SOURCES else 0.0,
                   f"sample {k}", _corpus, (zoo, r)) for k, r in corpora.items()]
-    wave2 = [Job(model_size(models[r["student"]]), f"student {r}", _student, (zoo, tasks, r)) for r in runs]
+    wave2 = [Job(model_size(models[r["student"]]) * r["budget"], f"student {r}", _student, (zoo, tasks, r))
+             for r in runs]
     build_all(cache, wave1, cfg.workers, desc="synthetic corpora and base evaluations")
     build_all(cache, wave2, cfg.workers, desc="students and evaluations")
 
@@ -172,15 +241,52 @@ def _metric(task: str) -> str:
     return PRIMARY_METRIC[task]
 
 
-def headline_tasks(table: pd.DataFrame) -> list[str]:
-    return sorted(table.loc[table["metric"].isin(HEADLINE_METRICS), "task"].unique())
+RUN_KEYS = ["student", "source", "relation", "strength", "temperature", "seed", "schedule", "budget"]
 
 
-def headline(table: pd.DataFrame) -> pd.DataFrame:
-    """One score per run: the mean accuracy improvement (points) over the headline tasks."""
+def headline(table: pd.DataFrame, tasks: list[str] | None = None) -> pd.DataFrame:
+    """One score per run: the mean accuracy improvement (points) over the headline tasks (default: every
+    accuracy task)."""
     acc = table[table["metric"].isin(HEADLINE_METRICS)]
-    keys = ["student", "source", "relation", "temperature", "seed"]
+    if tasks is not None:
+        acc = acc[acc["task"].isin(tasks)]
+    keys = [k for k in RUN_KEYS if k in acc.columns] + ["run_label"]
     return acc.groupby(keys, dropna=False)["delta"].mean().rename("headline_delta").reset_index()
+
+
+def item_deltas(runs: pd.DataFrame, arts: dict, tasks: list[str], kind: str = "items") -> list:
+    """Per task, the (runs, items) matrix of per-item changes (after - untouched student): accuracy in points
+    (`items`) or log-likelihood margins in nats (`margins`)."""
+    import numpy as np
+    from .evaluation import load_margins
+    load = load_items if kind == "items" else load_margins
+    scale = 100.0 if kind == "items" else 1.0
+    base = {s: load(a) for s, a in arts["base_evaluations"].items()}
+    after = {lbl: load(arts["evaluations"][lbl]) for lbl in runs["run_label"]}
+    return [scale * np.array([np.asarray(after[r.run_label][t]) - np.asarray(base[r.student][t])
+                              for r in runs.itertuples()]) for t in tasks]
+
+
+def finding1(cfg: StudyConfig, table: pd.DataFrame, arts: dict, labels: pd.DataFrame, tasks: list[str]):
+    """The per-run table and the verdicts of finding 1 (accuracy headline, and margins as a secondary outcome)."""
+    import numpy as np
+    from . import verdicts
+    runs = headline(table, tasks).merge(labels[["student", "source", "label_ok", "gap_bpb"]],
+                                        on=["student", "source"], how="left")
+    runs["in_verdict"] = runs["label_ok"].fillna(False).astype(bool) & runs["relation"].isin(verdicts.RELATIONS)
+    runs["gap_bpb"] = np.where(runs["relation"] == "self", 0.0, runs["gap_bpb"])
+    runs["in_verdict"] |= runs["relation"] == "self"
+    a = cfg.analysis
+    th = verdicts.Thresholds(alpha=a.alpha, power=a.power, sesoi=a.sesoi_points, proxy_rho0=a.proxy_rho0,
+                             bootstrap=a.bootstrap, seed=cfg.seed)
+    deltas = item_deltas(runs, arts, tasks)
+    runs["item_se"] = verdicts.per_run_paired_se(deltas)
+    verdict = verdicts.transfer_verdict(runs, deltas, th, runs["gap_bpb"].to_numpy(float))
+    margins = item_deltas(runs, arts, tasks, "margins")
+    runs["margin_delta"] = np.mean([m.mean(1) for m in margins], axis=0)
+    secondary = verdicts.transfer_verdict(runs, margins, verdicts.Thresholds(
+        alpha=a.alpha, power=a.power, sesoi=a.margin_sesoi_nats, bootstrap=a.bootstrap, seed=cfg.seed))
+    return runs, verdict, secondary
 
 
 def main(argv=None) -> int:
@@ -199,7 +305,7 @@ def main(argv=None) -> int:
 
 def corpus_table(cfg: StudyConfig, cache: Cache, zoo: Zoo) -> pd.DataFrame:
     """One row per synthetic corpus of the plan, with its provenance (each corpus looked up once)."""
-    keys = {(r["source"], r["temperature"], r["seed"]) for r in plan(cfg) if r["source"] != "real-text"}
+    keys = {(r["source"], r["temperature"], r["seed"]) for r in plan(cfg) if r["source"] not in CONTROL_SOURCES}
     cols = ("source_model", "revision", "start_token", "start_rule", "temperature", "seed", "documents", "tokens",
             "tokens_per_s", "wall_seconds")
     rows = []

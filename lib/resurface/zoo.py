@@ -24,7 +24,7 @@ from .config import ModelConfig, StudyConfig, parse_model_ref
 from .corpora import load_corpus
 from .distributed import collective_build
 from .tokenizer import load_tokenizer
-from .training import bits_per_byte, mean_loss, pack_documents, tokenize_texts, train_lm
+from .training import bits_per_byte, lr_at, mean_loss, pack_documents, tokenize_texts, train_lm
 
 log = logging.getLogger("resurface")
 
@@ -133,7 +133,7 @@ def model_key(m: ModelConfig) -> dict:
 
 def pretrain(cache: Cache, name: str, m: ModelConfig, stream: Artifact, tokenizer: Artifact,
              lineage_corpus: Artifact, seq_len: int) -> Artifact:
-    cfg = {"model": model_key(m), "seq_len": seq_len, "recipe": 2}  # bump when hf_config changes
+    cfg = {"model": model_key(m), "seq_len": seq_len, "recipe": 3}  # bump when hf_config or what is saved changes
 
     def build(tmp: Path) -> dict:
         from transformers import AutoModelForCausalLM
@@ -150,7 +150,8 @@ def pretrain(cache: Cache, name: str, m: ModelConfig, stream: Artifact, tokenize
         save(0) if 0 in m.checkpoints else None
         result = train_lm(model, blocks, steps=m.steps, batch_size=m.batch_size, lr=m.lr,
                           warmup_steps=m.warmup_steps, checkpoint_steps=m.checkpoints,
-                          on_checkpoint=save, desc=f"pretrain {name}")
+                          on_checkpoint=save, desc=f"pretrain {name}",
+                          save_optimizer_to=tmp / "optimizer.safetensors")  # students may continue from it
         save("main")
         held = heldout_blocks(lineage_corpus, tok, seq_len)
         held_texts = load_corpus(lineage_corpus)["heldout"]["text"][:20]
@@ -159,6 +160,8 @@ def pretrain(cache: Cache, name: str, m: ModelConfig, stream: Artifact, tokenize
             "parameters": int(sum(p.numel() for p in model.parameters())),
             "layers": m.layers, "width": m.width, "vocab_size": len(tok),
             "steps": m.steps, "tokens_seen": int(result["tokens"]),
+            "tokens_per_parameter": round(result["tokens"] / sum(p.numel() for p in model.parameters()), 2),
+            "final_lr": lr_at(m.steps - 1, m.steps, m.lr, m.warmup_steps),
             "epochs": round(result["tokens"] / max(1, stream.meta["tokens"]), 3),
             "train_seconds": round(result["seconds"], 1), "tokens_per_s": round(result["tokens_per_s"]),
             "heldout_lineage_loss": round(mean_loss(model, held), 4),
@@ -339,7 +342,7 @@ def zoo_canary_extraction(zoo: Zoo, prefix_len: int, suffix_len: int, batch_size
     recs = load_canaries(zoo.canaries)
     rows = []
     for name, m in zoo.cfg.zoo.models.items():
-        if name in zoo.models:
+        if name in zoo.models and m.canaries:
             df = canary_extraction(load_model(zoo.model_path(name)), recs, prefix_len, suffix_len, batch_size)
             df.insert(0, "model", name)
             rows.append(df)
@@ -360,21 +363,3 @@ def preview_samples(zoo: Zoo, n: int = 2, max_new_tokens: int = 60, seed: int = 
                                    max_new_tokens=min(max_new_tokens, zoo.cfg.zoo.seq_len - 1), seed=seed)
         rows += [{"model": name, "sample": tok.decode(d)} for d in docs]
     return pd.DataFrame(rows)
-
-
-def zoo_checks(cards) -> dict:
-    """The zoo's required orderings, computed from the model cards (bits per byte, lower is better)."""
-    by = {r["name"]: r for r in cards.to_dict("records")}
-    lineage = sorted((r for r in by.values() if r["kind"] == "lineage"), key=lambda r: r["parameters"])
-    checks = {}
-    if len(lineage) >= 2:
-        small, large = lineage[0], lineage[-1]
-        checks["larger_lineage_member_is_stronger"] = {
-            "small": small["name"], "large": large["name"], "small_bpb": small["heldout_lineage_bpb"],
-            "large_bpb": large["heldout_lineage_bpb"], "ok": large["heldout_lineage_bpb"] < small["heldout_lineage_bpb"]}
-        for r in by.values():
-            if r["kind"] == "stronger_different":
-                checks[f"{r['name']}_beats_{small['name']}"] = {
-                    "bpb": r["heldout_lineage_bpb"], "small_bpb": small["heldout_lineage_bpb"],
-                    "ok": r["heldout_lineage_bpb"] < small["heldout_lineage_bpb"]}
-    return checks
