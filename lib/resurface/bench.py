@@ -188,16 +188,58 @@ def scaling_figure(rows: list[dict]):
     return fig
 
 
+def bench_evaluation(cfg, models: list[str]) -> list[dict]:
+    """Items per second of this project's lm-eval backend against lm-eval's `hf`, side by side, on the profile's
+    dev tasks and models (read from the study's cache: run the study first), one thread as in the worker pool."""
+    import time
+    from .cache import Cache
+    from .evaluation import run_lm_eval
+    from .benchmarks import write_task_yamls
+    from .paths import cache_root
+    from .zoo import build_zoo
+    from .zoo_checks import dev_tasks
+    import tempfile
+    from pathlib import Path
+    cache = Cache(cache_root(cfg.cache_dir))
+    zoo = build_zoo(cfg, cache)  # from the cache after a study run
+    tasks = dev_tasks(cfg, cache, zoo)
+    rows = []
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            names = write_task_yamls(tasks, Path(tmp))
+            for name in models:
+                for task in names:
+                    n = tasks.meta["items"].get(task.removeprefix("rs_"), cfg.benchmarks.ppl_documents)
+                    got = {}
+                    for backend in ("hf", "resurface", "hf", "resurface"):  # interleaved: machine drift hits both
+                        t0 = time.perf_counter()
+                        run_lm_eval(zoo.model_path(name), Path(tmp), [task], cfg.benchmarks.batch_size,
+                                    backend=backend)
+                        got.setdefault(backend, []).append(time.perf_counter() - t0)
+                    hf, ours = min(got["hf"]), min(got["resurface"])
+                    rows.append({"model": name, "task": task.removeprefix("rs_"), "items": n,
+                                 "hf_items_per_s": n / hf, "resurface_items_per_s": n / ours, "ratio": hf / ours})
+    finally:
+        torch.set_num_threads(old)
+    return rows
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--profile", default="default")
     ap.add_argument("--batch", type=int, nargs="+", default=[256, 512])
+    ap.add_argument("--only", choices=["evaluation"], help="run one part of the benchmark")
     args = ap.parse_args(argv)
     cfg = load_config(args.profile)
     threads = set_threads(cfg.threads)
     ceiling = matmul_flops()
     report = {"machine": {"platform": platform.platform(), "torch": torch.__version__, "threads": threads,
                           "matmul_fp32_gflops": ceiling / 1e9}, "sampling": [], "training": [], "workers": []}
+    report["evaluation"] = bench_evaluation(cfg, list(cfg.transfer.students))
+    if args.only == "evaluation":
+        return _write_evaluation(report["evaluation"])
     vocab = max((t.vocab_size for t in cfg.tokenizers.values()), default=4096)
     seq = cfg.zoo.seq_len
     for name, m in cfg.zoo.models.items():
@@ -272,6 +314,7 @@ def main(argv=None) -> int:
     lines += [f"| {a} | {v['seconds_per_token_param']:.3g} | {v['r2']:.3f} |" for a, v in fit.items()]
     lines += ["", "Example: training a 10M-parameter model on 10M tokens takes about "
               f"{fit['training']['seconds_per_token_param'] * 1e14 / 60:.0f} min here."]
+    lines += ["", *_evaluation_lines(report["evaluation"])]
     if "stages" in report:
         lines += ["", f"Stages of the last `{args.profile}` study run (tables/timings.csv):", "",
                   "| stage | seconds in that run | seconds to build from an empty cache |", "|---|---|---|"]
@@ -283,6 +326,26 @@ def main(argv=None) -> int:
             lines += [f"| all | {sum(r['seconds'] for r in report['notebooks']):.1f} |"]
     (out / "bench.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
+    return 0
+
+
+def _evaluation_lines(rows: list[dict]) -> list[str]:
+    lines = ["Evaluation: this project's lm-eval backend (`resurface`, contexts read once, only continuation "
+             "positions normalised) against lm-eval's `hf`, same model, tasks and items, one thread, best of two "
+             "interleaved runs each (model loading and task setup included):", "",
+             "| model | task | items | hf items/s | resurface items/s | ratio |", "|---|---|---|---|---|---|"]
+    lines += [f"| {r['model']} | {r['task']} | {r['items']} | {r['hf_items_per_s']:.0f} | "
+              f"{r['resurface_items_per_s']:.0f} | {r['ratio']:.2f}x |" for r in rows]
+    return lines
+
+
+def _write_evaluation(rows: list[dict]) -> int:
+    out = outputs_dir("bench")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "evaluation.json").write_text(json.dumps(rows, indent=1))
+    text = "\n".join(_evaluation_lines(rows)) + "\n"
+    (out / "evaluation.md").write_text(text)
+    print(text)
     return 0
 
 

@@ -29,14 +29,9 @@ import re
 from pathlib import Path
 
 from .cache import Artifact, Cache
-from .config import EMBEDDED_TASKS
+from .config import EMBEDDED_TASKS, PRIMARY_METRIC  # noqa: F401  (PRIMARY_METRIC re-exported)
 from .corpora import load_corpus
 
-PRIMARY_METRIC = {"minimal_pairs": "acc", "word_cloze": "acc", "next_sentence": "acc_norm", "heldout_ppl": "bits_per_byte",
-                  # lm-eval's standard tasks (Hub profiles): the metric the Pythia paper reports for each
-                  "lambada_openai": "acc", "piqa": "acc_norm", "winogrande": "acc", "arc_easy": "acc_norm",
-                  "arc_challenge": "acc_norm", "sciq": "acc_norm", "hellaswag": "acc_norm", "logiqa": "acc_norm",
-                  "wsc": "acc"}
 HIGHER_IS_BETTER = {"acc": True, "acc_norm": True, "bits_per_byte": False, "word_perplexity": False}
 TASK_PREFIX = "rs_"
 
@@ -177,7 +172,7 @@ def _yaml(task: str, data_file: Path, kind: str) -> str:
     head = (f"task: {task}\ndataset_path: json\ndataset_kwargs:\n  data_files:\n    test: {json.dumps(str(data_file))}\n"
             "test_split: test\n")
     if kind == "ppl":
-        return head + ("output_type: loglikelihood_rolling\ndoc_to_text: \"\"\ndoc_to_target: \"{{text}}\"\n"
+        return head + ("output_type: loglikelihood_rolling\ndoc_to_text: \"\"\ndoc_to_target: text\n"
                        "metric_list:\n  - metric: word_perplexity\n  - metric: byte_perplexity\n"
                        "  - metric: bits_per_byte\n")
     delim = '""' if kind == "pairs" else '" "'

@@ -27,6 +27,12 @@ RELATIONS = ("self", "same_lineage", "stronger_different", "cross_family", "real
 CONTROLS = ("real_text", "replay")  # not model sources: real held-out text, and the student's own pretraining data
 EMBEDDED_TASKS = ("minimal_pairs", "word_cloze", "next_sentence", "heldout_ppl")
 SCHEDULES = ("continue", "constant", "rewarm")
+# the metric each task is judged on: a task must have one before anything is computed
+PRIMARY_METRIC = {"minimal_pairs": "acc", "word_cloze": "acc", "next_sentence": "acc_norm", "heldout_ppl": "bits_per_byte",
+                  # lm-eval's standard tasks (Hub profiles): the metric the Pythia paper reports for each
+                  "lambada_openai": "acc", "piqa": "acc_norm", "winogrande": "acc", "arc_easy": "acc_norm",
+                  "arc_challenge": "acc_norm", "sciq": "acc_norm", "hellaswag": "acc_norm", "logiqa": "acc_norm",
+                  "wsc": "acc"}
 
 
 class ConfigError(ValueError):
@@ -172,12 +178,18 @@ class BenchmarkConfig(Strict):
                                           "(the 4-way task costs about four times as much per item)")
     ppl_documents: int = Field(200, gt=0)
     batch_size: int = Field(64, gt=0)
-    backend: Literal["hf", "vllm"] = Field("hf", description="lm-eval's model backend")
+    backend: Literal["resurface", "hf", "vllm"] = Field(
+        "hf", description="lm-eval's model backend: `resurface` (this project's: contexts read once, equal to `hf`'s "
+                          "scores to float rounding), lm-eval's own `hf`, or `vllm` on a GPU")
     model_args: str = Field("", description="extra lm-eval model_args, e.g. `parallelize=True` (several GPUs, hf) "
                                              "or `tensor_parallel_size=2` (vllm)")
 
     @model_validator(mode="after")
     def _items_for_listed_tasks(self):
+        no_metric = [t for t in self.tasks if t not in PRIMARY_METRIC]
+        if no_metric:
+            raise ValueError(f"benchmark task(s) {no_metric} have no primary metric; add one to "
+                             "resurface.config.PRIMARY_METRIC (tasks with one: " f"{sorted(PRIMARY_METRIC)})")
         unused = sorted(set(self.items_by_task) - set(self.tasks))
         if unused:
             raise ValueError(f"items_by_task names {unused}, which is not in tasks {self.tasks}")

@@ -15,13 +15,15 @@ log = logging.getLogger("resurface")
 def run_lm_eval(model_dir: Path, task_dir: Path | None, task_names: list[str], batch_size: int,
                 seed: int = 0, include_defaults: bool = False, backend: str = "hf",
                 model_args: str = "") -> tuple[dict, dict]:
-    """`simple_evaluate` with lm-eval's own `hf` backend on a saved HF directory.
+    """`simple_evaluate` with an lm-eval backend (`resurface`: this project's, `hf`, `vllm`) on a saved HF directory.
 
     Returns the aggregate results and, per accuracy task, the per-item scores in doc order
     (so a before/after difference can get a paired standard error)."""
     import lm_eval
     from lm_eval.tasks import TaskManager
     from .device import current
+    if backend == "resurface":
+        from . import lm_backend  # noqa: F401  registers the backend with lm-eval
     place = current()
     # embedded tasks from their YAMLs; Hub profiles add lm-eval's own registry (lambada_openai, piqa, ...)
     tm = TaskManager(include_path=str(task_dir) if task_dir is not None else None,
@@ -58,7 +60,10 @@ def _without_env_report():
     subprocesses, 0.5 s a call and 68 calls a default study. We keep only scores; the study's report records
     the environment once. Nothing that scores is touched."""
     import lm_eval.evaluator
-    saved = lm_eval.evaluator.add_env_info
+    saved = getattr(lm_eval.evaluator, "add_env_info", None)
+    if saved is None:
+        raise RuntimeError("lm_eval.evaluator.add_env_info is gone (lm-eval renamed what resurface skips to keep "
+                           "`pip list` out of every evaluation); update evaluation._without_env_report")
     lm_eval.evaluator.add_env_info = lambda results: None
     try:
         yield

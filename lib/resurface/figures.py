@@ -154,24 +154,30 @@ def proxy_scatter(df, scores: list[str], corr: dict, title: str = "Scores before
 
 
 def recipe_grid(summary, title: str = "Recipe grid on dev items: mean Δ by schedule and budget"):
-    """One panel per budget: the mean headline delta (dev) per schedule, one line per relation x temperature."""
+    """One panel per budget: the mean headline delta (dev) per schedule, one marker per relation x temperature,
+    with a 95 % interval from the items (the grid's runs are single seeds)."""
+    import numpy as np
     budgets = sorted(summary["budget"].unique())
     fig, axes = figure("double", aspect=0.32, ncols=len(budgets), sharey=True)
     axes = axes if hasattr(axes, "__len__") else [axes]
     schedules = list(dict.fromkeys(summary["schedule"]))
+    d = summary.copy()
+    d["series"] = d["relation"] + d["temperature"].map(lambda t: "" if t != t else f" T={t:g}")
+    series = sorted(d["series"].unique(), key=lambda s: (RELATION_ORDER.index(s.split(" ")[0]), s))
+    width = 0.7 / max(1, len(series))
     for ax, b in zip(axes, budgets):
-        d = summary[summary["budget"] == b].copy()
-        d["series"] = d["relation"] + d["temperature"].map(lambda t: "" if t != t else f" T={t:g}")
-        for series, g in d.groupby("series"):
-            rel = series.split(" ")[0]
-            g = g.set_index("schedule").reindex(schedules)
-            ax.plot(schedules, g["headline_delta"], marker="o", color=RELATION_COLORS.get(rel, "grey"),
-                    ls="-" if "T=1" in series or rel in ("real_text", "replay") else "--", label=series, lw=1)
+        for k, name in enumerate(series):
+            g = d[(d["budget"] == b) & (d["series"] == name)].set_index("schedule").reindex(schedules)
+            x = np.arange(len(schedules)) - 0.35 + width * (k + 0.5)
+            rel = name.split(" ")[0]
+            ax.errorbar(x, g["headline_delta"], yerr=1.96 * g["item_se"].fillna(0), fmt="o" if "T=0" not in name
+                        else "s", color=RELATION_COLORS.get(rel, "grey"), ms=3, lw=0.8, capsize=1.5, label=name)
         ax.axhline(0, color="black", lw=0.6)
+        ax.set_xticks(range(len(schedules)), schedules)
         ax.set_title(f"budget {b} student tokens")
-        ax.set_xlabel("schedule")
+        ax.set_xlabel("fine-tuning schedule")
         ax.set_ylabel("Δ accuracy, dev items (points)" if b == budgets[0] else "")
-    axes[-1].legend(fontsize=5, loc="best")
+    axes[-1].legend(fontsize=5, bbox_to_anchor=(1.02, 1), loc="upper left", borderaxespad=0)
     fig.suptitle(title, fontsize=9)
     return fig
 
@@ -187,6 +193,6 @@ def strength_vs_delta(runs, title: str = "Improvement against source strength, b
     ax.axvline(0, color="black", lw=0.5, ls=":")
     ax.set_xlabel("source − student held-out bits/byte (negative: stronger source)")
     ax.set_ylabel("Δ accuracy, test items (points)")
-    ax.legend(fontsize=5)
+    ax.legend(fontsize=5, bbox_to_anchor=(1.02, 1), loc="upper left", borderaxespad=0)
     ax.set_title(title)
     return fig

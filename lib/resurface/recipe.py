@@ -15,7 +15,7 @@ import pandas as pd
 from . import verdicts
 from .cache import Cache
 from .config import StudyConfig
-from .transfer import build_plan, eval_tasks, headline, run_plan
+from .transfer import build_plan, eval_tasks, headline, item_deltas, run_plan
 from .zoo import Zoo
 from .zoo_checks import headline_tasks
 
@@ -29,7 +29,9 @@ def grid_plan(cfg: StudyConfig) -> list[dict]:
 def run_grid(cfg: StudyConfig, cache: Cache, zoo: Zoo) -> tuple[pd.DataFrame, dict]:
     """Every grid run on the DEV items; one row per run with its headline delta (headline tasks of the zoo)."""
     table, arts = run_plan(cfg, cache, zoo, grid_plan(cfg), eval_tasks(cfg, cache, zoo, "dev"), desc="recipe grid")
-    runs = headline(table, headline_tasks(cfg, cache, zoo))
+    tasks = headline_tasks(cfg, cache, zoo)
+    runs = headline(table, tasks)
+    runs["item_se"] = verdicts.per_run_paired_se(item_deltas(runs, arts, tasks))  # one run's noise from its items
     bpb = table[table["metric"] == "bits_per_byte"][["run_label", "delta"]].rename(columns={"delta": "bpb_gain"})
     return runs.merge(bpb, on="run_label", how="left"), arts
 
@@ -44,5 +46,6 @@ def grid_summary(runs: pd.DataFrame) -> pd.DataFrame:
     """Mean headline delta (dev, points) and bits/byte gain per schedule x budget x relation x temperature."""
     keys = ["schedule", "budget", "relation", "temperature"]
     return (runs.groupby(keys, dropna=False)
-            .agg(headline_delta=("headline_delta", "mean"), bpb_gain=("bpb_gain", "mean"), runs=("seed", "size"))
+            .agg(headline_delta=("headline_delta", "mean"), bpb_gain=("bpb_gain", "mean"), runs=("seed", "size"),
+                 item_se=("item_se", lambda se: float((se ** 2).mean() ** 0.5 / len(se) ** 0.5)))
             .reset_index())

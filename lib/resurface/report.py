@@ -50,8 +50,13 @@ def _load(out: Path, name: str) -> dict | None:
     return json.loads(p.read_text()) if p.exists() else None
 
 
+def _num(v, spec: str = "+.2f") -> str:
+    return "n/a" if v is None else format(v, spec)  # NaN is written to JSON as null
+
+
 def _cmp(c: dict) -> str:
-    return f"{c['estimate']:+.2f} [{c['lower']:+.2f}, {c['upper']:+.2f}], MDE {c['mde']:.2f}: {c['outcome']}"
+    return (f"{_num(c['estimate'])} [{_num(c['lower'])}, {_num(c['upper'])}], MDE {_num(c['mde'], '.2f')}: "
+            f"{c['outcome']}")
 
 
 def verdict_rows(out: Path) -> list[dict]:
@@ -67,7 +72,8 @@ def verdict_rows(out: Path) -> list[dict]:
                                 f"(one-sided bounds, Bonferroni): {comps}. Recipe: {f1['recipe']['schedule']}, "
                                 f"{f1['recipe']['budget']} tokens; headline tasks: {', '.join(f1['headline_tasks'])}"})
     if f2:
-        nums = "; ".join(f"{k}: partial ρ={v['rho']:.2f} [{v['ci_low']:.2f}, {v['ci_high']:.2f}] ({v['outcome']})"
+        nums = "; ".join(f"{k}: partial ρ={_num(v['rho'], '.2f')} [{_num(v['ci_low'], '.2f')}, "
+                         f"{_num(v['ci_high'], '.2f')}] ({v['outcome']})"
                          for k, v in f2["associations"].items())
         rows.append({"finding": "2. Intrinsic proxies fail", "paper": f2["claim"], "verdict": f2["verdict"],
                      "numbers": f"over {f2['n_points']} (student, source, temperature) points, equivalence band "

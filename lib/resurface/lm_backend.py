@@ -1,0 +1,170 @@
+"""An lm-eval model backend that scores at the speed of the forward pass (`model="resurface"`).
+
+lm-eval keeps owning tasks, prompts, metrics and aggregation; this class only answers its loglikelihood
+requests, with the same numbers as lm-eval's own `hf` backend (tested to 1e-5), but:
+- **a context is read once**: requests that share a context (the choices of one item) run the context
+  through the model once; every continuation is scored from its key/value cache. A one-token continuation
+  needs no second pass at all;
+- **only what is scored is normalised**: the log-softmax runs over the continuation positions, not over
+  every position of every padded row (lm-eval's `hf` normalises the whole [batch, length, vocabulary] block);
+- **each string is tokenized once**: a context shared by several choices is encoded once.
+
+It is registered with lm-eval's `register_model`, so `simple_evaluate(model="resurface", ...)` finds it,
+and it works with any causal LM that the Auto classes load from a directory (safetensors only).
+"""
+from __future__ import annotations
+
+import copy
+from collections import defaultdict
+
+import torch
+from lm_eval.api.model import TemplateLM
+from lm_eval.api.registry import register_model
+from lm_eval.models.utils import _add_special_kwargs, has_bos_prefix, resolve_max_length
+from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
+
+
+def _score(logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """log p(target) and whether target is the argmax, for [rows, positions, vocab] logits: one max, one
+    exp-sum and one gather over the vocabulary (no normalised copy of the logits, no separate argmax)."""
+    top = logits.amax(-1, keepdim=True)
+    chosen = logits.gather(2, target[..., None])
+    lse = (logits - top).exp_().sum(-1, keepdim=True).log_() + top
+    return (chosen - lse).squeeze(2), (chosen >= top).squeeze(2)
+
+
+@register_model("resurface")
+class ForwardPassLM(TemplateLM):
+    backend = "causal"
+
+    def __init__(self, pretrained: str, tokenizer: str | None = None, dtype: str = "float32", device: str = "cpu",
+                 batch_size: int | str = 32, max_length: int | None = None, **_ignored) -> None:
+        super().__init__()
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+        self.tokenizer = AutoTokenizer.from_pretrained(tokenizer or pretrained)
+        torch_dtype = getattr(torch, dtype) if isinstance(dtype, str) and dtype != "auto" else torch.float32
+        self.model = AutoModelForCausalLM.from_pretrained(pretrained, use_safetensors=True, dtype=torch_dtype)
+        self.model.to(device).eval()
+        self._device = torch.device(device)
+        self.batch_size = int(batch_size) if str(batch_size).isdigit() else 32
+        self._max_length = int(max_length) if max_length else resolve_max_length(self.model.config, self.tokenizer)
+        self._encoded: dict[tuple[str, bool | None], list[int]] = {}
+
+    # ------------------------------------------------------------ what TemplateLM needs
+
+    @property
+    def eot_token_id(self) -> int:
+        return self.tokenizer.eos_token_id
+
+    @property
+    def prefix_token_id(self) -> int:  # as lm-eval's hf backend: BOS when the tokenizer has one, else EOS
+        return self.tokenizer.bos_token_id if self.tokenizer.bos_token_id is not None else self.tokenizer.eos_token_id
+
+    @property
+    def max_length(self) -> int:
+        return self._max_length
+
+    @property
+    def device(self):
+        return self._device
+
+    def tok_encode(self, string: str, add_special_tokens: bool | None = None, **kwargs) -> list[int]:
+        """lm-eval's hf encoding rules, memoised: the context of every choice is encoded once."""
+        key = (string, add_special_tokens)
+        if key not in self._encoded:
+            special = _add_special_kwargs(add_special_tokens, None)
+            if add_special_tokens is None and has_bos_prefix(string, self.tokenizer.decode(self.prefix_token_id)):
+                special["add_special_tokens"] = False
+            self._encoded[key] = self.tokenizer.encode(string, **special)
+        return self._encoded[key]
+
+    def loglikelihood(self, requests, disable_tqdm: bool = False):
+        """Encode every string of the requests in one batched call first (the fast tokenizer encodes a batch in
+        parallel, and a context shared by several choices is encoded once), then lm-eval's own pairing."""
+        pairs, bare = set(), set()
+        for context, continuation in (r.args for r in requests):
+            if not context:  # scored from the prefix token: the continuation is encoded without special tokens
+                bare.add(continuation)
+                continue
+            n = len(context) - len(context.rstrip())
+            c, cont = (context[:-n], context[-n:] + continuation) if n else (context, continuation)
+            pairs.update((c, c + cont))
+        self._encode_all(sorted(pairs), None)
+        self._encode_all(sorted(bare), False)
+        return super().loglikelihood(requests, disable_tqdm=disable_tqdm)
+
+    def _encode_all(self, strings: list[str], add_special_tokens: bool | None) -> None:
+        """Fill tok_encode's memo for many strings at once, with tok_encode's own rules."""
+        bos = self.tokenizer.decode(self.prefix_token_id)
+        todo = [s for s in strings if (s, add_special_tokens) not in self._encoded
+                and not (add_special_tokens is None and has_bos_prefix(s, bos))]  # those go one by one
+        if todo:
+            ids = self.tokenizer(todo, **_add_special_kwargs(add_special_tokens, None))["input_ids"]
+            self._encoded.update(((s, add_special_tokens), i) for s, i in zip(todo, ids))
+
+    def generate_until(self, requests, disable_tqdm: bool = False):
+        raise NotImplementedError("the resurface backend scores log-likelihoods; use `hf` or `vllm` to generate")
+
+    # ------------------------------------------------------------ scoring
+
+    @torch.no_grad()
+    def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, **kwargs) -> list[tuple[float, bool]]:
+        """(log p(continuation | context), is greedy) per request, contexts shared."""
+        results: list[tuple[float, bool] | None] = [None] * len(requests)
+        groups: dict[tuple[int, ...], list[tuple[int, list[int]]]] = defaultdict(list)
+        for i, (_, ctx, cont) in enumerate(requests):
+            whole = (ctx + cont)[-(self.max_length + 1):]  # lm-eval truncates from the left
+            ctx_kept = whole[:len(whole) - len(cont)]
+            if not ctx_kept:  # the continuation alone fills the window: the first token has no context
+                ctx_kept, cont = whole[:1], whole[1:]
+            groups[tuple(ctx_kept)].append((i, cont))
+        by_length: dict[int, list[tuple[int, ...]]] = defaultdict(list)
+        for ctx in groups:
+            by_length[len(ctx)].append(ctx)
+        for length in sorted(by_length):
+            contexts = by_length[length]
+            for s in range(0, len(contexts), self.batch_size):
+                self._score_contexts(contexts[s:s + self.batch_size], groups, results)
+        return results  # type: ignore[return-value]
+
+    def _score_contexts(self, contexts: list[tuple[int, ...]], groups: dict, results: list) -> None:
+        """One forward over equal-length contexts, then their continuations from the contexts' cache."""
+        out = self.model(input_ids=torch.tensor(contexts, dtype=torch.long, device=self.device), use_cache=True)
+        first = out.logits[:, -1].float()  # predicts each continuation's first token
+        rows = sorted(((c, i, cont) for c, ctx in enumerate(contexts) for i, cont in groups[ctx]),
+                      key=lambda r: len(r[2]))  # similar lengths together: little padding
+        for s in range(0, len(rows), self.batch_size):
+            chunk = rows[s:s + self.batch_size]
+            longest = max(len(cont) for _, _, cont in chunk)
+            ctx_idx = torch.tensor([c for c, _, _ in chunk], device=self.device)
+            target = torch.tensor([cont + [0] * (longest - len(cont)) for _, _, cont in chunk], device=self.device)
+            mask = torch.tensor([[1] * len(cont) + [0] * (longest - len(cont)) for _, _, cont in chunk],
+                                dtype=torch.bool, device=self.device)
+            logp, greedy = _score(first[ctx_idx][:, None], target[:, :1])  # [rows, 1]
+            if longest > 1:  # the remaining tokens, read on top of the context's cache
+                cache = copy.deepcopy(out.past_key_values)
+                cache.reorder_cache(ctx_idx)
+                # right padding: a padded position is never attended by a real one (causal attention)
+                later = self.model(input_ids=target[:, :-1], past_key_values=cache, use_cache=True).logits
+                lp, g = _score(later.float(), target[:, 1:])
+                logp, greedy = torch.cat([logp, lp], dim=1), torch.cat([greedy, g], dim=1)
+            totals = (logp * mask).sum(1).tolist()
+            all_greedy = (greedy | ~mask).all(1).tolist()
+            for (_, i, _), ll, g in zip(chunk, totals, all_greedy):
+                results[i] = (ll, bool(g))
+
+    def loglikelihood_rolling(self, requests, disable_tqdm: bool = False) -> list[float]:
+        """Perplexity tasks: lm-eval's disjoint rolling windows, each scored as a (context, continuation) pair."""
+        windows, owner = [], []
+        for r, req in enumerate(requests):
+            (string,) = req.args
+            for ctx, cont in map(make_disjoint_window, get_rolling_token_windows(
+                    token_list=self.tok_encode(string), prefix_token=self.prefix_token_id,
+                    max_seq_len=self.max_length, context_len=1)):
+                windows.append((None, ctx, cont))
+                owner.append(r)
+        scores = self._loglikelihood_tokens(windows)
+        totals = [0.0] * len(requests)
+        for r, (ll, _) in zip(owner, scores):
+            totals[r] += ll
+        return totals
