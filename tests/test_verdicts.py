@@ -18,6 +18,9 @@ def test_judge_greater_holds_fails_and_is_inconclusive():
     # imprecise: cannot tell, and the MDE says why
     r = V.judge(0.0, rng.normal(0.0, 2.0, 2000), "greater", 0.5, 0.05, 0.8)
     assert r["outcome"] == "inconclusive" and r["mde"] > 0.5
+    # below the SESOI but without the power to see it: the rule says it cannot fail
+    weak = V.judge(0.0, rng.normal(0.0, 0.25, 2000), "greater", 0.5, 0.05, 0.8)
+    assert weak["upper"] < 0.5 < weak["mde"] and weak["outcome"] == "inconclusive"
     assert V.judge(-0.2, rng.normal(-0.2, 0.1, 2000), "noninferior", 0.5, 0.05, 0.8)["outcome"] == "holds"
     assert V.judge(-2.0, rng.normal(-2.0, 0.1, 2000), "noninferior", 0.5, 0.05, 0.8)["outcome"] == "fails"
 

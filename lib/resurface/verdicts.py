@@ -11,9 +11,10 @@ Two ideas run through all of it:
   bootstrap that resamples items (the same resample for every run, so comparisons stay paired) and, within
   each (student, source, temperature) cell, the seeds.
 - **An underpowered comparison is `inconclusive`, never a failure.** A claim `A > B` *holds* when the
-  one-sided lower bound of A - B is above zero; it *fails* only when the upper bound is below the smallest
-  effect of interest (SESOI, stated in params before any result), i.e. when the data rule out an effect that
-  would matter. Every comparison reports its minimum detectable effect (MDE) at the stated power.
+  one-sided lower bound of A - B is above zero; it *fails* when the data rule out an effect that would matter
+  (the upper bound below the smallest effect of interest, SESOI, stated in params before any result, with an
+  MDE no larger than the SESOI), or show a significant reversal (the upper bound below zero). Every
+  comparison reports its minimum detectable effect (MDE) at the stated power.
 """
 from __future__ import annotations
 
@@ -30,9 +31,11 @@ COMPARISON_RULE = (
     "m comparisons of one verdict), from a hierarchical bootstrap that resamples benchmark items (shared by "
     "all runs) and seeds (within each student x source x temperature cell). A claim `A > B` HOLDS when the "
     "lower bound of A - B is above 0, FAILS when the upper bound is below the smallest effect of interest "
-    "(SESOI), and is INCONCLUSIVE otherwise. A claim `A >= B` (non-inferiority) HOLDS when the lower bound is "
-    "above -SESOI and FAILS when the upper bound is below -SESOI. The minimum detectable effect is "
-    "MDE = (z[1 - alpha/m] + z[power]) x bootstrap SE; a comparison whose MDE exceeds the SESOI cannot fail.")
+    "(SESOI) while its MDE does not exceed the SESOI (the data rule out an effect that matters, with the power "
+    "to see one), or when the upper bound is below 0 (a significant reversal), and is INCONCLUSIVE otherwise. A "
+    "claim `A >= B` (non-inferiority) HOLDS when the lower bound is above -SESOI and FAILS when the upper bound "
+    "is below -SESOI. The minimum detectable effect is MDE = (z[1 - alpha/m] + z[power]) x bootstrap SE; a "
+    "comparison whose MDE exceeds the SESOI cannot fail for lack of an effect, only by a significant reversal.")
 
 TRANSFER_RULE = (
     "Finding 1, per student and pooled over students (the pooled verdict is the headline). Outcome: the "
@@ -106,13 +109,19 @@ def judge(estimate: float, boot: np.ndarray, kind: str, sesoi: float, alpha: flo
     se = float(boot.std(ddof=1))
     lo, hi = float(np.quantile(boot, alpha)), float(np.quantile(boot, 1 - alpha))
     mde = (_z(1 - alpha) + _z(power)) * se
+    # COMPARISON_RULE: a claim fails on a significant reversal, or when the data rule out the SESOI with the
+    # power to see it; a comparison whose MDE exceeds the SESOI cannot fail for lack of an effect
+    powered = mde <= sesoi
     if kind == "greater":
-        outcome = "holds" if lo > 0 else "fails" if hi < sesoi else "inconclusive"
+        reversed_, absent = hi < 0, hi < sesoi and powered
+        outcome = "holds" if lo > 0 else "fails" if reversed_ or absent else "inconclusive"
     elif kind == "noninferior":
-        outcome = "holds" if lo > -sesoi else "fails" if hi < -sesoi else "inconclusive"
+        reversed_, absent = hi < -sesoi, False
+        outcome = "holds" if lo > -sesoi else "fails" if reversed_ else "inconclusive"
     else:
         raise ValueError(f"unknown comparison kind {kind}")
-    why = {"holds": "bound clears the threshold", "fails": "the data rule out an effect of the SESOI",
+    why = {"holds": "bound clears the threshold",
+           "fails": "a significant reversal" if reversed_ else "the data rule out an effect of the SESOI",
            "inconclusive": "MDE exceeds the SESOI" if mde > sesoi else "the CI straddles the thresholds"}[outcome]
     return {"estimate": float(estimate), "lower": lo, "upper": hi, "se": se, "mde": float(mde),
             "outcome": outcome, "why": why}
