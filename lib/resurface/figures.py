@@ -60,7 +60,7 @@ def transfer_heatmap(runs, value: str = "headline_delta", title: str = "Mean imp
     return fig
 
 
-def relation_deltas(summary, title: str, ylabel: str = "Δ accuracy vs untouched student (points)"):
+def relation_deltas(summary, title: str, ylabel: str = "Δ accuracy vs untouched\nstudent (points)"):
     """Mean delta per relation with its 95 % CI; summary rows: relation, mean, ci_low, ci_high."""
     import numpy as np
     rows = [r for r in RELATION_ORDER if r in set(summary["relation"])]

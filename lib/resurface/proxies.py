@@ -198,13 +198,14 @@ def proxy_table(cfg, cache: Cache, zoo, runs, arts: dict):
 COVARIATES = ["student", "relation", "temperature"]  # partialled out: a proxy must predict within them
 
 
-def finding2(cfg, df) -> dict:
-    """Apply verdicts.PROXY_RULE to the proxy table."""
+def finding2(cfg, df, axis_ok: bool = True) -> dict:
+    """Apply verdicts.PROXY_RULE to the proxy table (and CAPABILITY_RULE's last sentence)."""
     from . import verdicts
     a = cfg.analysis
     th = verdicts.Thresholds(alpha=a.alpha, power=a.power, sesoi=a.sesoi_points, proxy_rho0=a.proxy_rho0,
                              bootstrap=a.bootstrap, seed=cfg.seed)
-    return verdicts.proxy_verdict(df, {s: k for s, k in SCORES.items() if s in df}, "headline_delta", COVARIATES, th)
+    v = verdicts.proxy_verdict(df, {s: k for s, k in SCORES.items() if s in df}, "headline_delta", COVARIATES, th)
+    return verdicts.without_capability(v, axis_ok)
 
 
 def benchmark_embeddings(cache: Cache, zoo, tasks: Artifact) -> Artifact:

@@ -267,7 +267,8 @@ def item_deltas(runs: pd.DataFrame, arts: dict, tasks: list[str], kind: str = "i
                               for r in runs.itertuples()]) for t in tasks]
 
 
-def finding1(cfg: StudyConfig, table: pd.DataFrame, arts: dict, labels: pd.DataFrame, tasks: list[str]):
+def finding1(cfg: StudyConfig, table: pd.DataFrame, arts: dict, labels: pd.DataFrame, tasks: list[str],
+             axis_ok: bool = True):
     """The per-run table and the verdicts of finding 1 (accuracy headline, and margins as a secondary outcome)."""
     import numpy as np
     from . import verdicts
@@ -286,7 +287,7 @@ def finding1(cfg: StudyConfig, table: pd.DataFrame, arts: dict, labels: pd.DataF
     runs["margin_delta"] = np.mean([m.mean(1) for m in margins], axis=0)
     secondary = verdicts.transfer_verdict(runs, margins, verdicts.Thresholds(
         alpha=a.alpha, power=a.power, sesoi=a.margin_sesoi_nats, bootstrap=a.bootstrap, seed=cfg.seed))
-    return runs, verdict, secondary
+    return runs, verdicts.without_capability(verdict, axis_ok), verdicts.without_capability(secondary, axis_ok)
 
 
 def main(argv=None) -> int:

@@ -70,7 +70,19 @@ RECIPE_RULE = (
 CAPABILITY_RULE = (
     "A task enters the headline only if it rises along the lineage on the DEV items: every step of the "
     "capability axis (earlier checkpoint -> later checkpoint -> final -> larger member) improves its accuracy "
-    "by more than the step's paired standard error. A task that does not is reported and left out.")
+    "by more than the step's paired standard error. A task that does not is reported and left out. If no task "
+    "passes, every accuracy task is reported, and no verdict of findings 1 and 2 can be more than "
+    "`inconclusive`: the benchmarks do not measure what a resurfaced capability would change.")
+
+NO_CAPABILITY = "no benchmark task rose along the capability axis (CAPABILITY_RULE)"
+
+
+def without_capability(verdict: dict, axis_ok: bool) -> dict:
+    """CAPABILITY_RULE's last sentence, applied to a finished verdict."""
+    if axis_ok:
+        return verdict
+    return {**verdict, "verdict": "inconclusive", "verdict_before_capability_rule": verdict["verdict"],
+            "why": NO_CAPABILITY}
 
 LABEL_RULE = (
     "Every relation label is checked per student on held-out lineage text (documents no benchmark uses), as "

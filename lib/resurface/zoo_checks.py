@@ -129,8 +129,14 @@ def capability_check(cfg: StudyConfig, cache: Cache, zoo: Zoo) -> pd.DataFrame:
 
 
 def headline_tasks(cfg: StudyConfig, cache: Cache, zoo: Zoo) -> list[str]:
-    """The accuracy tasks that passed the capability axis (all accuracy tasks when there is no axis)."""
+    """The accuracy tasks that passed the capability axis (all accuracy tasks when there is no axis, or when
+    none passed: then `axis_passed` is False and no verdict can be more than `inconclusive`)."""
     check = capability_check(cfg, cache, zoo)
-    if check.empty:
-        return accuracy_tasks(cfg)
-    return sorted(check.loc[check["task_in_headline"], "task"].unique())
+    passed = sorted(check.loc[check["task_in_headline"], "task"].unique()) if not check.empty else []
+    return passed or accuracy_tasks(cfg)
+
+
+def axis_passed(cfg: StudyConfig, cache: Cache, zoo: Zoo) -> bool:
+    """Whether some task rose along the capability axis (True when the profile names no axis)."""
+    check = capability_check(cfg, cache, zoo)
+    return check.empty or bool(check["task_in_headline"].any())
