@@ -46,20 +46,6 @@ def loss_curves(histories, title: str = "Pretraining loss"):
     return fig
 
 
-def transfer_heatmap(runs, value: str = "headline_delta", title: str = "Mean improvement (points)"):
-    """Student x source heatmap of the mean headline delta over temperatures and seeds."""
-    import numpy as np
-    pivot = runs.pivot_table(index="student", columns="source", values=value, aggfunc="mean")
-    fig, ax = figure("double", aspect=0.28 + 0.08 * len(pivot))
-    lim = float(np.nanmax(np.abs(pivot.values))) or 1.0
-    sns.heatmap(pivot, annot=True, fmt=".2f", cmap="RdBu", vmin=-lim, vmax=lim, ax=ax,
-                cbar_kws={"label": "Δ accuracy (points)"})
-    ax.set_xlabel("source of the synthetic corpus")
-    ax.set_ylabel("student")
-    ax.set_title(title)
-    return fig
-
-
 def relation_deltas(summary, title: str, ylabel: str = "Δ accuracy vs untouched\nstudent (points)"):
     """Mean delta per relation with its 95 % CI; summary rows: relation, mean, ci_low, ci_high."""
     import numpy as np

@@ -264,7 +264,3 @@ def proxy_scores(cache: Cache, zoo, student: str, corpus: Artifact) -> Artifact:
 
     return cache.get_or_build("proxies", f"{student}--{corpus.name}", p.model_dump(), build,
                               inputs=[zoo.models[student], corpus, zoo.corpora["lineage"]], stage="proxies")
-
-
-def correlations(df, seed: int = 0) -> dict[str, dict]:
-    return {score: correlation(df[score], df["headline_delta"], seed=seed) for score in SCORES if score in df}

@@ -12,12 +12,11 @@ import itertools
 
 import pandas as pd
 
-from . import verdicts
 from .cache import Cache
 from .config import StudyConfig
 from .transfer import build_plan, eval_tasks, headline, item_deltas, run_plan
 from .zoo import Zoo
-from .zoo_checks import headline_tasks
+from . import verdicts, zoo_checks
 
 
 def grid_plan(cfg: StudyConfig) -> list[dict]:
@@ -29,7 +28,7 @@ def grid_plan(cfg: StudyConfig) -> list[dict]:
 def run_grid(cfg: StudyConfig, cache: Cache, zoo: Zoo) -> tuple[pd.DataFrame, dict]:
     """Every grid run on the DEV items; one row per run with its headline delta (headline tasks of the zoo)."""
     table, arts = run_plan(cfg, cache, zoo, grid_plan(cfg), eval_tasks(cfg, cache, zoo, "dev"), desc="recipe grid")
-    tasks = headline_tasks(cfg, cache, zoo)
+    tasks, _ = zoo_checks.headline(cfg, cache, zoo)
     runs = headline(table, tasks)
     runs["item_se"] = verdicts.per_run_paired_se(item_deltas(runs, arts, tasks))  # one run's noise from its items
     bpb = table[table["metric"] == "bits_per_byte"][["run_label", "delta"]].rename(columns={"delta": "bpb_gain"})

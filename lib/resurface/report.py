@@ -26,7 +26,6 @@ CAPTIONS = {
                          "relation: does relation matter beyond strength?",
     "recipe_grid": "The recipe grid (dev items): mean improvement per fine-tuning schedule and budget, per "
                    "relation and temperature.",
-    "transfer_heatmap": "Finding 1. Mean improvement per student and source, over temperatures and seeds.",
     "transfer_per_task": "Finding 1. Improvement per benchmark task and relation, 95 % CI.",
     "proxies_scatter": "Finding 2. Scores computed before fine-tuning against the improvement (one point per "
                        "student, source and temperature); partial Spearman ρ with 95 % bootstrap CI.",

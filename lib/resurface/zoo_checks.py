@@ -128,15 +128,15 @@ def capability_check(cfg: StudyConfig, cache: Cache, zoo: Zoo) -> pd.DataFrame:
     return verdicts.capability_axis(axis, items, accuracy_tasks(cfg))
 
 
-def headline_tasks(cfg: StudyConfig, cache: Cache, zoo: Zoo) -> list[str]:
-    """The accuracy tasks that passed the capability axis (all accuracy tasks when there is no axis, or when
-    none passed: then `axis_passed` is False and no verdict can be more than `inconclusive`)."""
-    check = capability_check(cfg, cache, zoo)
+def headline_from(check: pd.DataFrame, cfg: StudyConfig) -> tuple[list[str], bool]:
+    """(headline tasks, whether the capability axis passed) from `capability_check`'s table.
+
+    The tasks are those that rose along the axis; all accuracy tasks when there is no axis, or when none rose
+    (then the axis did not pass, and no verdict of findings 1-2 can be more than `inconclusive`)."""
     passed = sorted(check.loc[check["task_in_headline"], "task"].unique()) if not check.empty else []
-    return passed or accuracy_tasks(cfg)
+    return passed or accuracy_tasks(cfg), check.empty or bool(passed)
 
 
-def axis_passed(cfg: StudyConfig, cache: Cache, zoo: Zoo) -> bool:
-    """Whether some task rose along the capability axis (True when the profile names no axis)."""
-    check = capability_check(cfg, cache, zoo)
-    return check.empty or bool(check["task_in_headline"].any())
+def headline(cfg: StudyConfig, cache: Cache, zoo: Zoo) -> tuple[list[str], bool]:
+    """notebook 00's capability axis, read back from the cache: (headline tasks, axis passed)."""
+    return headline_from(capability_check(cfg, cache, zoo), cfg)
