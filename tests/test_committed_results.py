@@ -9,7 +9,6 @@ import pytest
 
 from resurface import verdicts
 from resurface.config import load_config
-from resurface.memorization import memorization_verdict
 from resurface.proxies import finding2
 
 OUT = Path(__file__).resolve().parents[1] / "outputs" / "default"
@@ -51,8 +50,16 @@ def test_proxies_finding_follows_from_the_table():
         assert a["rho"] == pytest.approx(f["associations"][score]["rho"])
 
 
-def test_memorization_finding_follows_from_the_table():
+def test_memorization_finding_follows_from_the_tables():
     f = _finding("04_memorization")
-    runs = pd.read_csv(OUT / "tables" / "memorization_runs.csv")
-    again = memorization_verdict(runs, f["extraction_before"], seed=0)
-    assert again["verdict"] == f["verdict"]
+    seq = pd.read_csv(OUT / "tables" / "memorization_per_sequence.csv")
+    gates = pd.read_csv(OUT / "tables" / "memorization_gate.csv")
+    assert f["gate_share"] == pytest.approx(gates["tokens_in_matches"].sum() / gates["tokens"].sum())
+    assert f["n_memorized"] == int((seq["extracted_before"] == 1).sum())
+    sec = f["secondary"]
+    assert sec["before"] == pytest.approx(seq["advantage_before"].mean())
+    for src, r in sec["per_source"].items():
+        assert r["after"] == pytest.approx(seq[f"advantage_{src}"].mean())
+    m = load_config("default").memorization
+    if f["n_memorized"] < m.min_memorized or f["gate_share"] > m.gate_max:
+        assert f["verdict"] == "inconclusive"

@@ -155,3 +155,11 @@ def test_a_profile_can_extend_another(tmp_path, monkeypatch):
     (tmp_path / "b.yaml").write_text("extends: a\n")
     with pytest.raises(ConfigError, match="leads back to itself"):
         load_config("a")
+
+
+def test_canaries_beyond_their_share_stop_before_any_compute():
+    """The twin's canaries must stay rare (issue 18): a design above canaries.max_share is refused."""
+    with pytest.raises(ConfigError, match=r"canary copies would be 4\.5 % of the twin's pretraining tokens"):
+        load_config("default", {"canaries.counts": [24, 48]})
+    with pytest.raises(ConfigError, match="window"):
+        load_config("default", {"canaries.window": [0.9, 0.1]})

@@ -5,7 +5,10 @@ import numpy as np
 import pytest
 import torch
 
-from resurface.memorization import extraction, memorization_verdict
+import pandas as pd
+
+from resurface.memorization import extraction, regurgitation_share, suffix_nll
+from resurface.verdicts import Thresholds, exact_sign_test, memorization_verdict, paired_sign_tests
 from resurface.training import train_lm
 
 V = 64
@@ -49,16 +52,84 @@ def test_prefix_length_matters(memorizer):
     assert not extraction(trained, shifted, 32, 32)["extracted"].all()
 
 
-def test_memorization_verdict_rule():
-    import pandas as pd
-    runs = pd.DataFrame({"relation": ["self"] * 4, "rate_before": [0.8] * 4, "rate_after": [0.0, 0.0, 0.01, 0.0],
-                         "headline_delta": [0.5, 0.2, -0.1, 0.4]})
-    assert memorization_verdict(runs, 0.8)["verdict"] == "supported"
-    runs2 = runs.assign(rate_after=[0.6, 0.5, 0.55, 0.6])
-    assert memorization_verdict(runs2, 0.8)["verdict"] == "not supported"
-    assert memorization_verdict(runs, 0.05)["verdict"] == "inconclusive"  # nothing to forget
-    runs3 = runs.assign(headline_delta=[-3.0, -2.5, -2.8, -3.1])
-    assert memorization_verdict(runs3, 0.8)["verdict"] == "not supported"
+def _values(after_rate: float, n_seq: int = 40, seeds: int = 3, rng_seed: int = 0) -> pd.DataFrame:
+    """Untouched model extracts every sequence; self-training leaves each extracted with `after_rate`."""
+    rng = np.random.default_rng(rng_seed)
+    rows = [{"source": "untouched", "relation": "untouched", "temperature": np.nan, "seed": np.nan,
+             "canary_id": i, "extracted": 1.0} for i in range(n_seq)]
+    for src, rel in (("twin", "self"), ("real-text", "real_text")):
+        for s in range(seeds):
+            rows += [{"source": src, "relation": rel, "temperature": 1.0 if rel == "self" else np.nan, "seed": s,
+                      "canary_id": i, "extracted": float(rng.random() < after_rate)} for i in range(n_seq)]
+    return pd.DataFrame(rows)
+
+
+def _cap(mean: float, sd: float = 0.1):
+    return (mean, np.random.default_rng(1).normal(mean, sd, 2000))
+
+
+TH = Thresholds(bootstrap=1000)
+
+
+def _verdict(values, cap=0.2, n_memorized=40, gate=0.0):
+    return memorization_verdict(values, "extracted", {"twin": _cap(cap), "real-text": _cap(0.0)}, n_memorized,
+                                gate, TH, margin=0.5, min_memorized=30, self_source="twin")
+
+
+def test_memorization_rule_supports_a_full_drop_with_capability_kept():
+    v = _verdict(_values(0.0))
+    assert v["verdict"] == "supported" and v["per_source"]["twin"]["relative_drop"] == 1.0
+    assert v["per_source"]["twin"]["capability"]["outcome"] == "holds"
+
+
+def test_memorization_rule_fails_a_partial_drop_or_lost_capability():
+    half = _verdict(_values(0.5))
+    assert half["verdict"] == "not supported" and half["per_source"]["twin"]["drop_upper"] < 0.95
+    assert _verdict(_values(0.0), cap=-3.0)["verdict"] == "not supported"
+
+
+def test_memorization_rule_is_inconclusive_without_its_preconditions():
+    few = _verdict(_values(0.0), n_memorized=10)
+    assert few["verdict"] == "inconclusive" and "10 memorized" in few["why"]
+    dirty = _verdict(_values(0.0), gate=0.05)
+    assert dirty["verdict"] == "inconclusive" and "contaminated" in dirty["why"]
+    # a drop near the threshold with a wide CI: neither supported nor ruled out
+    near = _verdict(_values(0.06, n_seq=30, seeds=1, rng_seed=3))
+    assert near["per_source"]["twin"]["drop_upper"] >= 0.95 and near["verdict"] in ("inconclusive", "supported")
+
+
+def test_secondary_measure_needs_something_to_forget():
+    v = _values(0.0).rename(columns={"extracted": "advantage"})
+    v["advantage"] = np.where(v["source"] == "untouched", 0.0, 0.0)
+    out = memorization_verdict(v, "advantage", {"twin": _cap(0.2)}, 40, 0.0, TH, 0.5, 1, "twin")
+    assert out["verdict"] == "inconclusive" and "nothing to forget" in out["why"]
+
+
+def test_exact_sign_test_matches_the_binomial():
+    assert exact_sign_test(0, 5) == pytest.approx(2 / 32)
+    assert exact_sign_test(3, 3) == 1.0 and exact_sign_test(0, 0) == 1.0
+    assert exact_sign_test(1, 9) == pytest.approx(2 * 11 / 1024)
+
+
+def test_paired_sign_tests_count_sequences():
+    t = paired_sign_tests(_values(0.0, n_seq=12), "extracted", "twin").set_index("comparison")
+    assert t.loc["untouched vs twin", "first_higher"] == 12
+    assert t.loc["untouched vs twin", "p_exact"] == pytest.approx(2 / 2 ** 12)
+
+
+def test_regurgitation_gate_counts_only_long_matches():
+    canary = list(range(100, 164))
+    docs = [[1] * 10 + canary[5:25] + [2] * 10,   # a 20-token copy: inside the gate
+            [1] * 10 + canary[30:45] + [2] * 10,  # 15 tokens: below 16, not counted
+            [3] * 40]
+    g = regurgitation_share(docs, [canary], k=16)
+    assert g["tokens_in_matches"] == 20 and g["documents_with_a_match"] == 1
+    assert g["share"] == pytest.approx(20 / (40 + 35 + 40))
+
+
+def test_suffix_nll_is_lower_for_a_memorized_sequence(memorizer):
+    trained, _, seqs, unseen = memorizer
+    assert suffix_nll(trained, seqs).max() < 0.1 < suffix_nll(trained, unseen).min()
 
 
 def test_memorized_evals_split_names():

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from resurface.canaries import load_canaries, plant
-from resurface.config import ModelConfig
+from resurface.config import ModelConfig, load_config
 from resurface.zoo import hf_config, load_blocks, load_model
 
 
@@ -26,14 +26,41 @@ def test_save_load_round_trip_safetensors_only(tmp_path, arch):
     assert torch.allclose(model(x).logits, back(x).logits, atol=1e-6)
 
 
-def test_plant_puts_every_copy_before_the_horizon():
-    docs = [[5] * 50 for _ in range(100)]
-    canaries = [{"token_ids": [9, 9, 9], "count": 4}, {"token_ids": [8, 8], "count": 2}]
-    out = plant(docs, canaries, horizon_tokens=2000, seed=0)
-    assert sum(d == [9, 9, 9] for d in out) == 4 and sum(d == [8, 8] for d in out) == 2
-    pos = np.cumsum([0] + [len(d) + 1 for d in out])
-    last = max(p for p, d in zip(pos, out) if d in ([9, 9, 9], [8, 8]))
-    assert last < 2000
+def _copies(out, ids):
+    """(document, offset) of every occurrence of `ids` inside the planted documents."""
+    n = len(ids)
+    return [(di, o) for di, d in enumerate(out) for o in range(len(d) - n + 1) if d[o:o + n] == ids]
+
+
+def test_plant_puts_copies_inside_documents_in_the_window():
+    docs = [[5] * 200 for _ in range(100)]  # 20k tokens (+ an end-of-text per document)
+    canaries = [{"token_ids": [9, 9, 9, 9], "count": 6}, {"token_ids": [8, 8, 8], "count": 3}]
+    out = plant(docs, canaries, horizon_tokens=20000, seed=0, window=(0.5, 1.0), margin_tokens=16)
+    assert len(out) == len(docs)  # inside documents: no new document appears
+    nines, eights = _copies(out, [9, 9, 9, 9]), _copies(out, [8, 8, 8])
+    assert len(nines) == 6 and len(eights) == 3
+    starts = np.cumsum([0] + [len(d) + 1 for d in out])
+    for di, off in nines + eights:
+        n = 4 if out[di][off] == 9 else 3
+        assert off >= 16 and len(out[di]) - (off + n) >= 16  # never at a document edge (= next to end-of-text)
+        assert 0.45 * 20000 <= starts[di] + off < 20000      # in the second half of the horizon
+    # copies keep their distance from each other
+    for di in {d for d, _ in nines + eights}:
+        offs = sorted(o for d, o in nines + eights if d == di)
+        assert all(b - a >= 16 for a, b in zip(offs, offs[1:]))
+
+
+def test_plant_respects_word_starts_and_refuses_what_cannot_fit():
+    docs = [[1, 2] * 100 for _ in range(50)]  # only token 2 begins a word
+    word_start = np.zeros(10, bool)
+    word_start[2] = True
+    out = plant(docs, [{"token_ids": [9, 9], "count": 5}], 10000, 0, (0.0, 1.0), 8, word_start)
+    for di, off in _copies(out, [9, 9]):
+        assert out[di][off + 2] == 2  # the copy stands before a word start, not inside a word
+    with pytest.raises(ValueError, match="more than the"):
+        plant(docs, [{"token_ids": [9] * 64, "count": 200}], 10000, 0)
+    with pytest.raises(ValueError, match="window"):
+        plant(docs, [{"token_ids": [9], "count": 1}], 10000, 0, (0.8, 0.2))
 
 
 def test_smoke_zoo_models_load_and_checkpoints_exist(smoke_zoo):
@@ -55,26 +82,21 @@ def test_lineage_shares_stream_and_larger_reads_further(smoke_zoo):
     assert large["meta"]["tokens_seen"] > small["meta"]["tokens_seen"]
 
 
-def test_all_canary_copies_are_in_the_stream(smoke_zoo, smoke_cache):
+def test_all_canary_copies_are_in_the_twin_stream_only(smoke_zoo, smoke_cache):
     recs = load_canaries(smoke_zoo.canaries)
-    stream_dir = next((smoke_cache / "streams").glob("lineage-lineage-d0-*"))
-    flat = np.load(stream_dir / "blocks.npy", allow_pickle=False).reshape(-1).tolist()
-    s = " ".join(map(str, flat))
+    assert {r["split"] for r in recs} == {"dev", "heldout", "control"}
+    streams = {}
+    for d in (smoke_cache / "streams").glob("lineage-lineage-d0-*"):
+        meta = json.loads((d / "manifest.json").read_text())["meta"]
+        flat = np.load(d / "blocks.npy", allow_pickle=False).reshape(-1).tolist()
+        streams["twin" if "canary_copies" in meta else "students"] = (" ".join(map(str, flat)), meta)
+    assert set(streams) == {"twin", "students"}
+    twin, meta = streams["twin"]
+    assert meta["canary_share"] <= load_config("smoke").canaries.max_share
     for r in recs:
-        found = s.count(" ".join(map(str, r["token_ids"][:40])))
-        assert found == r["count"], (r["count"], found)
-
-
-def test_plant_with_many_copies_stays_inside_the_horizon():
-    """Regression: inserted copies shift later documents; the last copy must still end before the horizon."""
-    docs = [[5] * 100 for _ in range(400)]  # 40k tokens
-    canaries = [{"token_ids": [9] * 64, "count": 100}, {"token_ids": [8] * 64, "count": 20}]  # ~7.8k tokens
-    out = plant(docs, canaries, horizon_tokens=20000, seed=0)
-    pos = np.cumsum([0] + [len(d) + 1 for d in out])
-    ends = [p + len(d) for p, d in zip(pos, out) if d[0] in (8, 9)]
-    assert len(ends) == 120 and max(ends) < 20000
-    with pytest.raises(ValueError, match="more than the"):
-        plant(docs, canaries, horizon_tokens=5000, seed=0)
+        key = " ".join(map(str, r["token_ids"][:40]))
+        assert twin.count(key) == r["count"], (r["count"], r["split"])
+        assert streams["students"][0].count(key) == 0  # the students never see a canary
 
 
 def test_a_pickled_checkpoint_is_never_loaded(tmp_path):

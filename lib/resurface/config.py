@@ -71,12 +71,27 @@ class CanaryConfig(Strict):
     per_count: int = Field(gt=0)
     length_tokens: int = Field(64, ge=16)
     dev_fraction: float = Field(0.5, gt=0, lt=1)
+    controls: int = Field(0, ge=0, description="passages of the same source that are never planted: the "
+                                               "baseline of the continuous memorization measure")
+    window: tuple[float, float] = Field((0.0, 1.0), description="the stretch of the twin's pretraining (fractions "
+                                        "of its tokens) over which the copies are spread evenly")
+    margin_tokens: int = Field(16, ge=1, description="least distance of a copy from its document's edges and "
+                                                     "from another copy")
+    max_share: float = Field(0.02, gt=0, lt=1, description="the most the copies may be of the twin's "
+                                                           "pretraining tokens")
+    seed: int = Field(0, description="which passages are drawn (shuffle seed of the canary source's paragraphs)")
 
     @model_validator(mode="after")
     def _positive_counts(self):
         if any(c <= 0 for c in self.counts):
             raise ValueError(f"canary duplication counts {self.counts} must all be positive")
+        if not 0 <= self.window[0] < self.window[1] <= 1:
+            raise ValueError(f"canaries.window {list(self.window)} must satisfy 0 <= start < end <= 1")
         return self
+
+    def share(self, tokens: int) -> float:
+        """The planted copies' share of a pretraining run of `tokens` tokens."""
+        return sum(self.counts) * self.per_count * self.length_tokens / tokens
 
 
 class GgufSource(Strict):
@@ -227,6 +242,8 @@ class AnalysisConfig(Strict):
     bootstrap: int = Field(2000, ge=100)
     sibling_tolerance_bpb: float = Field(0.01, gt=0, description="how close an equal-strength sibling must be")
     label_documents: int = Field(200, gt=10, description="held-out documents for the zoo's strength checks")
+    noninferiority_points: float = Field(0.5, gt=0, description="finding 3: capability is kept when its delta's "
+                                         "lower bound is above minus this many points")
 
 
 class MemorizationConfig(Strict):
@@ -237,6 +254,11 @@ class MemorizationConfig(Strict):
     prefix_len: int = Field(32, gt=0)
     suffix_len: int = Field(32, gt=0)
     batch_size: int = Field(64, gt=0)
+    min_memorized: int = Field(30, ge=1, description="memorized held-out sequences the verdict needs")
+    gate_tokens: int = Field(16, ge=4, description="the validity gate counts sample tokens inside a match this "
+                                                   "long with a canary")
+    gate_max: float = Field(0.01, gt=0, lt=1, description="above this share of the twin's own sample tokens, "
+                                                          "the test is contaminated")
     memorized_evals: int = Field(1000, gt=0, description="Hub profiles: sequences sampled from "
                                                          "EleutherAI/pythia-memorized-evals per student")
 
@@ -305,6 +327,11 @@ class StudyConfig(Strict):
         if twin is not None:
             if twin not in models or not models[twin].canaries:
                 raise ValueError(f"memorization.twin `{twin}` must be a zoo model trained with canaries")
+            t = models[twin]
+            share = self.canaries.share(t.steps * t.batch_size * self.zoo.seq_len) if self.canaries else 0.0
+            if share > self.canaries.max_share:
+                raise ValueError(f"the canary copies would be {100 * share:.1f} % of the twin's pretraining tokens, "
+                                 f"above canaries.max_share = {100 * self.canaries.max_share:g} %")
             refs += list(self.memorization.sources)
         for s in self.transfer.students:
             if s in models and models[s].canaries:

@@ -82,39 +82,60 @@ def per_task_deltas(table, title: str = "Per task, mean Δ with 95 % CI"):
     return fig
 
 
-def extraction_by_count(groups, title: str = "Held-out canary extraction, before and after"):
-    """Extraction rate per duplication count: the untouched student vs after fine-tuning, per relation."""
-    h = groups[groups["split"] == "heldout"]
-    before = h.groupby(["student", "count"])["extraction_before"].mean().reset_index()
-    fig, ax = figure("single", aspect=0.8)
-    sns.lineplot(data=before, x="count", y="extraction_before", color="black", marker="o", ax=ax,
-                 label="before (untouched)", errorbar=None)
-    order = [r for r in RELATION_ORDER if r in set(h["relation"])]
-    sns.lineplot(data=h, x="count", y="extraction_after", hue="relation", hue_order=order, palette=RELATION_COLORS,
-                 marker="o", ax=ax, errorbar=("ci", 95))
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("duplication count in pretraining")
-    ax.set_ylabel("32-token extraction rate")
-    ax.set_ylim(-0.02, 1.02)
-    ax.set_title(title)
+MEASURE_LABELS = {"extracted": "exact extraction of the\nmemorized held-out set",
+                  "advantage": "likelihood advantage of held-out\ncanaries (nats / token)"}
+
+
+def memorization_before_after(verdicts: list[dict], title: str = "Memorization before and after fine-tuning"):
+    """One panel per measure (MEMORIZATION_RULE): the untouched model's level (black line, grey band = 95 % CI)
+    and each source's level after fine-tuning, with 95 % CIs over sequences and seeds."""
+    import numpy as np
+    fig, axes = figure("double", aspect=0.36, ncols=len(verdicts))
+    axes = np.atleast_1d(axes)
+    for ax, v in zip(axes, verdicts):
+        ax.set_ylabel(MEASURE_LABELS.get(v["measure"], v["measure"]))
+        ps = v["per_source"]
+        if not ps:
+            ax.text(0.5, 0.5, "the untouched model extracts no held-out\nsequence: nothing to forget", ha="center",
+                    va="center", transform=ax.transAxes, fontsize=7)
+            ax.set_xticks([])
+            continue
+        order = sorted(ps, key=lambda k: RELATION_ORDER.index(ps[k]["relation"]) if ps[k]["relation"]
+                       in RELATION_ORDER else 99)
+        ax.axhline(v["before"], color="black", lw=0.8, label="before (untouched)")
+        lo, hi = v.get("before_ci", [np.nan, np.nan])
+        if np.isfinite(lo):
+            ax.axhspan(lo, hi, color="black", alpha=0.08, lw=0)
+        for x, src in enumerate(order):
+            r = ps[src]
+            ax.errorbar(x, r["after"], yerr=[[r["after"] - r["after_ci"][0]], [r["after_ci"][1] - r["after"]]],
+                        fmt="o", capsize=2, lw=0.8, color=RELATION_COLORS.get(r["relation"], "grey"))
+        ax.set_xticks(range(len(order)), [f"{s}\n({RELATION_LABELS.get(ps[s]['relation'], ps[s]['relation'])})"
+                                          for s in order], rotation=30, ha="right", fontsize=6)
+        ax.axhline(0, color="grey", lw=0.5)
+        ax.legend(fontsize=6, loc="upper right")
+    fig.suptitle(title, fontsize=9)
     return fig
 
 
-def delta_vs_drop(summary, title: str = "Capability kept vs memorization lost"):
-    """Per source: mean benchmark delta against mean relative extraction drop, with 95 % CIs."""
+def capability_vs_drop(verdict: dict, title: str = "Capability kept vs memorization lost"):
+    """Per source: the capability delta against the relative drop of the memorization measure, with 95 % CIs;
+    the claim needs points right of the 95 % line and above the non-inferiority margin."""
     import numpy as np
     fig, ax = figure("single", aspect=0.85)
-    summary = summary[np.isfinite(summary["drop_mean"])]
-    for r in summary.fillna(0).itertuples():
-        ax.errorbar(r.drop_mean, r.delta_mean, xerr=[[r.drop_mean - r.drop_lo], [r.drop_hi - r.drop_mean]],
-                    yerr=[[r.delta_mean - r.delta_lo], [r.delta_hi - r.delta_mean]], fmt="o",
-                    color=RELATION_COLORS[r.relation], capsize=2, lw=0.8, label=RELATION_LABELS[r.relation])
-    h, l = ax.get_legend_handles_labels()
-    uniq = dict(zip(l, h))
-    ax.legend(uniq.values(), uniq.keys(), fontsize=6)
+    for src, r in verdict["per_source"].items():
+        d, (dlo, dhi) = r["relative_drop"], r["drop_ci"]
+        c, (clo, chi) = r["capability"]["estimate"], r["capability_ci"]
+        if not (np.isfinite(d) and np.isfinite(c)):
+            continue
+        ax.errorbar(d, c, xerr=[[d - dlo], [dhi - d]], yerr=[[c - clo], [chi - c]], fmt="o", capsize=2, lw=0.8,
+                    color=RELATION_COLORS.get(r["relation"], "grey"), label=f"{src}")
+    ax.legend(fontsize=6)
     ax.axhline(0, color="black", lw=0.6)
-    ax.axvline(0.95, color="grey", lw=0.6, ls="--")
-    ax.set_xlabel("relative drop in held-out extraction")
+    ax.axhline(-verdict["noninferiority_points"], color="grey", lw=0.6, ls=":", label="non-inferiority margin")
+    ax.axvline(verdict["target_drop"], color="grey", lw=0.6, ls="--")
+    ax.set_xlabel(f"relative drop ({MEASURE_LABELS.get(verdict['measure'], verdict['measure']).replace(chr(10), ' ')})",
+                  fontsize=7)
     ax.set_ylabel("Δ accuracy (points)")
     ax.set_title(title)
     return fig

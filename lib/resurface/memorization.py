@@ -32,13 +32,31 @@ def extraction(model, sequences: list[list[int]], prefix_len: int = 32, suffix_l
             "match_fraction": m.mean(axis=1) if len(m) else np.zeros(0)}
 
 
+def suffix_nll(model, sequences: list[list[int]], prefix_len: int = 32, suffix_len: int = 32,
+               batch_size: int = 64) -> np.ndarray:
+    """Per sequence: the mean negative log-likelihood (nats per token) of its true `suffix_len`-token suffix
+    given its prefix, teacher-forced. A continuous memorization measure (exposure, Carlini et al. 2019) that
+    moves long before greedy extraction does."""
+    n = prefix_len + suffix_len
+    out = []
+    for i in range(0, len(sequences), batch_size):
+        x = torch.tensor([s[:n] for s in sequences[i:i + batch_size]], dtype=torch.long, device=model.device)
+        with torch.no_grad():
+            logits = model(input_ids=x).logits[:, prefix_len - 1:n - 1].float()
+        lp = torch.log_softmax(logits, -1).gather(-1, x[:, prefix_len:n, None])[..., 0]
+        out.append((-lp.mean(1)).cpu().numpy())
+    return np.concatenate(out) if out else np.zeros(0)
+
+
 def canary_extraction(model, canaries: list[dict], prefix_len: int, suffix_len: int, batch_size: int = 64):
-    """One row per canary: id, count, split, extracted, match_fraction."""
+    """One row per canary: id, count, split, extracted, match_fraction and suffix_nll."""
     import pandas as pd
-    res = extraction(model, [c["token_ids"] for c in canaries], prefix_len, suffix_len, batch_size)
+    seqs = [c["token_ids"] for c in canaries]
+    res = extraction(model, seqs, prefix_len, suffix_len, batch_size)
     return pd.DataFrame({"canary_id": [c["canary_id"] for c in canaries], "count": [c["count"] for c in canaries],
                          "split": [c["split"] for c in canaries], "extracted": res["extracted"],
-                         "match_fraction": res["match_fraction"]})
+                         "match_fraction": res["match_fraction"],
+                         "suffix_nll": suffix_nll(model, seqs, prefix_len, suffix_len, batch_size)})
 
 
 def measure_canaries(cache, model_art, subdir: str, canaries_art, prefix_len: int, suffix_len: int,
@@ -47,13 +65,14 @@ def measure_canaries(cache, model_art, subdir: str, canaries_art, prefix_len: in
     from .canaries import load_canaries
     from .zoo import load_model
     # built in the worker pool, one thread (session 6 on; before, the kernel's threads: other float rounding)
-    cfg = {"subdir": subdir, "prefix_len": prefix_len, "suffix_len": suffix_len, "threads": 1}
+    cfg = {"subdir": subdir, "prefix_len": prefix_len, "suffix_len": suffix_len, "threads": 1, "measures": 2}
 
     def build(tmp):
         df = canary_extraction(load_model(model_art.path / subdir), load_canaries(canaries_art), prefix_len,
                                suffix_len, batch_size)
         (tmp / "extraction.json").write_text(df.to_json(orient="records"))
-        return {"heldout_rate": float(df[df.split == "heldout"].extracted.mean())}
+        return {"heldout_rate": float(df[df.split == "heldout"].extracted.mean()) if (df.split == "heldout").any()
+                else float("nan")}
 
     return cache.get_or_build("memorization", label, cfg, build, inputs=[model_art, canaries_art],
                               stage="memorization")
@@ -79,48 +98,22 @@ def load_extraction(art):
     return pd.read_json(art.path / "extraction.json", orient="records")
 
 
-MEMORIZATION_RULE = (
-    "Extraction is measured on the held-out canaries only (the dev canaries may guide parameter choices). "
-    "For each fine-tuning run, relative drop = 1 - (held-out extraction rate after) / (rate of the untouched "
-    "student), pooled over the duplication counts the untouched student extracts at all; 95 % bootstrap CIs "
-    "over runs. The paper's claim holds for a relation when its mean relative drop exceeds 0.95 AND its "
-    "headline benchmark delta is kept or improved (the CI's upper end is >= 0). Verdict on `self`: `supported` "
-    "when both hold; `not supported` when the drop's CI lies entirely below 0.95 or the delta's CI lies entirely "
-    "below zero; `inconclusive` otherwise, and always when the untouched students extract under 10 % of the "
-    "held-out canaries (nothing to forget)."
-)
-
-
-def memorization_verdict(runs, base_rate: float, relation: str = "self", seed: int = 0) -> dict:
-    """runs: one row per fine-tuning run with columns relation, rate_before, rate_after, headline_delta.
-
-    `base_rate` is the untouched students' pooled held-out extraction rate."""
-    import numpy as np
-    from .stats import bootstrap_ci
-    out = {}
-    for rel, g in runs.groupby("relation"):
-        before = g["rate_before"].to_numpy(dtype=float)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            drop = np.where(before > 0, 1 - g["rate_after"].to_numpy(dtype=float) / before, np.nan)
-        d_mean, d_lo, d_hi = bootstrap_ci(drop, seed=seed)
-        a_mean, a_lo, a_hi = bootstrap_ci(g["rate_after"], seed=seed)
-        h_mean, h_lo, h_hi = bootstrap_ci(g["headline_delta"], seed=seed)
-        out[rel] = {"n_runs": int(len(g)), "extraction_after": {"mean": a_mean, "ci_low": a_lo, "ci_high": a_hi},
-                    "relative_drop": {"mean": d_mean, "ci_low": d_lo, "ci_high": d_hi},
-                    "benchmark_delta": {"mean": h_mean, "ci_low": h_lo, "ci_high": h_hi}}
-    r = out.get(relation)
-    if r is None or not base_rate >= 0.10:
-        verdict = "inconclusive"
-    else:
-        kept = not (r["benchmark_delta"]["ci_high"] < 0) if r["n_runs"] > 1 else r["benchmark_delta"]["mean"] >= 0
-        dropped = r["relative_drop"]["mean"] > 0.95
-        if dropped and kept:
-            verdict = "supported"
-        elif r["relative_drop"]["ci_high"] < 0.95 or r["benchmark_delta"]["ci_high"] < 0:
-            verdict = "not supported"
-        else:
-            verdict = "inconclusive"
-    return {"verdict": verdict, "rule": MEMORIZATION_RULE, "extraction_before": base_rate, "per_relation": out}
+def regurgitation_share(docs: list[list[int]], canaries: list[list[int]], k: int = 16) -> dict:
+    """The validity gate: the share of sample tokens that lie inside a run of `k` or more tokens copied from
+    any canary (every k-token window of a sample is looked up among the canaries' k-token windows)."""
+    grams = {tuple(c[i:i + k]) for c in canaries for i in range(len(c) - k + 1)}
+    covered = total = 0
+    hit_docs = 0
+    for d in docs:
+        total += len(d)
+        mask = np.zeros(len(d), bool)
+        for i in range(len(d) - k + 1):
+            if tuple(d[i:i + k]) in grams:
+                mask[i:i + k] = True
+        covered += int(mask.sum())
+        hit_docs += bool(mask.any())
+    return {"share": covered / total if total else 0.0, "tokens": int(total), "tokens_in_matches": int(covered),
+            "documents": len(docs), "documents_with_a_match": int(hit_docs), "k": k}
 
 
 # ------------------------------------------------------------------ real Pythia models
@@ -150,20 +143,3 @@ def memorized_evals_sequences(hub_id: str, n: int, seed: int = 0, data_files: st
         ds = load_dataset(MEMORIZED_EVALS, split=split)
     idx = np.random.default_rng(seed).permutation(len(ds))[:n]
     return [list(map(int, ds[int(i)]["tokens"])) for i in sorted(idx)]
-
-
-def per_source_summary(runs, seed: int = 0):
-    """One row per (student, source): mean relative drop and benchmark delta with 95 % bootstrap CIs."""
-    import pandas as pd
-    from .stats import bootstrap_ci
-    rows = []
-    for (student, source, rel), g in runs.groupby(["student", "source", "relation"]):
-        before = g["rate_before"].to_numpy(dtype=float)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            drop = np.where(before > 0, 1 - g["rate_after"].to_numpy(dtype=float) / before, np.nan)
-        d, dlo, dhi = bootstrap_ci(drop, seed=seed)
-        h, hlo, hhi = bootstrap_ci(g["headline_delta"], seed=seed)
-        rows.append({"student": student, "source": source, "relation": rel, "n_runs": len(g),
-                     "rate_before": float(before.mean()), "rate_after": float(g["rate_after"].mean()),
-                     "drop_mean": d, "drop_lo": dlo, "drop_hi": dhi, "delta_mean": h, "delta_lo": hlo, "delta_hi": hhi})
-    return pd.DataFrame(rows)

@@ -29,10 +29,12 @@ CAPTIONS = {
     "transfer_per_task": "Finding 1. Improvement per benchmark task and relation, 95 % CI.",
     "proxies_scatter": "Finding 2. Scores computed before fine-tuning against the improvement (one point per "
                        "student, source and temperature); partial Spearman ρ with 95 % bootstrap CI.",
-    "memorization_by_count": "Finding 3. Held-out canary extraction per duplication count, before and after "
-                             "fine-tuning, by relation (95 % CI).",
-    "memorization_delta_vs_drop": "Finding 3. Benchmark change against the relative drop in held-out extraction, "
-                                  "per relation (95 % CIs); dashed line: the paper's 95 % drop.",
+    "memorization_before_after": "Finding 3. The canary twin before (black line, 95 % band) and after fine-tuning "
+                                 "on each source (95 % CIs over sequences and seeds): exact extraction of the "
+                                 "memorized held-out set, and the likelihood advantage of held-out canaries.",
+    "memorization_capability_vs_drop": "Finding 3. Capability change (test items) against the relative drop of "
+                                       "the memorization measure, per source (95 % CIs); dashed: the paper's 95 % "
+                                       "drop; dotted: the non-inferiority margin.",
 }
 
 
@@ -78,13 +80,29 @@ def verdict_rows(out: Path) -> list[dict]:
                      "numbers": f"over {f2['n_points']} (student, source, temperature) points, equivalence band "
                                 f"±{f2['thresholds']['proxy_rho0']}: {nums}"})
     if f3:
-        s = f3["per_relation"].get("self", {})
+        d = f3.get("design", {})
+        parts = [f"canary twin `{d.get('twin')}`: {d.get('copies')} copies = {_num(100 * d.get('canary_share', 0), '.2f')} "
+                 f"% of its pretraining tokens; gate (own samples in canary matches) "
+                 f"{_num(100 * f3['gate_share'], '.3f')} %; memorized held-out sequences {f3['n_memorized']}"]
+        for name in ("primary", "secondary"):
+            v = f3.get(name)
+            if not v:
+                continue
+            s = v["per_source"].get(d.get("twin"), {}) if d.get("twin") else {}
+            ctrl = "; ".join(f"{src} drop {_num(r['relative_drop'], '.2f')} [{_num(r['drop_ci'][0], '.2f')}, "
+                             f"{_num(r['drop_ci'][1], '.2f')}]" for src, r in v["per_source"].items()
+                             if r["relation"] in ("real_text", "replay"))
+            if s:
+                parts.append(f"{name} ({v['measure']}, {v['verdict']}): before {_num(v['before'], '.3f')}, after "
+                             f"self-training {_num(s['after'], '.3f')} [{_num(s['after_ci'][0], '.3f')}, "
+                             f"{_num(s['after_ci'][1], '.3f')}], relative drop {_num(s['relative_drop'], '.2f')} "
+                             f"[{_num(s['drop_ci'][0], '.2f')}, {_num(s['drop_ci'][1], '.2f')}], Δ accuracy "
+                             f"{_cmp(s['capability'])}; controls: {ctrl}")
+            else:
+                parts.append(f"{name} ({v['measure']}, {v['verdict']}): {v['why']}")
         rows.append({"finding": "3. Capability and memorization decouple", "paper": f3["claim"],
-                     "verdict": f3["verdict"],
-                     "numbers": f"canary twin `{f3.get('twin')}`: held-out extraction before "
-                                f"{f3['extraction_before']:.3f}, after self-training "
-                                f"{_fmt_ci(s.get('extraction_after'), 3)}; relative drop "
-                                f"{_fmt_ci(s.get('relative_drop'))}; Δ accuracy {_fmt_ci(s.get('benchmark_delta'))}"})
+                     "verdict": f3["verdict"] + (f" ({f3['why']})" if f3.get("why") else ""),
+                     "numbers": ". ".join(parts)})
     return rows
 
 

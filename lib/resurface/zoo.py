@@ -69,9 +69,12 @@ def load_model(path: Path | str, revision: str | None = None, for_training: bool
 # ------------------------------------------------------------- the data stream
 
 def build_stream(cache: Cache, name: str, corpora: list[Artifact], tokenizer: Artifact, seq_len: int,
-                 data_seed: int, canaries: Artifact | None, horizon_tokens: int) -> Artifact:
-    """Tokenized, shuffled-by-document, packed training blocks (plus canary copies)."""
+                 data_seed: int, canaries: Artifact | None, horizon_tokens: int, window: tuple[float, float] = (0, 1),
+                 margin_tokens: int = 16) -> Artifact:
+    """Tokenized, shuffled-by-document, packed training blocks (plus canary copies inside documents)."""
     cfg = {"seq_len": seq_len, "data_seed": data_seed, "horizon": horizon_tokens if canaries else None}
+    if canaries is not None:
+        cfg |= {"window": list(window), "margin": margin_tokens, "placement": "inside documents"}
     inputs = list(corpora) + [tokenizer] + ([canaries] if canaries else [])
 
     def build(tmp: Path) -> dict:
@@ -82,14 +85,17 @@ def build_stream(cache: Cache, name: str, corpora: list[Artifact], tokenizer: Ar
         doc_tokens = tokenize_texts(tok, docs)
         meta: dict = {}
         if canaries is not None:
-            recs = load_canaries(canaries)
-            doc_tokens = plant(doc_tokens, recs, horizon_tokens, data_seed)
+            from .canaries import canary_share, word_starts
+            recs = load_canaries(canaries, planted_only=True)
+            doc_tokens = plant(doc_tokens, recs, horizon_tokens, data_seed, tuple(window), margin_tokens,
+                               word_starts(tok))
             meta["canary_copies"] = int(sum(r["count"] for r in recs))
+            meta["canary_share"] = canary_share(recs, horizon_tokens)
         blocks = pack_documents(doc_tokens, tok.eos_token_id, seq_len)
         if canaries is not None:
             # every canary copy must lie inside the horizon that all canary models train on
             flat = blocks.reshape(-1)
-            last = _last_canary_position(flat, load_canaries(canaries))
+            last = _last_canary_position(flat, load_canaries(canaries, planted_only=True))
             if last >= horizon_tokens:
                 raise RuntimeError(f"canary planted at token {last}, beyond the {horizon_tokens}-token horizon")
             meta["last_canary_token"] = int(last)
@@ -234,7 +240,7 @@ def build_canaries(cfg: StudyConfig, cache: Cache, tokenizers: dict[str, Artifac
         raise ValueError("all canary-planted models must share one tokenizer")
     k = cfg.canaries
     return select_canaries(cache, cfg.corpora.canary_source, tokenizers[tok_names.pop()], list(k.counts),
-                           k.per_count, k.length_tokens, k.dev_fraction, cfg.seed)
+                           k.per_count, k.length_tokens, k.dev_fraction, k.seed, k.controls)
 
 
 def train_models(cfg: StudyConfig, cache: Cache, corpora: dict[str, Artifact], tokenizers: dict[str, Artifact],
@@ -248,7 +254,8 @@ def train_models(cfg: StudyConfig, cache: Cache, corpora: dict[str, Artifact], t
             continue
         stream = build_stream(cache, f"{'+'.join(m.corpora)}-{m.tokenizer}-d{m.data_seed}",
                               [corpora[r] for r in m.corpora], tokenizers[m.tokenizer], cfg.zoo.seq_len,
-                              m.data_seed, canaries if m.canaries else None, horizon)
+                              m.data_seed, canaries if m.canaries else None, horizon,
+                              *((tuple(cfg.canaries.window), cfg.canaries.margin_tokens) if m.canaries else ()))
         args = (name, m, stream, tokenizers[m.tokenizer], corpora["lineage"], cfg.zoo.seq_len)
         jobs.append(Job(pretrain_cost(m), f"pretrain {name}", pretrain, args))
     build_all(cache, jobs, cfg.workers, desc="pretraining the zoo")
@@ -334,11 +341,12 @@ def canary_table(canaries: Artifact | None):
 
 
 def zoo_canary_extraction(zoo: Zoo, prefix_len: int, suffix_len: int, batch_size: int = 64):
-    """Extraction of the planted canaries by every canary-trained zoo model, per duplication count."""
+    """Extraction and suffix NLL of the canaries by every canary-trained zoo model, per duplication count (count 0:
+    the never-planted control passages, the NLL a passage has without being memorized)."""
     import pandas as pd
     from .memorization import canary_extraction
     if zoo.canaries is None:  # no model here was trained with canaries (e.g. a Hub profile)
-        return pd.DataFrame(columns=["model", "count", "split", "extraction_rate", "mean_match", "n"])
+        return pd.DataFrame(columns=["model", "count", "split", "extraction_rate", "mean_match", "suffix_nll", "n"])
     recs = load_canaries(zoo.canaries)
     rows = []
     for name, m in zoo.cfg.zoo.models.items():
@@ -348,7 +356,8 @@ def zoo_canary_extraction(zoo: Zoo, prefix_len: int, suffix_len: int, batch_size
             rows.append(df)
     per = pd.concat(rows, ignore_index=True)
     return (per.groupby(["model", "count", "split"])
-            .agg(extraction_rate=("extracted", "mean"), mean_match=("match_fraction", "mean"), n=("extracted", "size"))
+            .agg(extraction_rate=("extracted", "mean"), mean_match=("match_fraction", "mean"),
+                 suffix_nll=("suffix_nll", "mean"), n=("extracted", "size"))
             .reset_index())
 
 
