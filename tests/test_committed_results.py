@@ -63,3 +63,16 @@ def test_memorization_finding_follows_from_the_tables():
     m = load_config("default").memorization
     if f["n_memorized"] < m.min_memorized or f["gate_share"] > m.gate_max:
         assert f["verdict"] == "inconclusive"
+
+
+def test_memorization_figure_and_report_agree_with_the_finding():
+    """The figure's "before" line and the report's "before" number are the finding's, for every measure."""
+    from resurface import figures
+    f = _finding("04_memorization")
+    shown = [v for v in (f["primary"], f["secondary"]) if v]
+    fig = figures.memorization_before_after(shown)
+    report = (OUT / "REPORT.md").read_text()
+    for ax, v in zip(fig.axes, shown):
+        if v["per_source"]:
+            assert ax.lines[0].get_ydata()[0] == pytest.approx(v["before"])
+            assert f"({v['measure']}, {v['verdict']}): before {v['before']:.3f}" in report

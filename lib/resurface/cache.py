@@ -11,7 +11,6 @@ of the same profile from building the same thing at once.
 from __future__ import annotations
 
 import errno
-import fcntl
 import hashlib
 import json
 import logging
@@ -142,19 +141,20 @@ class Cache:
 
     @contextmanager
     def _lock(self, target: Path):
+        # filelock: an OS lock on Linux, macOS and Windows alike (fcntl exists on none but the first two)
+        from filelock import FileLock
         lock_path = target.parent / f".{target.name}.lock"
+        lock = FileLock(str(lock_path))
         try:
-            fh = open(lock_path, "a")
+            lock.acquire()
         except OSError as exc:
             if exc.errno in _STORAGE_ERRORS:
                 raise _storage_error(exc, lock_path) from None
             raise
-        with fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
+        try:
+            yield
+        finally:
+            lock.release()
 
     # -------------------------------------------------------------- main
     def get_or_build(self, kind: str, name: str, config: Any, build: Callable[[Path], dict | None],

@@ -103,8 +103,8 @@ def memorization_before_after(verdicts: list[dict], title: str = "Memorization b
         order = sorted(ps, key=lambda k: RELATION_ORDER.index(ps[k]["relation"]) if ps[k]["relation"]
                        in RELATION_ORDER else 99)
         ax.axhline(v["before"], color="black", lw=0.8, label="before (untouched)")
-        lo, hi = v.get("before_ci", [np.nan, np.nan])
-        if np.isfinite(lo):
+        lo, hi = v.get("before_ci") or [None, None]
+        if lo is not None and np.isfinite(lo):
             ax.axhspan(lo, hi, color="black", alpha=0.08, lw=0)
         for x, src in enumerate(order):
             r = ps[src]

@@ -106,9 +106,8 @@ class Study:
                 "status": "wall", "build_seconds": None, "worker": 0}
         mine = pd.concat([mine, pd.DataFrame([wall])], ignore_index=True) if len(mine) else pd.DataFrame([wall])
         mine.insert(0, "notebook", self.notebook)
-        import fcntl
-        with open(p.parent / ".timings.lock", "w") as lock:  # notebooks that run side by side share this file
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        from filelock import FileLock
+        with FileLock(str(p.parent / ".timings.lock")):  # notebooks that run side by side share this file
             if p.exists():
                 old = pd.read_csv(p)
                 mine = pd.concat([old[old["notebook"] != self.notebook], mine], ignore_index=True)

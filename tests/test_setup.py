@@ -1,0 +1,43 @@
+"""scripts/setup_env.sh checks what it needs before installing anything, and says how to fix it."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _run_setup(tmp_path: Path, tools: dict[str, str], python: str) -> subprocess.CompletedProcess:
+    """setup_env.sh from a scratch project folder (no .venv), with only `tools` on PATH."""
+    (tmp_path / "scripts").mkdir()
+    shutil.copy(ROOT / "scripts" / "setup_env.sh", tmp_path / "scripts" / "setup_env.sh")
+    bin_ = tmp_path / "bin"
+    bin_.mkdir()
+    for name in ("uname", "df", "awk", "bash", "sh", "cat"):
+        if shutil.which(name):
+            os.symlink(shutil.which(name), bin_ / name)
+    for name, body in tools.items():
+        (bin_ / name).write_text(body)
+        (bin_ / name).chmod(0o755)
+    return subprocess.run(["bash", str(tmp_path / "scripts" / "setup_env.sh")], cwd=tmp_path, capture_output=True,
+                          text=True, env={"PATH": str(bin_), "PYTHON": python}, stdin=subprocess.DEVNULL, timeout=60)
+
+
+def test_an_old_python_stops_setup_with_its_fix(tmp_path):
+    old = "#!/bin/sh\ncase \"$2\" in *version_info*) exit 1;; *platform*) echo 3.10.14;; esac\n"
+    proc = _run_setup(tmp_path, {"python3.10": old, "id": "#!/bin/sh\necho 1000\n"}, "python3.10")
+    assert proc.returncode == 1
+    assert "Python 3.11 or newer is needed, 'python3.10' is 3.10.14" in proc.stderr
+    assert not (tmp_path / ".venv").exists()  # nothing was installed
+
+
+def test_missing_npm_stops_setup_before_any_install(tmp_path):
+    # a real Python >= 3.11 (the one running the tests), no npm, not root: one sentence, no apt-get
+    py = f"#!/bin/sh\nexec {sys.executable} \"$@\"\n"
+    proc = _run_setup(tmp_path, {"python3": py, "id": "#!/bin/sh\necho 1000\n"}, "python3")
+    assert proc.returncode == 1
+    assert "npm is needed to fetch the corpora" in proc.stderr and "apt-get install npm" in proc.stderr
+    assert not (tmp_path / ".venv").exists()
