@@ -80,9 +80,9 @@ def with_advantage(seqs: pd.DataFrame) -> pd.DataFrame:
 
 def before_after(seqs: pd.DataFrame) -> pd.DataFrame:
     """Per student x source (the untouched model included): exact extraction of every held-out sequence and of
-    the memorized set, mean match fraction and mean likelihood advantage, each averaged over the source's runs."""
-    held = with_advantage(seqs)
-    held = held[held["split"] == "heldout"]
+    the memorized set, mean match fraction and mean likelihood advantage, each averaged over the source's runs.
+    `seqs`: `per_sequence` rows with `with_advantage`'s column."""
+    held = seqs[seqs["split"] == "heldout"]
     mem = memorized_set(seqs).assign(memorized=True)
     held = held.merge(mem, on=["student", "canary_id"], how="left")
     held["memorized"] = held["memorized"].astype("boolean").fillna(False).astype(bool)
@@ -100,16 +100,15 @@ def before_after(seqs: pd.DataFrame) -> pd.DataFrame:
 
 def sequence_table(seqs: pd.DataFrame) -> pd.DataFrame:
     """One row per held-out sequence: extraction and likelihood advantage before (untouched) and, per source,
-    the mean over its runs."""
-    held = with_advantage(seqs)
-    held = held[held["split"] == "heldout"]
+    the mean over its runs. `seqs`: `per_sequence` rows with `with_advantage`'s column."""
+    held = seqs[seqs["split"] == "heldout"]
     wide = held.pivot_table(index=["student", "canary_id", "count"], columns="source",
                             values=["extracted", "advantage"], aggfunc="mean")
     wide.columns = [f"{measure}_{'before' if src == 'untouched' else src}" for measure, src in wide.columns]
     return wide.reset_index()
 
 
-def twin_samples(cfg, cache, zoo, plan_runs: list[dict]) -> list:
+def twin_samples(cache, zoo, plan_runs: list[dict]) -> list:
     """The self corpora of the plan (the twin's own BOS samples), one artifact per temperature x seed."""
     from .transfer import synthetic_corpus
     keys = sorted({(r["source"], r["temperature"], r["seed"]) for r in plan_runs if r["relation"] == "self"})
@@ -122,7 +121,7 @@ def gate(cfg, cache, zoo, plan_runs: list[dict], k: int = 16) -> pd.DataFrame:
     from .sampling import load_synthetic
     from .tokenizer import load_tokenizer
     rows = []
-    for art in twin_samples(cfg, cache, zoo, plan_runs):
+    for art in twin_samples(cache, zoo, plan_runs):
         student = art.meta["source_model"]
         canaries = [c["token_ids"] for c in _load_probes(cfg, cache, zoo, student)]
         tok = load_tokenizer(zoo.models[student].path / "main")
@@ -159,26 +158,25 @@ def finding3(cfg, cache, zoo, table: pd.DataFrame, arts: dict, tasks: list[str],
     student = m.twin or sorted(table["student"].unique())[0]
     mine = seqs[seqs["student"] == student]
     mem = memorized_set(mine)
-    plan_runs = headline(table).to_dict("records")
-    gates = gate(cfg, cache, zoo, [r for r in plan_runs if r["student"] == student], m.gate_tokens)
+    plan_runs = [r for r in headline(table).to_dict("records") if r["student"] == student]
+    # Hub profiles: Pythia's memorized evals were not planted by us; there is no canary to regurgitate
+    gates = gate(cfg, cache, zoo, plan_runs, m.gate_tokens) if zoo.canaries is not None else pd.DataFrame()
     gate_share = float(gates["tokens_in_matches"].sum() / gates["tokens"].sum()) if len(gates) else 0.0
-    if zoo.canaries is None:  # Hub profiles: Pythia's memorized evals are not planted, nothing to regurgitate
-        gate_share = 0.0
     runs, cap = capability(cfg, table[table["student"] == student], arts, tasks)
     th = verdicts.Thresholds(alpha=a.alpha, power=a.power, sesoi=a.sesoi_points, bootstrap=a.bootstrap, seed=cfg.seed)
     args = dict(capability=cap, gate_share=gate_share, th=th, margin=a.noninferiority_points,
                 self_source=student, gate_max=m.gate_max)
     on_set = mine[mine["canary_id"].isin(mem["canary_id"]) & (mine["split"] == "heldout")]
-    primary = verdicts.memorization_verdict(on_set.assign(extracted=on_set["extracted"].astype(float)), "extracted",
-                                            n_memorized=len(mem), min_memorized=m.min_memorized, **args)
+    on_set = on_set.assign(extracted=on_set["extracted"].astype(float))
+    primary = verdicts.memorization_verdict(on_set, "extracted", n_memorized=len(mem),
+                                            min_memorized=m.min_memorized, **args)
     held = mine[(mine["split"] == "heldout") & mine["advantage"].notna()]
     secondary = (verdicts.memorization_verdict(held, "advantage", n_memorized=held["canary_id"].nunique(),
                                                min_memorized=1, **args) if len(held) else None)
     if not axis_ok:
         primary = verdicts.without_capability(primary, axis_ok)
         secondary = verdicts.without_capability(secondary, axis_ok) if secondary else None
-    tests = pd.concat([verdicts.paired_sign_tests(on_set.assign(extracted=on_set["extracted"].astype(float)),
-                                                  "extracted", student).assign(measure="extracted")
+    tests = pd.concat([verdicts.paired_sign_tests(on_set, "extracted", student).assign(measure="extracted")
                        if len(on_set) else pd.DataFrame(),
                        verdicts.paired_sign_tests(held, "advantage", student).assign(measure="advantage")
                        if len(held) else pd.DataFrame()], ignore_index=True)
