@@ -30,3 +30,28 @@ def test_model_flops_count_every_matmul_once_and_no_lookup(arch):
     fwd = 2 * (layers * per_layer + vocab * d) + 4 * layers * d * seq
     assert flops_per_token(model, seq, training=False) == fwd
     assert flops_per_token(model, seq, training=True) == 3 * fwd
+
+
+def test_scoring_clock_times_only_the_backends_own_methods_and_restores_them():
+    import time
+    from resurface.bench import _evaluation_lines, _scoring_clock
+
+    class Backend:
+        def loglikelihood(self, requests):
+            time.sleep(0.2)
+            return [0.0] * len(requests)
+
+        def loglikelihood_rolling(self, requests):
+            return self.loglikelihood(requests)
+
+    original = Backend.__dict__["loglikelihood"]
+    with _scoring_clock(Backend) as clock:
+        assert Backend().loglikelihood([1, 2]) == [0.0, 0.0]
+        assert 0.19 < clock[0] < 0.39
+        before = clock[0]
+        Backend().loglikelihood_rolling([1])  # one method calling the other: counted once
+        assert 0.19 < clock[0] - before < 0.39  # twice would be >= 0.4
+    assert Backend.__dict__["loglikelihood"] is original
+    row = {"model": "m", "task": "t", "items": 10, "hf_items_per_s": 5.0, "resurface_items_per_s": 10.0,
+           "ratio": 2.0, "hf_scoring_s": 1.0, "resurface_scoring_s": 0.25, "scoring_ratio": 4.0}
+    assert "| m | t | 10 | 5 | 10 | 2.00x | 1.00 | 0.25 | 4.00x |" in _evaluation_lines([row])

@@ -53,18 +53,20 @@ def test_every_task_type_scores_like_lm_evals_hf(smoke_zoo, smoke_cache, tmp_pat
             model=backend, model_args=f"pretrained={model},tokenizer={model},dtype=float32", tasks=names,
             task_manager=TaskManager(include_path=str(tmp_path), include_defaults=False), batch_size=16,
             device="cpu", bootstrap_iters=0, log_samples=True, verbosity="ERROR")
-    worst = 0.0
+    worst = {}
     for task in names:
         a, b = _scores(results["hf"], task), _scores(results["resurface"], task)
         assert len(a) == len(b) > 0
         for x, y in zip(a, b):
             for u, v in zip(x, y):
-                assert v == pytest.approx(u, rel=1e-6, abs=1e-4), task
-                worst = max(worst, abs(u - v))
+                # 1e-5 per nat of the score: a rolling paragraph sums hundreds of float32 token terms
+                assert abs(v - u) <= 1e-5 * max(1.0, abs(u)), (task, u, v)
+                worst[task] = max(worst.get(task, 0.0), abs(u - v) / max(1.0, abs(u)))
         for metric, value in results["hf"]["results"][task].items():
             if metric.startswith(("acc,", "acc_norm,")):
                 assert results["resurface"]["results"][task][metric] == value, (task, metric)
-    print(f"largest log-likelihood difference: {worst:.2e}")
+    print("largest log-likelihood difference (nats, or relative where the score exceeds 1 nat):",
+          {t: f"{w:.1e}" for t, w in worst.items()})
 
 
 def test_backend_is_registered_and_selectable():

@@ -13,6 +13,8 @@ Writes outputs/bench/bench.json, bench.md, scaling.csv and scaling.png/.pdf.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import json
 import platform
 import time
@@ -203,27 +205,65 @@ def bench_evaluation(cfg, models: list[str]) -> list[dict]:
     cache = Cache(cache_root(cfg.cache_dir))
     zoo = build_zoo(cfg, cache)  # from the cache after a study run
     tasks = dev_tasks(cfg, cache, zoo)
+    from lm_eval.models.huggingface import HFLM
+    from .lm_backend import ForwardPassLM
     rows = []
     old = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        with tempfile.TemporaryDirectory() as tmp:
+        with tempfile.TemporaryDirectory() as tmp, _scoring_clock(HFLM) as hf_clock, \
+                _scoring_clock(ForwardPassLM) as our_clock:
+            clocks = {"hf": hf_clock, "resurface": our_clock}
             names = write_task_yamls(tasks, Path(tmp))
             for name in models:
                 for task in names:
                     n = tasks.meta["items"].get(task.removeprefix("rs_"), cfg.benchmarks.ppl_documents)
-                    got = {}
+                    got, scoring = {}, {}
                     for backend in ("hf", "resurface", "hf", "resurface"):  # interleaved: machine drift hits both
+                        clocks[backend][0] = 0.0
                         t0 = time.perf_counter()
                         run_lm_eval(zoo.model_path(name), Path(tmp), [task], cfg.benchmarks.batch_size,
                                     backend=backend)
                         got.setdefault(backend, []).append(time.perf_counter() - t0)
+                        scoring.setdefault(backend, []).append(clocks[backend][0])
                     hf, ours = min(got["hf"]), min(got["resurface"])
+                    hf_s, ours_s = min(scoring["hf"]), min(scoring["resurface"])
                     rows.append({"model": name, "task": task.removeprefix("rs_"), "items": n,
-                                 "hf_items_per_s": n / hf, "resurface_items_per_s": n / ours, "ratio": hf / ours})
+                                 "hf_items_per_s": n / hf, "resurface_items_per_s": n / ours, "ratio": hf / ours,
+                                 "hf_scoring_s": hf_s, "resurface_scoring_s": ours_s,
+                                 "scoring_ratio": hf_s / ours_s})
     finally:
         torch.set_num_threads(old)
     return rows
+
+
+@contextlib.contextmanager
+def _scoring_clock(cls):
+    """Seconds spent inside a backend's own scoring methods (what the backend decides; lm-eval's task set-up,
+    request building, metrics and the model's loading are outside), summed into clock[0]."""
+    clock, depth = [0.0], [0]
+    saved = {m: cls.__dict__[m] for m in ("loglikelihood", "loglikelihood_rolling") if m in cls.__dict__}
+
+    def timed(fn):
+        @functools.wraps(fn)
+        def run(self, *a, **k):
+            depth[0] += 1
+            t0 = time.perf_counter()
+            try:
+                return fn(self, *a, **k)
+            finally:
+                depth[0] -= 1
+                if depth[0] == 0:  # one method calling the other is counted once
+                    clock[0] += time.perf_counter() - t0
+        return run
+
+    for m, fn in saved.items():
+        setattr(cls, m, timed(fn))
+    try:
+        yield clock
+    finally:
+        for m, fn in saved.items():
+            setattr(cls, m, fn)
 
 
 def main(argv=None) -> int:
@@ -330,12 +370,16 @@ def main(argv=None) -> int:
 
 
 def _evaluation_lines(rows: list[dict]) -> list[str]:
-    lines = ["Evaluation: this project's lm-eval backend (`resurface`, contexts read once, only continuation "
-             "positions normalised) against lm-eval's `hf`, same model, tasks and items, one thread, best of two "
-             "interleaved runs each (model loading and task setup included):", "",
-             "| model | task | items | hf items/s | resurface items/s | ratio |", "|---|---|---|---|---|---|"]
+    lines = ["Evaluation: this project's lm-eval backend (`resurface`: contexts read once, logits only at scored "
+             "positions) against lm-eval's `hf`, same model, tasks and items, one thread, best of two interleaved "
+             "runs each. *Whole call*: `simple_evaluate` with model loading and lm-eval's task set-up, requests "
+             "and metrics, which no backend changes. *Scoring*: the time inside the backend's `loglikelihood` "
+             "methods, what the backend decides.", "",
+             "| model | task | items | hf items/s | resurface items/s | whole-call ratio | hf scoring s | "
+             "resurface scoring s | scoring ratio |", "|---|---|---|---|---|---|---|---|---|"]
     lines += [f"| {r['model']} | {r['task']} | {r['items']} | {r['hf_items_per_s']:.0f} | "
-              f"{r['resurface_items_per_s']:.0f} | {r['ratio']:.2f}x |" for r in rows]
+              f"{r['resurface_items_per_s']:.0f} | {r['ratio']:.2f}x | {r['hf_scoring_s']:.2f} | "
+              f"{r['resurface_scoring_s']:.2f} | {r['scoring_ratio']:.2f}x |" for r in rows]
     return lines
 
 

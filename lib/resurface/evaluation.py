@@ -92,7 +92,9 @@ def evaluate(cache: Cache, model: Artifact, model_subdir: str, tasks: Artifact, 
     from .device import current
     cfg = {"subdir": model_subdir, "batch_size": batch_size, "layout": 3,  # 3: per-item scores and margins saved
            **current().key(), **({"backend": backend, "model_args": model_args} if backend != "hf" or model_args
-                                  else {})}
+                                  else {}),
+           # 2: logits only at scored positions (session 9): equal to hf within 2e-7, not bit-equal to scorer 1
+           **({"scorer": 2} if backend == "resurface" else {})}
 
     def build(tmp: Path) -> dict:
         names = write_task_yamls(tasks, tmp / "tasks")

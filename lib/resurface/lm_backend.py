@@ -5,8 +5,11 @@ requests, with the same numbers as lm-eval's own `hf` backend (tested to 1e-5), 
 - **a context is read once**: requests that share a context (the choices of one item) run the context
   through the model once; every continuation is scored from its key/value cache. A one-token continuation
   needs no second pass at all;
-- **only what is scored is normalised**: the log-softmax runs over the continuation positions, not over
-  every position of every padded row (lm-eval's `hf` normalises the whole [batch, length, vocabulary] block);
+- **only what is scored reaches the vocabulary**: a context's pass asks the model for logits at its scored
+  positions only (`logits_to_keep`), so the output projection, most of a small model's work (73 % of the
+  0.6M student's multiply-adds; 63 % of Gemma 3 270M's), skips the context; the log-softmax runs over the
+  continuation positions, not over every position of every padded row (lm-eval's `hf` normalises the
+  whole [batch, length, vocabulary] block);
 - **each string is tokenized once**: a context shared by several choices is encoded once.
 
 It is registered with lm-eval's `register_model`, so `simple_evaluate(model="resurface", ...)` finds it,
@@ -22,6 +25,15 @@ from lm_eval.api.model import TemplateLM
 from lm_eval.api.registry import register_model
 from lm_eval.models.utils import _add_special_kwargs, has_bos_prefix, resolve_max_length
 from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
+
+
+def _common_prefix(seqs: list[list[int]]) -> int:
+    """How many leading tokens every sequence shares, leaving each at least one token of its own."""
+    n = min(len(s) for s in seqs) - 1
+    for k in range(max(n, 0)):
+        if any(s[k] != seqs[0][k] for s in seqs[1:]):
+            return k
+    return max(n, 0)
 
 
 def _score(logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -109,29 +121,49 @@ class ForwardPassLM(TemplateLM):
 
     @torch.no_grad()
     def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, **kwargs) -> list[tuple[float, bool]]:
-        """(log p(continuation | context), is greedy) per request, contexts shared."""
+        """(log p(continuation | context), is greedy) per request, contexts shared.
+
+        Requests with the same context form a group. The group's common continuation prefix joins the context
+        (a lone request, such as a rolling window, is then scored in the context's pass alone, with no second
+        pass). Sharing the choices' prefix per item (a minimal pair's words before the swap) was measured
+        and left out: it saves 21 % of positions but splits the batches, 23 % slower for the embedded models."""
         results: list[tuple[float, bool] | None] = [None] * len(requests)
-        groups: dict[tuple[int, ...], list[tuple[int, list[int]]]] = defaultdict(list)
+        by_context: dict[tuple[int, ...], list[tuple[int, list[int]]]] = defaultdict(list)
         for i, (_, ctx, cont) in enumerate(requests):
             whole = (ctx + cont)[-(self.max_length + 1):]  # lm-eval truncates from the left
             ctx_kept = whole[:len(whole) - len(cont)]
             if not ctx_kept:  # the continuation alone fills the window: the first token has no context
                 ctx_kept, cont = whole[:1], whole[1:]
-            groups[tuple(ctx_kept)].append((i, cont))
-        by_length: dict[int, list[tuple[int, ...]]] = defaultdict(list)
-        for ctx in groups:
-            by_length[len(ctx)].append(ctx)
+            by_context[tuple(ctx_kept)].append((i, cont))
+        groups: dict[tuple[tuple[int, ...], int], list[tuple[int, list[int]]]] = defaultdict(list)
+        for ctx, members in by_context.items():
+            shared = _common_prefix([cont for _, cont in members])
+            groups[(ctx + tuple(members[0][1][:shared]), shared)] += [(i, cont[shared:]) for i, cont in members]
+        by_length: dict[int, list[tuple[tuple[int, ...], int]]] = defaultdict(list)
+        for key in groups:
+            by_length[len(key[0])].append(key)
         for length in sorted(by_length):
-            contexts = by_length[length]
-            for s in range(0, len(contexts), self.batch_size):
-                self._score_contexts(contexts[s:s + self.batch_size], groups, results)
+            keys = by_length[length]
+            for s in range(0, len(keys), self.batch_size):
+                self._score_contexts(keys[s:s + self.batch_size], groups, results)
         return results  # type: ignore[return-value]
 
-    def _score_contexts(self, contexts: list[tuple[int, ...]], groups: dict, results: list) -> None:
-        """One forward over equal-length contexts, then their continuations from the contexts' cache."""
-        out = self.model(input_ids=torch.tensor(contexts, dtype=torch.long, device=self.device), use_cache=True)
-        first = out.logits[:, -1].float()  # predicts each continuation's first token
-        rows = sorted(((c, i, cont) for c, ctx in enumerate(contexts) for i, cont in groups[ctx]),
+    def _score_contexts(self, keys: list[tuple[tuple[int, ...], int]], groups: dict, results: list) -> None:
+        """One forward over equal-length contexts (each with its group's shared continuation tokens), logits
+        only at the positions that are scored; then the rest of every continuation from the contexts' cache."""
+        ids = torch.tensor([ctx for ctx, _ in keys], dtype=torch.long, device=self.device)
+        keep = max(shared for _, shared in keys) + 1  # the shared tokens' positions and the next prediction
+        out = self.model(input_ids=ids, use_cache=True, logits_to_keep=keep)
+        logits = out.logits.float()
+        first = logits[:, -1]  # predicts each remaining continuation's first token
+        base = []  # per context: log p and greediness of its shared tokens
+        for c, (_, shared) in enumerate(keys):
+            if shared:
+                lp, g = _score(logits[c:c + 1, -shared - 1:-1], ids[c:c + 1, -shared:])
+                base.append((float(lp.sum()), bool(g.all())))
+            else:
+                base.append((0.0, True))
+        rows = sorted(((c, i, cont) for c, key in enumerate(keys) for i, cont in groups[key]),
                       key=lambda r: len(r[2]))  # similar lengths together: little padding
         for s in range(0, len(rows), self.batch_size):
             chunk = rows[s:s + self.batch_size]
@@ -150,8 +182,8 @@ class ForwardPassLM(TemplateLM):
                 logp, greedy = torch.cat([logp, lp], dim=1), torch.cat([greedy, g], dim=1)
             totals = (logp * mask).sum(1).tolist()
             all_greedy = (greedy | ~mask).all(1).tolist()
-            for (_, i, _), ll, g in zip(chunk, totals, all_greedy):
-                results[i] = (ll, bool(g))
+            for (c, i, _), ll, g in zip(chunk, totals, all_greedy):
+                results[i] = (base[c][0] + ll, base[c][1] and bool(g))
 
     def loglikelihood_rolling(self, requests, disable_tqdm: bool = False) -> list[float]:
         """Perplexity tasks: lm-eval's disjoint rolling windows, each scored as a (context, continuation) pair."""
