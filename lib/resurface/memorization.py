@@ -48,15 +48,43 @@ def suffix_nll(model, sequences: list[list[int]], prefix_len: int = 32, suffix_l
     return np.concatenate(out) if out else np.zeros(0)
 
 
+def _start_ids(probes: list[dict]) -> list[int]:
+    """The tokens every probe's prefix begins with: none for canaries (they sit inside documents); the model's
+    start token for passages scanned as whole documents (Gemma reads nothing sensible without its `<bos>`)."""
+    starts = {tuple(p.get("start_ids", [])) for p in probes}
+    if len(starts) > 1:
+        raise ValueError(f"probes of one set must share their start tokens, not {sorted(starts)}")
+    return list(starts.pop()) if starts else []
+
+
 def canary_extraction(model, canaries: list[dict], prefix_len: int, suffix_len: int, batch_size: int = 64):
-    """One row per canary: id, count, split, extracted, match_fraction and suffix_nll."""
+    """One row per canary: id, count, split, extracted, match_fraction and suffix_nll. A probe's `start_ids`
+    (if any) go before its prefix, as extra context: the prefix and suffix lengths are the probe's own."""
     import pandas as pd
-    seqs = [c["token_ids"] for c in canaries]
-    res = extraction(model, seqs, prefix_len, suffix_len, batch_size)
+    start = _start_ids(canaries)
+    seqs = [start + c["token_ids"] for c in canaries]
+    pre = len(start) + prefix_len
+    res = extraction(model, seqs, pre, suffix_len, batch_size)
     return pd.DataFrame({"canary_id": [c["canary_id"] for c in canaries], "count": [c["count"] for c in canaries],
                          "split": [c["split"] for c in canaries], "extracted": res["extracted"],
                          "match_fraction": res["match_fraction"],
-                         "suffix_nll": suffix_nll(model, seqs, prefix_len, suffix_len, batch_size)})
+                         "suffix_nll": suffix_nll(model, seqs, pre, suffix_len, batch_size)})
+
+
+def suffix_agreement(model, sequences: list[list[int]], prefix_len: int, suffix_len: int,
+                     batch_size: int = 16) -> np.ndarray:
+    """Per sequence: the share of its suffix tokens that are the model's argmax given the true tokens before
+    them (teacher-forced). Greedy decoding from the true prefix reproduces the whole suffix exactly when this is
+    1.0, so one forward pass per window finds every extractable window (`extraction` then confirms them by
+    decoding); below 1.0 it says how close a window came. Logits are computed for the suffix only."""
+    n = prefix_len + suffix_len
+    out = []
+    for i in tqdm(range(0, len(sequences), batch_size), desc="scan", leave=False, mininterval=5):
+        x = torch.tensor([s[:n] for s in sequences[i:i + batch_size]], dtype=torch.long, device=model.device)
+        with torch.no_grad():
+            logits = model(input_ids=x, logits_to_keep=suffix_len + 1).logits[:, :-1]
+        out.append((logits.argmax(-1) == x[:, prefix_len:n]).float().mean(1).cpu().numpy())
+    return np.concatenate(out) if out else np.zeros(0)
 
 
 def measure_canaries(cache, model_art, subdir: str, canaries_art, prefix_len: int, suffix_len: int,
@@ -65,7 +93,9 @@ def measure_canaries(cache, model_art, subdir: str, canaries_art, prefix_len: in
     from .canaries import load_canaries
     from .zoo import load_model
     # built in the worker pool, one thread (session 6 on; before, the kernel's threads: other float rounding)
-    cfg = {"subdir": subdir, "prefix_len": prefix_len, "suffix_len": suffix_len, "threads": 1, "measures": 2}
+    from .workers import BUILD_THREADS
+    cfg = {"subdir": subdir, "prefix_len": prefix_len, "suffix_len": suffix_len, "threads": BUILD_THREADS,
+           "measures": 2}
 
     def build(tmp):
         df = canary_extraction(load_model(model_art.path / subdir), load_canaries(canaries_art), prefix_len,
@@ -93,9 +123,15 @@ def memorized_probes(cache, hub_id: str, n: int, seed: int, data_files: str | No
                               "seed": seed}, build, stage="memorization")
 
 
+EXTRACTION_COLUMNS = {"canary_id": "int64", "count": "int64", "split": "object", "extracted": "bool",
+                      "match_fraction": "float64", "suffix_nll": "float64"}
+
+
 def load_extraction(art):
+    """Per-probe extraction rows (with every column even when the set was empty)."""
     import pandas as pd
-    return pd.read_json(art.path / "extraction.json", orient="records")
+    df = pd.read_json(art.path / "extraction.json", orient="records")
+    return df if len(df) else pd.DataFrame({c: pd.Series(dtype=t) for c, t in EXTRACTION_COLUMNS.items()})
 
 
 def regurgitation_share(docs: list[list[int]], canaries: list[list[int]], k: int = 16) -> dict:

@@ -12,9 +12,13 @@ from .zoo import model_size
 
 
 def probes_for(cfg, cache, zoo, student: str):
-    """What a student may have memorized: the planted canaries here; Pythia's memorized evals for Hub students."""
+    """What a student may have memorized: the planted canaries here; the natural scan's windows for real
+    weights without a twin (`memorization.natural`); Pythia's memorized evals for Hub students."""
     if zoo.canaries is not None:
         return zoo.canaries
+    if cfg.memorization.natural is not None:  # real weights we did not train: famous text they may have seen
+        from .natural_memorization import natural_probes
+        return natural_probes(cfg, cache, zoo, student)
     m = cfg.zoo.models[student]
     if not m.is_hub:
         raise ValueError(f"student `{student}` has no canaries and is not a Pythia Hub model: nothing to extract")
@@ -75,7 +79,7 @@ def with_advantage(seqs: pd.DataFrame) -> pd.DataFrame:
     """Adds each sequence's likelihood advantage: the mean suffix NLL of the never-planted passages under the
     same model minus its own (nats per token; NaN without control passages, e.g. Pythia's memorized evals)."""
     ctrl = seqs[seqs["split"] == "control"].groupby("run_label")["suffix_nll"].mean()
-    return seqs.assign(advantage=seqs["run_label"].map(ctrl) - seqs["suffix_nll"])
+    return seqs.assign(advantage=seqs["run_label"].map(ctrl).astype(float) - seqs["suffix_nll"])
 
 
 def before_after(seqs: pd.DataFrame) -> pd.DataFrame:
@@ -185,10 +189,18 @@ def finding3(cfg, cache, zoo, table: pd.DataFrame, arts: dict, tasks: list[str],
             "before_after": before_after(mine), "per_sequence": sequence_table(mine)}
 
 
-def design(cfg, zoo) -> dict:
-    """The twin's canary design, as configured and as planted (read from the canaries artifact)."""
+def design(cfg, zoo, cache=None) -> dict:
+    """The twin's canary design, as configured and as planted (read from the canaries artifact); for a natural
+    scan, what was scanned and found (`cache` needed)."""
     from .canaries import canary_share, load_canaries
     m = cfg.memorization
+    if m.natural is not None and cache is not None:
+        student = cfg.transfer.students[0]
+        from .natural_memorization import natural_probes
+        meta = natural_probes(cfg, cache, zoo, student).meta
+        keys = ("source", "documents", "windows", "tokens_scanned", "scan_seconds", "scan_tokens_per_s",
+                "memorized_windows", "memorized_dev", "memorized_heldout", "probes", "start_token")
+        return {"natural_scan_of": student, **{k: meta.get(k) for k in keys}}
     if zoo.canaries is None or m.twin is None:
         return {"twin": m.twin, "canaries": 0}
     t = cfg.zoo.models[m.twin]
@@ -216,3 +228,12 @@ def summary(verdict: dict | None) -> pd.DataFrame:
                      "capability_delta": c["estimate"], "capability_lo": r["capability_ci"][0],
                      "capability_hi": r["capability_ci"][1], "capability": c["outcome"]})
     return pd.DataFrame(rows)
+
+
+def natural_scan(cfg, cache, zoo):
+    """Per scanned document (real-weights profiles): split, windows, best and mean suffix agreement and memorized
+    windows; an empty table when the profile has a canary twin or Pythia's memorized evals instead."""
+    if cfg.memorization.natural is None or zoo.canaries is not None:
+        return pd.DataFrame()
+    from .natural_memorization import natural_probes, scan_summary
+    return scan_summary(natural_probes(cfg, cache, zoo, cfg.transfer.students[0]))

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from .cache import Artifact, Cache
-from .training import pack_documents, tokenize_texts
+from .training import document_start_id, pack_documents, tokenize_texts
 
 SCORES = {
     "centroid_similarity": "intrinsic",
@@ -81,7 +81,8 @@ def similarity_scores(corpus_vecs: np.ndarray, bench_vecs: np.ndarray) -> dict[s
 def loglik_scores(model, tokenizer, texts: list[str], seq_len: int, batch_size: int = 64) -> dict[str, float]:
     """Mean log-likelihood per token (student's tokens) and per character of the corpus."""
     from .training import mean_loss
-    blocks = pack_documents(tokenize_texts(tokenizer, texts), tokenizer.eos_token_id, seq_len)
+    blocks = pack_documents(tokenize_texts(tokenizer, texts), tokenizer.eos_token_id, seq_len,
+                            document_start_id(tokenizer))
     nll = mean_loss(model, blocks, batch_size)
     n_tok = blocks.shape[0] * (blocks.shape[1] - 1)
     n_chars = sum(len(tokenizer.decode(b[1:].tolist())) for b in blocks)
@@ -107,7 +108,8 @@ def gradient_alignment(model, corpus_blocks: np.ndarray, dev_gradient: torch.Ten
 
 
 def blocks_sample(tokenizer, texts: list[str], seq_len: int, n_blocks: int, seed: int) -> np.ndarray:
-    blocks = pack_documents(tokenize_texts(tokenizer, texts), tokenizer.eos_token_id, seq_len)
+    blocks = pack_documents(tokenize_texts(tokenizer, texts), tokenizer.eos_token_id, seq_len,
+                            document_start_id(tokenizer))
     idx = np.random.default_rng(seed).permutation(len(blocks))[:n_blocks]
     return blocks[np.sort(idx)]
 

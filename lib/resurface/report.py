@@ -81,9 +81,15 @@ def verdict_rows(out: Path) -> list[dict]:
                                 f"±{f2['thresholds']['proxy_rho0']}: {nums}"})
     if f3:
         d = f3.get("design", {})
-        parts = [f"canary twin `{d.get('twin')}`: {d.get('copies')} copies = {_num(100 * d.get('canary_share', 0), '.2f')} "
-                 f"% of its pretraining tokens; gate (own samples in canary matches) "
-                 f"{_num(100 * f3['gate_share'], '.3f')} %; memorized held-out sequences {f3['n_memorized']}"]
+        if d.get("natural_scan_of"):  # real weights: no twin, famous text scanned for what the student memorized
+            parts = [f"natural memorization of `{d['natural_scan_of']}`: {d['documents']} {d['source']} documents, "
+                     f"{d['windows']} windows scanned; memorized (32/32, non-overlapping) dev {d['memorized_dev']}, "
+                     f"held-out {d['memorized_heldout']} (the rule needs {f3.get('min_memorized', 'n/a')})"]
+        else:
+                parts = [f"canary twin `{d.get('twin')}`: {d.get('copies')} copies = "
+                     f"{_num(100 * d.get('canary_share', 0), '.2f')} % of its pretraining tokens; gate (own samples "
+                     f"in canary matches) "
+                     f"{_num(100 * f3['gate_share'], '.3f')} %; memorized held-out sequences {f3['n_memorized']}"]
         for name in ("primary", "secondary"):
             v = f3.get(name)
             if not v:
@@ -163,8 +169,17 @@ def build_report(profile: str) -> Path:
                             "heldout_lineage_loss",
                             "heldout_lineage_bpb", "train_seconds") if c in df]
         parts += ["", "## The model zoo", "", _table_md(df[keep])]
+    transfer = out / "tables" / "transfer.csv"
+    if transfer.exists():  # the untouched students: where the benchmarks leave room to improve
+        t = pd.read_csv(transfer)
+        base = t.drop_duplicates(["student", "task"]).pivot_table(index="student", columns=["task", "metric"],
+                                                                   values="base", aggfunc="first")
+        base.columns = [f"{task} ({metric})" for task, metric in base.columns]
+        parts += ["", "## The untouched students (test items)", "",
+                  "Accuracy as a fraction, bits per byte for perplexity tasks; every run's change is measured "
+                  "from these.", "", _table_md(base.reset_index())]
     ext = out / "tables" / "zoo_canary_extraction.csv"
-    if ext.exists():
+    if ext.exists() and len(pd.read_csv(ext)):  # only zoos with planted canaries
         e = pd.read_csv(ext)
         piv = e[e["split"] == "heldout"].pivot_table(index="model", columns="count", values="extraction_rate")
         piv.columns = [f"count {c}" for c in piv.columns]

@@ -37,15 +37,27 @@ def stages(nbs: list[Path]) -> list[list[Path]]:
     return first + ([rest] if rest else [])
 
 
+# Two kernels started side by side can race for a port (jupyter_client picks free ports, then the kernel binds
+# them): the loser dies before running any cell. Seen once in 2 runs of the tiny Gemma profile; retried once.
+KERNEL_START_RACE = "Kernel died before replying to kernel_info"
+
+
 def run_notebook(nb: Path, out: Path, profile: str, overrides: dict, progress: bool = True) -> None:
     """Execute `nb` into `out/<name>` with a fresh kernel; raise papermill's error naming the failing cell."""
     import papermill
-    papermill.execute_notebook(
-        str(nb), str(out / nb.name), parameters={"profile": profile, "overrides": overrides},
-        kernel_name="resurface", cwd=str(nb.parent), progress_bar=progress, log_output=False,
-        # every cell has run and its outputs are saved; a graceful shutdown only waited ~3 s per notebook for
-        # the interpreter to tear down torch and transformers
-        shutdown_kernel="immediate")
+    for attempt in (1, 2):
+        try:
+            papermill.execute_notebook(
+                str(nb), str(out / nb.name), parameters={"profile": profile, "overrides": overrides},
+                kernel_name="resurface", cwd=str(nb.parent), progress_bar=progress, log_output=False,
+                # every cell has run and its outputs are saved; a graceful shutdown only waited ~3 s per
+                # notebook for the interpreter to tear down torch and transformers
+                shutdown_kernel="immediate")
+            return
+        except RuntimeError as exc:  # no cell has run when the kernel never started: safe to start again
+            if KERNEL_START_RACE not in str(exc) or attempt == 2:
+                raise
+            print(f"    {nb.name}: the kernel did not start ({KERNEL_START_RACE}); starting it again", flush=True)
 
 
 def describe_failure(exc: BaseException) -> str:

@@ -155,7 +155,8 @@ def start(profile: str, overrides: dict | None = None, notebook: str = "notebook
     else:
         from .hub import check_available_offline
         check_available_offline(cfg)  # a model id that is not here offline: one sentence, nothing written
-    from .workers import warm_up
+    from .workers import set_build_threads, warm_up
+    set_build_threads(cfg.build_threads)
     warm_up(cfg.workers, cfg.device)  # the pool's fork server: before torch is imported here, to overlap
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout, force=True)
     _quiet_libraries()

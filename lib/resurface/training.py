@@ -34,15 +34,27 @@ def set_threads(threads: int | str = "auto") -> int:
     return n
 
 
-def pack_documents(token_lists: Iterable[list[int]], eos_id: int, seq_len: int) -> np.ndarray:
-    """Concatenate documents, each followed by EOS, and cut into full blocks of `seq_len` tokens."""
+def pack_documents(token_lists: Iterable[list[int]], eos_id: int, seq_len: int,
+                   bos_id: int | None = None) -> np.ndarray:
+    """Concatenate documents, each followed by EOS (and preceded by `bos_id` when the family starts documents
+    with its own BOS, as Gemma does), and cut into full blocks of `seq_len` tokens."""
     flat: list[int] = []
     for ids in token_lists:
+        if bos_id is not None:
+            flat.append(bos_id)
         flat.extend(ids)
         flat.append(eos_id)
     n = len(flat) // seq_len
     dtype = np.uint16 if max(flat, default=0) < 65535 else np.int32
     return np.asarray(flat[: n * seq_len], dtype=dtype).reshape(n, seq_len)
+
+
+def document_start_id(tokenizer) -> int | None:
+    """The token packed before each document for training and scoring, when the family starts documents with
+    a BOS of its own (Gemma's `<bos>`). None when BOS is EOS (GPT-NeoX's end-of-text, the zoo's tokenizers) or
+    absent: the EOS that ends the previous document is then the next one's start."""
+    bos = tokenizer.bos_token_id
+    return bos if bos is not None and bos != tokenizer.eos_token_id else None
 
 
 def tokenize_texts(tokenizer, texts: list[str], batch: int = 256) -> list[list[int]]:

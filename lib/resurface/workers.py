@@ -54,16 +54,26 @@ def resolve_workers(workers: int | str) -> int:
     return usable_cores() if workers == "auto" else int(workers)
 
 
+BUILD_THREADS = 1  # torch threads of a build that runs in this process (StudyConfig.build_threads)
+
+
+def set_build_threads(n: int) -> None:
+    """Threads of the builds run here when the pool has one worker. 1 (the default) keeps every number
+    independent of `workers`; a real-weights profile that builds one 270M model at a time gives it the cores."""
+    global BUILD_THREADS
+    BUILD_THREADS = int(n)
+
+
 @contextlib.contextmanager
 def single_threaded():
-    """One torch thread for the duration (CPU builds of the pool's kinds are always single-threaded)."""
+    """`BUILD_THREADS` torch threads (one, unless the profile says otherwise) for the duration."""
     import torch
     from .device import current
     if current().device != "cpu":
         yield
         return
     before = torch.get_num_threads()
-    torch.set_num_threads(1)
+    torch.set_num_threads(BUILD_THREADS)
     try:
         yield
     finally:
