@@ -44,13 +44,13 @@ if [ ! -x .venv/bin/python ]; then
 fi
 stamp=.venv/.resurface-installed
 # (hashlib, not sha256sum: stock macOS has no sha256sum)
-want=$(.venv/bin/python -c 'import hashlib, sys; print(hashlib.sha256(b"".join(open(f, "rb").read() for f in sys.argv[1:])).hexdigest())' requirements.txt pyproject.toml)
+want=$(.venv/bin/python -c 'import hashlib, sys; print(hashlib.sha256(b"".join(open(f, "rb").read() for f in sys.argv[1:])).hexdigest())' requirements.txt requirements-test.txt pyproject.toml)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "Installing requirements into .venv (a few minutes the first time)"
   .venv/bin/python -m pip install --quiet --upgrade pip
   # torch first and alone: 2.13.0 is a CPU wheel on this machine's disk; nothing may pull a CUDA build
   echo "  torch"; .venv/bin/python -m pip install --quiet torch==2.13.0
-  echo "  requirements.txt"; .venv/bin/python -m pip install --quiet -r requirements.txt
+  echo "  requirements.txt (+ the test packages)"; .venv/bin/python -m pip install --quiet -r requirements.txt -r requirements-test.txt
   echo "  resurface (editable)"; .venv/bin/python -m pip install --quiet --no-deps -e .
   .venv/bin/python -m ipykernel install --sys-prefix --name resurface --display-name "Python (resurface)" >/dev/null
   echo "$want" > "$stamp"

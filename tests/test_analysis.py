@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from resurface import benchmarks, stats
@@ -110,3 +111,18 @@ def test_per_task_item_counts_and_unchanged_keys(smoke_zoo, smoke_cache):
     assert per_task.key != plain.key
     assert len(benchmarks.load_items(per_task, "word_cloze")) == 7
     assert len(benchmarks.load_items(per_task, "minimal_pairs")) == 20
+
+
+def test_figure_legends_name_relations_in_words():
+    import matplotlib
+    matplotlib.use("Agg")
+    from resurface import figures
+    rng = np.random.default_rng(0)
+    rels = ["self", "same_lineage", "stronger_different", "cross_family"] * 3
+    runs = pd.DataFrame({"relation": rels, "gap_bpb": rng.normal(size=12), "headline_delta": rng.normal(size=12),
+                         "student": ["a", "b"] * 6, "score": rng.normal(size=12)})
+    corr = {"score": {"rho": 0.1, "ci_low": -0.2, "ci_high": 0.4}}
+    for fig in (figures.strength_vs_delta(runs), figures.proxy_scatter(runs, ["score"], corr)):
+        labels = [t.get_text() for ax in fig.axes if ax.get_legend() for t in ax.get_legend().get_texts()]
+        assert "same lineage" in labels and "cross-family" in labels
+        assert not any("_" in t for t in labels), labels

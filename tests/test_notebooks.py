@@ -29,6 +29,18 @@ def test_committed_notebook_is_clean_and_parameterized(nb):
     tagged = [c for c in cells if "parameters" in c.get("metadata", {}).get("tags", [])]
     assert len(tagged) == 1
     assert "profile" in "".join(tagged[0]["source"])
+    # the profile is chosen once, for every notebook, by RESURFACE_PROFILE (Papermill's injection wins over it)
+    for env, want in (({"RESURFACE_PROFILE": "workshop"}, "workshop"), ({}, "default")):
+        scope: dict = {}
+        old = os.environ.pop("RESURFACE_PROFILE", None)
+        os.environ.update(env)
+        try:
+            exec("".join(tagged[0]["source"]), scope)
+        finally:
+            os.environ.pop("RESURFACE_PROFILE", None)
+            if old is not None:
+                os.environ["RESURFACE_PROFILE"] = old
+        assert scope["profile"] == want and scope["overrides"] == {}
     assert json.loads(nb.read_text())["metadata"]["kernelspec"]["name"] == "resurface"
 
 
@@ -52,6 +64,17 @@ def test_smoke_study_products(smoke_run):
     walls = timings[timings["status"] == "wall"].set_index("notebook")["seconds"]
     assert set(walls.index) == set(timings["notebook"])
     assert not timings.duplicated(["notebook", "artifact"]).any()  # one row per artifact and notebook
+    # a run log with every build and reuse, stamped by notebook; every table also as booktabs LaTeX
+    log = (out / "run.log").read_text()
+    assert "runner: ==> 00_zoo.ipynb" in log and "00_zoo: " in log and "zoo/lineage-small" in log
+    assert "04_memorization: " in log and "finished in" in log
+    for csv in (out / "tables").glob("*.csv"):
+        tex = csv.with_suffix(".tex").read_text()
+        assert "\\toprule" in tex and "\\bottomrule" in tex
+    # executed notebooks free of progress-bar debris (the kernels run with TQDM_DISABLE)
+    for nb in NOTEBOOKS:
+        text = (out / nb.name).read_text()
+        assert "it/s]" not in text and "%|" not in text, f"progress bars in {nb.name}"
     from resurface.workers import usable_cores
     if usable_cores() > 1:  # pretraining and fine-tuning ran in the worker pool, not in the kernel
         built = timings[(timings["status"] == "built") & timings["stage"].isin(["finetune", "evaluate", "memorization"])]

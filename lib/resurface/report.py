@@ -112,6 +112,36 @@ def verdict_rows(out: Path) -> list[dict]:
     return rows
 
 
+_LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+
+
+def _latex_escape(text: str) -> str:
+    return "".join(_LATEX_SPECIAL.get(ch, ch) for ch in text)
+
+
+def latex_table(df: pd.DataFrame, name: str = "") -> str:
+    """A booktabs tabular of `df` (numbers right-aligned to 4 significant digits, text left), ready for
+    \\input{} in a paper; requires \\usepackage{booktabs}."""
+    import numbers
+    cols = list(df.columns)
+    numeric = [pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c]) for c in cols]
+
+    def cell(v) -> str:
+        if v is None or (isinstance(v, float) and v != v):
+            return "--"
+        if isinstance(v, numbers.Real) and not isinstance(v, bool) and not float(v).is_integer():
+            return f"{v:.4g}"
+        return _latex_escape(str(v))
+
+    lines = [f"% {name}: written by resurface from tables/{name}.csv; do not edit by hand"] if name else []
+    lines += [r"\begin{tabular}{" + "".join("r" if n else "l" for n in numeric) + "}", r"\toprule",
+             " & ".join(_latex_escape(str(c)) for c in cols) + r" \\", r"\midrule"]
+    lines += [" & ".join(cell(v) for v in row) + r" \\" for row in df.itertuples(index=False)]
+    lines += [r"\bottomrule", r"\end{tabular}", ""]
+    return "\n".join(lines)
+
+
 def _table_md(df: pd.DataFrame) -> str:
     cols = list(df.columns)
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]

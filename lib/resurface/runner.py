@@ -67,7 +67,7 @@ def describe_failure(exc: BaseException) -> str:
     return f"at cell {count} ({ename}: {evalue})" if count is not None else f"({ename}: {evalue})"
 
 
-def run_group(group: list[Path], out: Path, profile: str, overrides: dict):
+def run_group(group: list[Path], out: Path, profile: str, overrides: dict, say=print):
     """Run the group's notebooks side by side; return (notebook, error) of the first that failed, or None."""
     from concurrent.futures import ThreadPoolExecutor
 
@@ -77,7 +77,7 @@ def run_group(group: list[Path], out: Path, profile: str, overrides: dict):
             run_notebook(nb, out, profile, overrides, progress=len(group) == 1)
         except Exception as exc:  # papermill's PapermillExecutionError, or a kernel that died
             return nb, exc
-        print(f"    {nb.name} done in {time.perf_counter() - t0:.0f} s", flush=True)
+        say(f"    {nb.name} done in {time.perf_counter() - t0:.0f} s")
         return None
 
     with ThreadPoolExecutor(len(group)) as pool:  # each notebook waits on its own kernel: threads suffice
@@ -102,20 +102,43 @@ def main(argv: list[str] | None = None) -> int:
     folder = Path(os.environ.get("RESURFACE_NOTEBOOKS") or NOTEBOOKS_DIR)  # another folder of numbered notebooks
     out = outputs_dir(args.profile)
     out.mkdir(parents=True, exist_ok=True)
+    # The kernels inherit this: no progress-bar debris in the executed notebooks (tqdm reads it when a process
+    # imports it; this process imported it with papermill already, so its own cell counter stays).
+    import tqdm.auto  # noqa: F401  (imported before the switch: this process keeps its bars)
+    os.environ["TQDM_DISABLE"] = "1"
+    run_log = out / "run.log"  # one per run: the kernels append every build and reuse to it
+    say = _logger(run_log, f"run of profile `{args.profile}` ({' '.join(argv or sys.argv[1:]) or 'defaults'})")
     start = time.perf_counter()
     for group in stages(notebooks(folder, args.only)):
-        print(f"==> {' + '.join(nb.name for nb in group)} (profile: {args.profile})", flush=True)
-        failed = run_group(group, out, args.profile, overrides)
+        say(f"==> {' + '.join(nb.name for nb in group)} (profile: {args.profile})")
+        failed = run_group(group, out, args.profile, overrides, say)
         if failed:
             nb, exc = failed
-            print(f"{NAME}: notebook {nb.name} failed {describe_failure(exc)}; the executed copy with the error "
-                  f"is {out / nb.name}", file=sys.stderr)
+            msg = (f"{NAME}: notebook {nb.name} failed {describe_failure(exc)}; the executed copy with the error "
+                   f"is {out / nb.name}")
+            print(msg, file=sys.stderr)
+            say(msg, echo=False)
             return 1
     if not args.only:
         from .report import build_report
-        print(f"Report: {build_report(args.profile)}")
-    print(f"Study '{args.profile}' finished in {time.perf_counter() - start:.0f} s; results in {out}/")
+        say(f"Report: {build_report(args.profile)}")
+    say(f"Study '{args.profile}' finished in {time.perf_counter() - start:.0f} s; results in {out}/ "
+        f"(log: {run_log})")
     return 0
+
+
+def _logger(path: Path, first: str):
+    """`say(line)`: print it, and append it, time-stamped, to the run log (started afresh with `first`)."""
+    def stamp() -> str:
+        return time.strftime("%Y-%m-%d %H:%M:%S")
+    path.write_text(f"{stamp()} runner: {first}\n")
+
+    def say(line: str, echo: bool = True) -> None:
+        if echo:
+            print(line, flush=True)
+        with path.open("a") as fh:
+            fh.write(f"{stamp()} runner: {line}\n")
+    return say
 
 
 if __name__ == "__main__":

@@ -52,6 +52,19 @@ def _quiet_libraries() -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
 
 
+def log_to_file(path: Path, notebook: str) -> None:
+    """Every build, reuse and timing of this process also goes to `path` (outputs/<profile>/run.log), one line
+    each, stamped with the time and the notebook; notebooks side by side append to the same file."""
+    logger = logging.getLogger("resurface")
+    for h in [h for h in logger.handlers if getattr(h, "_resurface_run_log", False)]:
+        logger.removeHandler(h)
+        h.close()
+    handler = logging.FileHandler(path, mode="a", encoding="utf-8")
+    handler.setFormatter(logging.Formatter(f"%(asctime)s {notebook}: %(message)s", "%Y-%m-%d %H:%M:%S"))
+    handler._resurface_run_log = True
+    logger.addHandler(handler)
+
+
 @dataclass
 class Study:
     cfg: StudyConfig
@@ -72,11 +85,15 @@ class Study:
         return d / name
 
     def save_table(self, df, name: str) -> Path:
+        """tables/<name>.csv, and the same table as LaTeX (booktabs) in tables/<name>.tex for a paper."""
+        from .report import latex_table
         p = self.path("tables", f"{name}.csv")
-        tmp = p.with_suffix(f".csv.{os.getpid()}.tmp")  # a notebook running alongside may write its own
-        df.to_csv(tmp, index=False)
-        os.replace(tmp, p)
-        self._products.append(str(p.relative_to(self.out)))
+        for path, write in ((p, lambda t: df.to_csv(t, index=False)),
+                            (p.with_suffix(".tex"), lambda t: t.write_text(latex_table(df, name)))):
+            tmp = path.with_suffix(f"{path.suffix}.{os.getpid()}.tmp")  # a notebook alongside writes its own
+            write(tmp)
+            os.replace(tmp, path)
+            self._products.append(str(path.relative_to(self.out)))
         return p
 
     def save_figure(self, fig, name: str) -> list[Path]:
@@ -169,6 +186,7 @@ def start(profile: str, overrides: dict | None = None, notebook: str = "notebook
     seed_everything(cfg.seed)
     out = outputs_dir(cfg.profile)
     out.mkdir(parents=True, exist_ok=True)
+    log_to_file(out / "run.log", notebook)
     resolved = config_dict(cfg)
     tmp = out / f".params.resolved.yaml.{os.getpid()}.tmp"  # every notebook writes it, some side by side
     tmp.write_text(yaml.safe_dump(resolved, sort_keys=False))
