@@ -71,6 +71,8 @@ def test_smoke_study_products(smoke_run):
     for csv in (out / "tables").glob("*.csv"):
         tex = csv.with_suffix(".tex").read_text()
         assert "\\toprule" in tex and "\\bottomrule" in tex
+    # the terminal shows stage-level progress: notebook, stage, done out of how many, time left
+    assert "[00_zoo] pretraining the zoo" in proc.stdout and " done, " in proc.stdout and " left" in proc.stdout
     # executed notebooks free of progress-bar debris (the kernels run with TQDM_DISABLE)
     for nb in NOTEBOOKS:
         text = (out / nb.name).read_text()
@@ -162,3 +164,19 @@ def test_network_is_really_cut():
     links = subprocess.run(prefix + ["ip", "-o", "link"], capture_output=True, text=True).stdout.splitlines()
     routes = subprocess.run(prefix + ["ip", "route"], capture_output=True, text=True).stdout.strip()
     assert [l.split(":")[1].strip() for l in links] == ["lo"] and routes == ""
+
+
+def test_progress_lines_are_followed_from_the_run_log_whole_lines_only(tmp_path, capsys):
+    from resurface.runner import follow_progress
+    log = tmp_path / "run.log"
+    log.write_text("2026-01-01 00:00:00 runner: a run\n")
+    follower = follow_progress(log, every=3600)  # flushed by hand below
+    with log.open("a") as fh:
+        fh.write("2026-01-01 00:00:01 02_transfer: progress: students 1/4 done, 10 s so far, about 30 s left\n"
+                 "2026-01-01 00:00:01 02_transfer: reused students/x\n2026-01-01 00:00:02 03_proxies: progress: emb")
+    follower.flush()
+    assert capsys.readouterr().out == "    [02_transfer] students 1/4 done, 10 s so far, about 30 s left\n"
+    with log.open("a") as fh:
+        fh.write("eddings 2/2 done\n")
+    follower.flush()
+    assert capsys.readouterr().out == "    [03_proxies] embeddings 2/2 done\n"

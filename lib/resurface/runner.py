@@ -109,9 +109,11 @@ def main(argv: list[str] | None = None) -> int:
     run_log = out / "run.log"  # one per run: the kernels append every build and reuse to it
     say = _logger(run_log, f"run of profile `{args.profile}` ({' '.join(argv or sys.argv[1:]) or 'defaults'})")
     start = time.perf_counter()
+    follower = follow_progress(run_log)
     for group in stages(notebooks(folder, args.only)):
         say(f"==> {' + '.join(nb.name for nb in group)} (profile: {args.profile})")
         failed = run_group(group, out, args.profile, overrides, say)
+        follower.flush()
         if failed:
             nb, exc = failed
             msg = (f"{NAME}: notebook {nb.name} failed {describe_failure(exc)}; the executed copy with the error "
@@ -125,6 +127,35 @@ def main(argv: list[str] | None = None) -> int:
     say(f"Study '{args.profile}' finished in {time.perf_counter() - start:.0f} s; results in {out}/ "
         f"(log: {run_log})")
     return 0
+
+
+class follow_progress:
+    """Shows the kernels' stage-level progress lines (`workers.PROGRESS`) from the run log at the terminal, as
+    they are written: `[02_transfer] students and evaluations 12/40 done, 300 s so far, about 700 s left`."""
+
+    def __init__(self, path: Path, every: float = 2.0):
+        import threading
+        self.path, self.every, self.pos = path, every, path.stat().st_size if path.exists() else 0
+        self._lock = threading.Lock()
+        threading.Thread(target=self._loop, daemon=True).start()
+
+    def _loop(self) -> None:
+        while True:
+            time.sleep(self.every)
+            self.flush()
+
+    def flush(self) -> None:
+        from .workers import PROGRESS
+        with self._lock:
+            with self.path.open("rb") as fh:
+                fh.seek(self.pos)
+                lines = fh.read().split(b"\n")[:-1]  # the last piece is a line still being written, or empty
+                self.pos += sum(len(l) + 1 for l in lines)
+            for line in (l.decode("utf-8", "replace") for l in lines):
+                if PROGRESS in line:  # "<date> <time> <notebook>: progress: <what>"
+                    stamp, _, rest = line.partition(" ")[2].partition(" ")
+                    notebook, _, what = rest.partition(": " + PROGRESS)
+                    print(f"    [{notebook}] {what.strip()}", flush=True)
 
 
 def _logger(path: Path, first: str):

@@ -164,9 +164,10 @@ def build_all(cache: Cache, jobs: list[Job], workers: int | str = "auto", desc: 
     if not todo:
         return {"jobs": len(jobs), "built": 0, "workers": 0, "seconds": 0.0}
     if n <= 1:
-        for job in tqdm(todo, desc=desc, mininterval=2):
+        for k, job in enumerate(tqdm(todo, desc=desc, mininterval=2)):
             with single_threaded():
                 job.fn(cache, *job.args)
+            progress(desc, k + 1, len(todo), t0)
         return _done(desc, len(jobs), len(todo), 1, t0)
     log.info("%s: %d job(s) on %d single-threaded worker processes", desc, len(todo), n)
     place = current()
@@ -191,6 +192,7 @@ def build_all(cache: Cache, jobs: list[Job], workers: int | str = "auto", desc: 
                         if r["status"] == "built":
                             log.info("built %s in %.1f s (worker %d)", r["artifact"], r["seconds"], worker)
                     bar.update()
+                    progress(desc, bar.n, len(futures), t0)
         except BaseException:  # a failed job or an interrupted kernel: stop the running builds now, not when
             for fut in remaining:  # they end (their half-built folders are debris the next run clears)
                 fut.cancel()
@@ -200,6 +202,17 @@ def build_all(cache: Cache, jobs: list[Job], workers: int | str = "auto", desc: 
         finally:
             bar.close()
     return _done(desc, len(jobs), len(todo), n, t0)
+
+
+PROGRESS = "progress: "  # the runner shows the run log's lines that carry it at the terminal
+
+
+def progress(desc: str, done: int, total: int, t0: float) -> None:
+    """One stage-level progress line in the log (and so in run.log): what is done out of how many, time left
+    (the costliest jobs start first, so the estimate errs long)."""
+    elapsed = time.perf_counter() - t0
+    left = elapsed / done * (total - done) if done else float("nan")
+    log.info("%s%s %d/%d done, %.0f s so far, about %.0f s left", PROGRESS, desc, done, total, elapsed, left)
 
 
 def _done(desc: str, jobs: int, built: int, workers: int, t0: float) -> dict:
