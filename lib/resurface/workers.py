@@ -179,6 +179,7 @@ def build_all(cache: Cache, jobs: list[Job], workers: int | str = "auto", desc: 
         futures = {pool.submit(_run_job, j.fn, j.args): j for j in todo}
         bar = tqdm(total=len(futures), desc=desc, mininterval=2)
         remaining = set(futures)
+        finished = 0  # (a disabled bar does not count)
         try:
             while remaining:
                 done, remaining = wait(remaining, return_when=FIRST_COMPLETED)  # report each job as it ends
@@ -192,7 +193,8 @@ def build_all(cache: Cache, jobs: list[Job], workers: int | str = "auto", desc: 
                         if r["status"] == "built":
                             log.info("built %s in %.1f s (worker %d)", r["artifact"], r["seconds"], worker)
                     bar.update()
-                    progress(desc, bar.n, len(futures), t0)
+                    finished += 1
+                    progress(desc, finished, len(futures), t0)
         except BaseException:  # a failed job or an interrupted kernel: stop the running builds now, not when
             for fut in remaining:  # they end (their half-built folders are debris the next run clears)
                 fut.cancel()
