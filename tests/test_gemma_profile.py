@@ -147,6 +147,10 @@ def test_gemma_profile_runs_end_to_end_on_a_tiny_lookalike(tiny_gemma_run):
     assert d["natural_scan_of"] == "gemma" and d["source"] == "kjv" and d["windows"] > 0
     assert d["memorized_heldout"] == 0 and f3["verdict"] == "inconclusive"  # random weights memorize nothing
     assert "memorized" in f3["why"]
+    # too few memorized passages: stopped after the untouched model (no extraction of the fine-tuned runs)
+    timings = pd.read_csv(out / "tables" / "timings.csv")
+    extractions = {a for a in timings["artifact"] if a.startswith("memorization/")}
+    assert extractions and all(a.startswith("memorization/gemma-base") for a in extractions), extractions
     scan = pd.read_csv(out / "tables" / "memorization_natural_scan.csv")
     assert set(scan["document"]) == {"Psalms 23", "John 1", "Psalms 1", "Ruth 1"}
     report = (out / "REPORT.md").read_text()

@@ -47,11 +47,15 @@ def twin_runs(cfg, cache, zoo) -> tuple[pd.DataFrame, dict]:
 
 def per_sequence(cfg, cache, zoo, table: pd.DataFrame, arts: dict) -> pd.DataFrame:
     """One row per (model, sequence): extraction by the untouched model (`run_label` = `<student>-base`) and by
-    every fine-tuned run, with the run's source, relation, temperature and seed."""
+    every fine-tuned run, with the run's source, relation, temperature and seed. After a natural scan that found
+    fewer memorized held-out passages than `min_memorized`, the untouched model's rows only."""
     m = cfg.memorization
     students = sorted(table["student"].unique())
     probes = {s: probes_for(cfg, cache, zoo, s) for s in students}
     runs = headline(table)
+    if m.natural is not None and any(probes[s].meta.get("memorized_heldout", 0) < m.min_memorized for s in students):
+        # a natural scan that found too few memorized passages for the rule: say how many and stop there
+        runs = runs.iloc[:0]
     lengths = (m.prefix_len, m.suffix_len, m.batch_size)
     # every extraction is an independent build: the pool runs them (single-threaded, like every pooled build)
     jobs = [Job(model_size(cfg.zoo.models[s]), f"extraction {s}", measure_canaries,
