@@ -71,6 +71,11 @@ def test_smoke_study_products(smoke_run):
     for csv in (out / "tables").glob("*.csv"):
         tex = csv.with_suffix(".tex").read_text()
         assert "\\toprule" in tex and "\\bottomrule" in tex
+    # every executed notebook also as HTML beside REPORT.html, linked from the report
+    report = (out / "REPORT.md").read_text()
+    for nb in NOTEBOOKS:
+        page = out / nb.with_suffix(".html").name
+        assert page.stat().st_size > 10_000 and f"]({page.name})" in report
     # the terminal shows stage-level progress: notebook, stage, done out of how many, time left
     import re
     lines = re.findall(r"^    \[(\d\d_\w+)\] .+ (\d+)/(\d+) done, \d+ s so far, about \d+ s left$", proc.stdout, re.M)
