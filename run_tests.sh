@@ -4,10 +4,5 @@
 set -uo pipefail
 cd "$(dirname "$0")"
 ./scripts/setup_env.sh || exit 1
-.venv/bin/python -m pytest "$@"
-rc=$?
-if [ "$rc" -eq 5 ]; then
-  echo "run_tests.sh: pytest collected no tests; that is a failure here, not a pass" >&2
-  exit 1
-fi
-exit "$rc"
+# `resurface test`: pytest, where collecting no test (pytest's exit code 5) is a failure, not a pass
+exec .venv/bin/python -m resurface.cli test "$@"

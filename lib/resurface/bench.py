@@ -267,7 +267,7 @@ def _scoring_clock(cls):
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="resurface bench", description=__doc__.splitlines()[0])
     ap.add_argument("--profile", default="default")
     ap.add_argument("--batch", type=int, nargs="+", default=[256, 512])
     ap.add_argument("--only", choices=["evaluation"], help="run one part of the benchmark")

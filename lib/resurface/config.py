@@ -548,7 +548,7 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
     import sys
 
-    ap = argparse.ArgumentParser(description="Validate a resurface profile.")
+    ap = argparse.ArgumentParser(prog="resurface check", description="Validate a resurface profile.")
     ap.add_argument("profile")
     ap.add_argument("overrides", nargs="*", help="dotted key=value (value parsed as YAML)")
     args = ap.parse_args(argv)

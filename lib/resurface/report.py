@@ -280,7 +280,7 @@ def to_html(markdown_text: str, title: str) -> str:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description="Write outputs/<profile>/REPORT.md")
+    ap = argparse.ArgumentParser(prog="resurface report", description="Write outputs/<profile>/REPORT.md")
     ap.add_argument("--profile", default="default")
     args = ap.parse_args(argv)
     print(build_report(args.profile))

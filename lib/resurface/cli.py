@@ -1,0 +1,119 @@
+"""`resurface`: one command line for the study (installed with the package; `./run_all.sh` and `./run_tests.sh`
+call it).
+
+    resurface run [--profile NAME] [--set KEY=VALUE ...] [--only NN]   the notebooks, in order
+    resurface test [PYTEST ARGS]                                       the test suite
+    resurface report [--profile NAME]                                  REPORT.md from a run's products
+    resurface bench [BENCH ARGS]                                       the cost benchmark
+    resurface check PROFILE [KEY=VALUE ...]                            validate a profile, run nothing
+    resurface cache list [--kind KIND]                                 what the artifact cache holds
+    resurface cache prune [--kind KIND]                                clear debris (or every artifact of a kind)
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from .paths import ROOT, cache_root
+
+
+def _artifacts(root: Path, kind: str | None = None) -> list[dict]:
+    """One row per finished artifact (a folder with a manifest) under the cache root."""
+    rows = []
+    for manifest in sorted(root.glob(f"{kind or '*'}/*/manifest.json")):
+        folder = manifest.parent
+        try:
+            m = json.loads(manifest.read_text())
+        except json.JSONDecodeError:
+            m = {}
+        size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+        rows.append({"kind": folder.parent.name, "name": m.get("name", folder.name), "key": m.get("key", ""),
+                     "megabytes": round(size / 2 ** 20, 1), "build_seconds": m.get("build_seconds")})
+    return rows
+
+
+def _debris(root: Path, kind: str | None = None) -> list[Path]:
+    """Half-built folders an interrupted build left behind (`.tmp-*`), and folders without a manifest."""
+    out = []
+    for d in sorted(root.glob(f"{kind or '*'}/*")):
+        if d.is_dir() and (d.name.startswith(".tmp-") or not (d / "manifest.json").exists()):
+            out.append(d)
+    return out
+
+
+def cache_command(args) -> int:
+    root = cache_root()
+    if args.action == "list":
+        rows = _artifacts(root, args.kind)
+        for r in rows:
+            print(f"{r['kind']:<14} {r['name']:<60} {r['megabytes']:>9.1f} MB  built in {r['build_seconds']} s")
+        print(f"{len(rows)} artifact(s), {sum(r['megabytes'] for r in rows):.1f} MB in {root}")
+        return 0
+    doomed = _debris(root, args.kind)
+    if args.kind and args.all_of_kind:
+        doomed += [root / r["kind"] / f"{r['name']}-{r['key']}" for r in _artifacts(root, args.kind)]
+    for d in doomed:
+        shutil.rmtree(d, ignore_errors=True)
+    print(f"removed {len(doomed)} folder(s) from {root}")
+    return 0
+
+
+def test_command(pytest_args: list[str]) -> int:
+    """pytest in this interpreter; collecting no test is a failure here (pytest's exit code 5), not a pass."""
+    rc = subprocess.call([sys.executable, "-m", "pytest", *pytest_args], cwd=ROOT)
+    if rc == 5:
+        print("resurface test: pytest collected no tests; that is a failure here, not a pass", file=sys.stderr)
+        return 1
+    return rc
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="resurface", description="Prompt-free self-training, reproduced: run the "
+                                 "study, test it, report, benchmark, check a profile, look after the cache.")
+    sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub.add_parser("run", help="run the notebooks of a profile in order (options as run_all.sh: --profile, "
+                               "--set KEY=VALUE, --only NN)", add_help=False)
+    sub.add_parser("test", help="run the test suite (arguments go to pytest)", add_help=False)
+    sub.add_parser("report", help="write outputs/<profile>/REPORT.md from a run's products (--profile NAME)",
+                   add_help=False)
+    sub.add_parser("bench", help="the cost benchmark (arguments as python -m resurface.bench)", add_help=False)
+    sub.add_parser("check", help="validate a profile without running it: check PROFILE [KEY=VALUE ...]",
+                   add_help=False)
+    cache = sub.add_parser("cache", help="list the artifact cache, or prune debris of interrupted builds")
+    cache.add_argument("action", choices=["list", "prune"])
+    cache.add_argument("--kind", help="only this kind of artifact (e.g. evaluations, students)")
+    cache.add_argument("--all-of-kind", action="store_true",
+                       help="with prune and --kind: remove every artifact of that kind (they are rebuilt on demand)")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    ap = parser()
+    if not argv or argv[0] in ("-h", "--help"):
+        ap.print_help()
+        return 0 if argv else 2
+    command, rest = argv[0], argv[1:]
+    if command == "run":
+        from .runner import main as run
+        return run(rest)
+    if command == "test":
+        return test_command(rest)
+    if command == "report":
+        from .report import main as report
+        return report(rest)
+    if command == "bench":
+        from .bench import main as bench
+        return bench(rest)
+    if command == "check":
+        from .config import main as check
+        return check(rest)
+    return cache_command(ap.parse_args(argv))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

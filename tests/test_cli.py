@@ -1,0 +1,51 @@
+"""The `resurface` command line: every subcommand reachable, the cache listed and pruned, no tests = failure."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from resurface import cli
+
+from conftest import ROOT
+
+
+def _cli(*args, env=None):
+    return subprocess.run([sys.executable, "-m", "resurface.cli", *args], cwd=ROOT, capture_output=True, text=True,
+                          env=env, timeout=300)
+
+
+def test_help_names_every_subcommand():
+    out = _cli("--help").stdout
+    for sub in ("run", "test", "report", "bench", "check", "cache"):
+        assert f"    {sub}" in out
+    assert _cli().returncode == 2  # no command: usage, and a failure
+
+
+def test_check_validates_without_running(tmp_path):
+    ok = _cli("check", "smoke")
+    assert ok.returncode == 0 and "lineage-small" in ok.stdout
+    bad = _cli("check", "smoke", "sampling.top_p=2")
+    assert bad.returncode == 1 and "sampling.top_p" in bad.stderr
+
+
+def test_collecting_no_test_is_a_failure():
+    rc = cli.test_command(["-q", "tests/test_cli.py", "-k", "no_test_has_this_name"])
+    assert rc == 1
+
+
+def test_cache_list_and_prune(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("RESURFACE_CACHE", str(tmp_path))
+    done = tmp_path / "students" / "s-0123456789abcdef"
+    done.mkdir(parents=True)
+    (done / "weights.bin").write_bytes(b"x" * 2048)
+    (done / "manifest.json").write_text(json.dumps({"name": "s", "key": "0123456789abcdef", "build_seconds": 1.5}))
+    debris = tmp_path / "students" / ".tmp-s-0123456789abcdef-99"
+    debris.mkdir()
+    assert cli.main(["cache", "list"]) == 0
+    out = capsys.readouterr().out
+    assert "students" in out and "1 artifact(s)" in out
+    assert cli.main(["cache", "prune"]) == 0
+    assert not debris.exists() and done.exists()
+    assert cli.main(["cache", "prune", "--kind", "students", "--all-of-kind"]) == 0
+    assert not done.exists()
