@@ -34,6 +34,17 @@ def stable_hash(obj: Any, n: int = 16) -> str:
     return hashlib.sha256(blob).hexdigest()[:n]
 
 
+def peak_memory() -> str:
+    """This process's peak resident memory so far (Linux and macOS; "unknown" elsewhere): which build raised it
+    shows in the run log."""
+    try:
+        import resource
+    except ImportError:
+        return "unknown"
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+    return f"{peak / (2 ** 30 if os.uname().sysname == 'Darwin' else 2 ** 20):.1f} GiB"
+
+
 def file_sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:
@@ -221,6 +232,7 @@ class Cache:
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)
                 raise
+        log.info("built %s/%s in %.1f s (this process's peak memory so far: %s)", kind, name, seconds, peak_memory())
         self.timings.append(TimingRecord(stage, f"{kind}/{target.name}", seconds, "built", seconds))
         return Artifact(kind, name, key, target, manifest["meta"])
 

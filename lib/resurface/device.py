@@ -59,3 +59,21 @@ def autocast():
     """bf16 autocast on a GPU (for fine-tuning float32 weights); a no-op on CPU."""
     p = current()
     return torch.autocast("cuda", dtype=p.torch_dtype, enabled=p.device == "cuda" and p.dtype != "float32")
+
+
+# Logits held at once by a scoring pass, in elements (1 GiB of float32). A batch of 32 x 128 positions over Gemma's
+# 262k-word vocabulary is 4.3 GB of logits, and the loss or the normalisation copies them once or twice more: that
+# made one real-weights process peak at 17 GB (issue 22). A pass never holds more than this; a small vocabulary
+# (every embedded profile: <= 8192 words x 64 x 128 = 67M) keeps its batch, so its numbers do not move.
+LOGIT_BUDGET = 2 ** 28
+
+
+def vocabulary_size(model) -> int:
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    return int(head.weight.shape[0]) if head is not None else int(model.config.vocab_size)
+
+
+def rows_per_pass(model, positions: int, batch_size: int) -> int:
+    """How many sequences of `positions` scored positions one pass may take: `batch_size`, or fewer when their
+    logits would exceed `LOGIT_BUDGET`."""
+    return max(1, min(int(batch_size), LOGIT_BUDGET // max(1, positions * vocabulary_size(model))))

@@ -26,6 +26,8 @@ from lm_eval.api.registry import register_model
 from lm_eval.models.utils import _add_special_kwargs, has_bos_prefix, resolve_max_length
 from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 
+from .device import LOGIT_BUDGET, rows_per_pass, vocabulary_size
+
 
 def _common_prefix(seqs: list[list[int]]) -> int:
     """How many leading tokens every sequence shares, leaving each at least one token of its own."""
@@ -142,10 +144,17 @@ class ForwardPassLM(TemplateLM):
         by_length: dict[int, list[tuple[tuple[int, ...], int]]] = defaultdict(list)
         for key in groups:
             by_length[len(key[0])].append(key)
+        vocab = vocabulary_size(self.model)
         for length in sorted(by_length):
-            keys = by_length[length]
-            for s in range(0, len(keys), self.batch_size):
-                self._score_contexts(keys[s:s + self.batch_size], groups, results)
+            chunk: list[tuple[tuple[int, ...], int]] = []
+            for key in by_length[length]:  # up to `batch_size` contexts, and no more logits than LOGIT_BUDGET
+                keep = max([shared for _, shared in chunk] + [key[1]]) + 1
+                if chunk and (len(chunk) == self.batch_size or (len(chunk) + 1) * keep * vocab > LOGIT_BUDGET):
+                    self._score_contexts(chunk, groups, results)
+                    chunk = []
+                chunk.append(key)
+            if chunk:
+                self._score_contexts(chunk, groups, results)
         return results  # type: ignore[return-value]
 
     def _score_contexts(self, keys: list[tuple[tuple[int, ...], int]], groups: dict, results: list) -> None:
@@ -165,8 +174,9 @@ class ForwardPassLM(TemplateLM):
                 base.append((0.0, True))
         rows = sorted(((c, i, cont) for c, key in enumerate(keys) for i, cont in groups[key]),
                       key=lambda r: len(r[2]))  # similar lengths together: little padding
-        for s in range(0, len(rows), self.batch_size):
-            chunk = rows[s:s + self.batch_size]
+        step = rows_per_pass(self.model, max(len(cont) for _, _, cont in rows), self.batch_size)
+        for s in range(0, len(rows), step):
+            chunk = rows[s:s + step]
             longest = max(len(cont) for _, _, cont in chunk)
             ctx_idx = torch.tensor([c for c, _, _ in chunk], device=self.device)
             target = torch.tensor([cont + [0] * (longest - len(cont)) for _, _, cont in chunk], device=self.device)

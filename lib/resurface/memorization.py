@@ -37,8 +37,10 @@ def suffix_nll(model, sequences: list[list[int]], prefix_len: int = 32, suffix_l
     """Per sequence: the mean negative log-likelihood (nats per token) of its true `suffix_len`-token suffix
     given its prefix, teacher-forced. A continuous memorization measure (exposure, Carlini et al. 2019) that
     moves long before greedy extraction does."""
+    from .device import rows_per_pass
     n = prefix_len + suffix_len
     out = []
+    batch_size = rows_per_pass(model, n, batch_size)  # the pass computes every position's logits
     for i in range(0, len(sequences), batch_size):
         x = torch.tensor([s[:n] for s in sequences[i:i + batch_size]], dtype=torch.long, device=model.device)
         with torch.no_grad():
@@ -77,8 +79,10 @@ def suffix_agreement(model, sequences: list[list[int]], prefix_len: int, suffix_
     them (teacher-forced). Greedy decoding from the true prefix reproduces the whole suffix exactly when this is
     1.0, so one forward pass per window finds every extractable window (`extraction` then confirms them by
     decoding); below 1.0 it says how close a window came. Logits are computed for the suffix only."""
+    from .device import rows_per_pass
     n = prefix_len + suffix_len
     out = []
+    batch_size = rows_per_pass(model, suffix_len + 1, batch_size)
     for i in tqdm(range(0, len(sequences), batch_size), desc="scan", leave=False, mininterval=5):
         x = torch.tensor([s[:n] for s in sequences[i:i + batch_size]], dtype=torch.long, device=model.device)
         with torch.no_grad():

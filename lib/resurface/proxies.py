@@ -110,8 +110,10 @@ def loglik_scores(model, tokenizer, texts: list[str], seq_len: int, batch_size: 
 
 def mean_gradient(model, blocks: np.ndarray, batch_size: int = 16) -> torch.Tensor:
     """The mean loss gradient over `blocks`, flattened over all parameters."""
+    from .device import rows_per_pass
     model.zero_grad(set_to_none=True)
     n = 0
+    batch_size = rows_per_pass(model, blocks.shape[1], batch_size)
     for i in range(0, len(blocks), batch_size):
         x = torch.from_numpy(blocks[i:i + batch_size].astype(np.int64)).to(model.device)
         (model(input_ids=x, labels=x).loss * len(x)).backward()

@@ -237,8 +237,10 @@ def load_optimizer_state(opt, model, path: Path) -> None:
 @torch.no_grad()
 def mean_loss(model, blocks: np.ndarray, batch_size: int = 64) -> float:
     """Mean next-token NLL (nats) over all predicted positions of the blocks."""
+    from .device import rows_per_pass
     model.eval()
     total, count = 0.0, 0
+    batch_size = rows_per_pass(model, blocks.shape[1], batch_size)
     for i in range(0, len(blocks), batch_size):
         x = torch.from_numpy(blocks[i:i + batch_size].astype(np.int64)).to(model.device)
         logits = model(input_ids=x).logits[:, :-1].float()
@@ -273,8 +275,10 @@ def document_bits(model, tokenizer, texts: list[str], seq_len: int, batch_size: 
         for s in range(0, len(ids) - 1, seq_len - 1):
             rows.append(ids[s:s + seq_len])
             owner.append(i)
+    from .device import rows_per_pass
     bits = np.zeros(len(texts))
     model.eval()
+    batch_size = rows_per_pass(model, seq_len, batch_size)
     order = np.argsort([len(r) for r in rows], kind="stable")
     for b in range(0, len(order), batch_size):
         chunk = [rows[j] for j in order[b:b + batch_size]]

@@ -18,6 +18,7 @@ holds no OpenMP threads to fork (forking the kernel would).
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import multiprocessing
 import os
@@ -167,6 +168,7 @@ def build_all(cache: Cache, jobs: list[Job], workers: int | str = "auto", desc: 
         for k, job in enumerate(tqdm(todo, desc=desc, mininterval=2)):
             with single_threaded():
                 job.fn(cache, *job.args)
+            gc.collect()  # a 270M model and its optimizer must be gone before the next build loads another
             progress(desc, k + 1, len(todo), t0)
         return _done(desc, len(jobs), len(todo), 1, t0)
     log.info("%s: %d job(s) on %d single-threaded worker processes", desc, len(todo), n)
