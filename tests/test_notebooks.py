@@ -110,6 +110,7 @@ def test_failing_notebook_is_named(tmp_path):
     nb.cells = [p, nbformat.v4.new_code_cell("x = 1"), nbformat.v4.new_code_cell("raise RuntimeError('boom')")]
     nb.metadata["kernelspec"] = {"name": "resurface", "display_name": "resurface", "language": "python"}
     nbformat.write(nb, nbdir / "07_broken.ipynb")
+    (nbdir / "pipeline.yaml").write_text("notebooks:\n  07_broken: {reads: [], writes: []}\n")
     env = {**os.environ, "RESURFACE_OUTPUTS": str(tmp_path / "out"), "RESURFACE_NOTEBOOKS": str(nbdir)}
     proc = subprocess.run(["./run_all.sh", "--profile", "smoke"], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=600)
@@ -117,12 +118,15 @@ def test_failing_notebook_is_named(tmp_path):
     assert "notebook 07_broken.ipynb failed at" in proc.stderr and "boom" in proc.stderr
 
 
-def test_notebooks_after_the_matrix_run_side_by_side(tmp_path):
-    from resurface.runner import stages
-    names = ["00_zoo.ipynb", "01_recipe.ipynb", "02_transfer.ipynb", "03_proxies.ipynb", "04_memorization.ipynb"]
-    assert [[p.name for p in g] for g in stages([tmp_path / n for n in names])] == [
-        ["00_zoo.ipynb"], ["01_recipe.ipynb"], ["02_transfer.ipynb"], ["03_proxies.ipynb", "04_memorization.ipynb"]]
-    assert [[p.name for p in g] for g in stages([tmp_path / "04_memorization.ipynb"])] == [["04_memorization.ipynb"]]
+def test_the_pipeline_orders_the_notebooks_and_runs_the_ready_ones_side_by_side():
+    from resurface import pipeline
+    pipe = pipeline.load()
+    assert pipe.stages() == [["00_zoo"], ["01_recipe"], ["02_transfer", "04_memorization"], ["03_proxies"]]
+    assert pipe.stages(side_by_side=False) == [["00_zoo"], ["01_recipe"], ["02_transfer"], ["04_memorization"],
+                                               ["03_proxies"]]
+    assert pipe.stages(["04_memorization"]) == [["04_memorization"]]
+    assert pipe.needs("03_proxies") == ["00_zoo", "02_transfer"]
+    assert sorted(p.stem for p in NOTEBOOKS) == sorted(pipe.steps)
 
 
 def test_bad_command_line_override_stops_before_any_notebook(tmp_path):

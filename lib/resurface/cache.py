@@ -75,6 +75,10 @@ class TimingRecord:
     worker: int = 0  # 0: this process; k: worker process k of a pool (resurface.workers)
 
 
+class NotYours(RuntimeError):
+    """A notebook asked for an artifact that an earlier notebook builds, and the cache does not hold it."""
+
+
 class CorruptArtifact(RuntimeError):
     pass
 
@@ -98,6 +102,12 @@ class Cache:
         self.root = Path(root)
         self.timings: list[TimingRecord] = []
         self._probing = False
+        self.builds: tuple[str, dict[str, list[str]]] | None = None  # see `restrict`
+
+    def restrict(self, notebook: str, builders: dict[str, list[str]]) -> None:
+        """From now on build only the kinds `notebook` builds (`builders`: kind -> the notebooks that build it,
+        from notebooks/pipeline.yaml); anything else it must find here, made by an earlier notebook."""
+        self.builds = (notebook, builders)
 
     @contextmanager
     def probe(self):
@@ -198,6 +208,10 @@ class Cache:
             return found
         if self._probing:
             raise NotBuilt(f"{kind}/{name}")
+        if self.builds is not None and self.builds[0] not in self.builds[1].get(kind, []):
+            notebook, owners = self.builds[0], self.builds[1].get(kind) or ["no notebook"]
+            raise NotYours(f"{notebook} needs {kind}/{name}, which the cache does not hold and {' or '.join(owners)} "
+                           f"builds; run {owners[0]} first (./run_all.sh --only {owners[0][:2]}) or the whole study")
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:

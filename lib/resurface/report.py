@@ -16,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from .paths import outputs_dir
+from .pipeline import current as current_pipeline
 
 CAPTIONS = {
     "zoo_loss_curves": "Pretraining loss of every zoo model against tokens seen.",
@@ -189,6 +190,16 @@ def notebooks_as_html(out: Path) -> list[Path]:
     return written
 
 
+def figures_in_order(out: Path) -> list[tuple[Path, str]]:
+    """The run's figures with the notebook that drew each, in the pipeline's order (finding by finding); a
+    figure no notebook declares (left by an older version) is not shown."""
+    pipe = current_pipeline()
+    if pipe is None:
+        return [(f, "?") for f in sorted((out / "figures").glob("*.png"))] if (out / "figures").exists() else []
+    return [(out / f"{p}.png", step.name) for step in pipe.steps.values() for p in step.writes + step.may_write
+            if p.startswith("figures/") and (out / f"{p}.png").exists()]
+
+
 def build_report(profile: str) -> Path:
     out = outputs_dir(profile)
     htmls = notebooks_as_html(out)
@@ -237,12 +248,17 @@ def build_report(profile: str) -> Path:
         f = out / "tables" / f"{name}.csv"
         if f.exists():
             parts += ["", f"### {title}", "", _table_md(pd.read_csv(f))]
-    figs = sorted((out / "figures").glob("*.png")) if (out / "figures").exists() else []
+    figs = figures_in_order(out)
     if figs:
-        parts += ["", "## Figures", ""]
-        for f in figs:
+        parts += ["", "## Figures", "", "In the order of the study; each names the notebook that drew it.", ""]
+        for f, notebook in figs:
             parts += [f"![{f.stem}](figures/{f.name})", "", f"*{CAPTIONS.get(f.stem, f.stem)}* "
-                      f"([PDF](figures/{f.stem}.pdf))", ""]
+                      f"([PDF](figures/{f.stem}.pdf); drawn in [`{notebook}`]({notebook}.html))", ""]
+    pipe = current_pipeline()
+    if pipe is not None:
+        from .pipeline import flow_table
+        parts += ["## How the study flows", "", "From `notebooks/pipeline.yaml`, which also orders the run.", "",
+                  flow_table(pipe), ""]
     timings = out / "tables" / "timings.csv"
     if timings.exists():
         t = pd.read_csv(timings)

@@ -4,10 +4,10 @@
 all the notebooks: Papermill and nbformat take about 3 s to import (jsonschema's format checkers), which a
 process per notebook paid four times. Each notebook still gets a fresh kernel, so no state leaks between them.
 
-Notebooks 00 (the zoo) and 01 (the transfer matrix) build what every later notebook reads, so they run first,
-in order. Notebooks from 02 on each add their own analysis (proxies, memorization) to the cache and read the
-rest, so they run side by side: their builds are single-threaded pool jobs, which share the cores without the
-stalls of two multi-threaded processes.
+The order comes from `notebooks/pipeline.yaml` (resurface.pipeline): a notebook runs once every product it reads
+has been written, and notebooks that become ready together run side by side (their builds are single-threaded
+pool jobs, which share the cores without the stalls of two multi-threaded processes), unless the profile keeps
+one model in memory at a time (`workers: 1`). Each notebook is held to what the file declares it writes.
 """
 from __future__ import annotations
 
@@ -19,22 +19,23 @@ import time
 from pathlib import Path
 
 from .config import ConfigError, load_config, parse_overrides
-from .paths import NOTEBOOKS_DIR, outputs_dir
+from .paths import outputs_dir
+from .pipeline import Pipeline, PipelineError, load, notebooks_folder
 
 NAME = "run_all.sh"  # what the user typed; messages name it
-SIDE_BY_SIDE_FROM = 3  # notebook number from which notebooks only read what 00-02 produced
 
 
-def notebooks(folder: Path, only: str | None = None) -> list[Path]:
-    found = sorted(folder.glob("[0-9][0-9]_*.ipynb"))
-    return [nb for nb in found if not only or nb.name.startswith(only)]
-
-
-def stages(nbs: list[Path]) -> list[list[Path]]:
-    """Notebooks in running order, grouped: one at a time below SIDE_BY_SIDE_FROM, the rest together."""
-    first = [[nb] for nb in nbs if int(nb.name[:2]) < SIDE_BY_SIDE_FROM]
-    rest = [nb for nb in nbs if int(nb.name[:2]) >= SIDE_BY_SIDE_FROM]
-    return first + ([rest] if rest else [])
+def notebooks(folder: Path, pipe: Pipeline, only: str | None = None) -> list[str]:
+    """The pipeline's notebooks (those starting with `only`, if given); each must exist in `folder`, and every
+    numbered notebook there must be in the pipeline."""
+    files = {p.stem for p in folder.glob("[0-9][0-9]_*.ipynb")}
+    if set(pipe.steps) - files:
+        raise PipelineError(f"notebooks/pipeline.yaml names {', '.join(sorted(set(pipe.steps) - files))}, "
+                            f"which is not in {folder}")
+    if files - set(pipe.steps):
+        raise PipelineError(f"{', '.join(sorted(files - set(pipe.steps)))} is not in {folder / 'pipeline.yaml'}; "
+                            "declare what it reads and writes there")
+    return [n for n in pipe.steps if not only or n.startswith(only)]
 
 
 # Two kernels started side by side can race for a port (jupyter_client picks free ports, then the kernel binds
@@ -67,15 +68,18 @@ def describe_failure(exc: BaseException) -> str:
     return f"at cell {count} ({ename}: {evalue})" if count is not None else f"({ename}: {evalue})"
 
 
-def run_group(group: list[Path], out: Path, profile: str, overrides: dict, say=print):
-    """Run the group's notebooks side by side; return (notebook, error) of the first that failed, or None."""
+def run_group(group: list[Path], out: Path, profile: str, overrides: dict, say=print, pipe: Pipeline | None = None):
+    """Run the group's notebooks side by side; return (notebook, error) of the first that failed, or None.
+    With `pipe`, a notebook that did not write what the pipeline declares for it has failed too."""
     from concurrent.futures import ThreadPoolExecutor
 
     def one(nb: Path):
         t0 = time.perf_counter()
         try:
             run_notebook(nb, out, profile, overrides, progress=len(group) == 1)
-        except Exception as exc:  # papermill's PapermillExecutionError, or a kernel that died
+            if pipe is not None:
+                pipe.check_products(nb.stem, written_products(out, nb.stem))
+        except Exception as exc:  # papermill's PapermillExecutionError, a kernel that died, a broken declaration
             return nb, exc
         say(f"    {nb.name} done in {time.perf_counter() - t0:.0f} s")
         return None
@@ -98,9 +102,24 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"resurface: {exc}", file=sys.stderr)
         return 1
-    logging.getLogger("papermill").setLevel(logging.WARNING)
-    folder = Path(os.environ.get("RESURFACE_NOTEBOOKS") or NOTEBOOKS_DIR)  # another folder of numbered notebooks
+    folder = notebooks_folder()
     out = outputs_dir(args.profile)
+    try:  # the graph, and what --only needs, before anything is created or run
+        pipe = load(folder / "pipeline.yaml")
+        chosen = notebooks(folder, pipe, args.only)
+        if not chosen:
+            raise PipelineError(f"no notebook starts with {args.only!r}; the notebooks are {', '.join(pipe.steps)}")
+        for name in chosen if args.only else []:
+            missing = {w: p for w, p in pipe.missing_inputs(name, out).items() if w not in chosen}
+            if missing:
+                first = sorted(missing)[0]
+                raise PipelineError(f"{name} reads {', '.join(missing[first])} from {first}, which {out} does not "
+                                    f"hold; run {first} first ({NAME} --profile {args.profile} --only {first[:2]})")
+    except PipelineError as exc:
+        print(f"resurface: {exc}", file=sys.stderr)
+        return 1
+    side_by_side = load_config(args.profile, overrides).workers != 1  # workers 1: one model in memory at a time
+    logging.getLogger("papermill").setLevel(logging.WARNING)
     out.mkdir(parents=True, exist_ok=True)
     # The kernels inherit this: no progress-bar debris in the executed notebooks (tqdm reads it when a process
     # imports it; this process imported it with papermill already, so its own cell counter stays).
@@ -110,9 +129,10 @@ def main(argv: list[str] | None = None) -> int:
     say = _logger(run_log, f"run of profile `{args.profile}` ({' '.join(argv or sys.argv[1:]) or 'defaults'})")
     start = time.perf_counter()
     follower = follow_progress(run_log)
-    for group in stages(notebooks(folder, args.only)):
+    for names in pipe.stages(chosen, side_by_side):
+        group = [folder / f"{n}.ipynb" for n in names]
         say(f"==> {' + '.join(nb.name for nb in group)} (profile: {args.profile})")
-        failed = run_group(group, out, args.profile, overrides, say)
+        failed = run_group(group, out, args.profile, overrides, say, pipe)
         follower.flush()
         if failed:
             nb, exc = failed
@@ -127,6 +147,13 @@ def main(argv: list[str] | None = None) -> int:
     say(f"Study '{args.profile}' finished in {time.perf_counter() - start:.0f} s; results in {out}/ "
         f"(log: {run_log})")
     return 0
+
+
+def written_products(out: Path, notebook: str) -> list[str]:
+    """The files the notebook's last run wrote (recorded by runtime.Study in .products/<notebook>.json)."""
+    import json
+    path = out / ".products" / f"{notebook}.json"
+    return json.loads(path.read_text()) if path.exists() else []
 
 
 class follow_progress:

@@ -84,6 +84,15 @@ class Study:
         d.mkdir(parents=True, exist_ok=True)
         return d / name
 
+    def _record_products(self) -> None:
+        """What this notebook has written so far, in .products/<notebook>.json: the runner holds it against the
+        notebook's declaration in notebooks/pipeline.yaml."""
+        d = self.out / ".products"
+        d.mkdir(parents=True, exist_ok=True)
+        tmp = d / f".{self.notebook}.{os.getpid()}.tmp"
+        tmp.write_text(json.dumps(sorted(set(self._products)), indent=0))
+        os.replace(tmp, d / f"{self.notebook}.json")
+
     def save_table(self, df, name: str) -> Path:
         """tables/<name>.csv, and the same table as LaTeX (booktabs) in tables/<name>.tex for a paper."""
         from .report import latex_table
@@ -94,6 +103,7 @@ class Study:
             write(tmp)
             os.replace(tmp, path)
             self._products.append(str(path.relative_to(self.out)))
+        self._record_products()
         return p
 
     def save_figure(self, fig, name: str) -> list[Path]:
@@ -103,6 +113,7 @@ class Study:
             fig.savefig(p, dpi=200 if ext == "png" else None, bbox_inches="tight")
             paths.append(p)
             self._products.append(str(p.relative_to(self.out)))
+        self._record_products()
         return paths
 
     def save_json(self, obj: Any, kind: str, name: str) -> Path:
@@ -111,6 +122,7 @@ class Study:
         tmp.write_text(json.dumps(_finite(obj), indent=2, default=_json_default, allow_nan=False))
         os.replace(tmp, p)
         self._products.append(str(p.relative_to(self.out)))
+        self._record_products()
         return p
 
     def record_timings(self) -> Path:
@@ -195,4 +207,12 @@ def start(profile: str, overrides: dict | None = None, notebook: str = "notebook
         print(f"profile: {cfg.profile} | cache: {root} | outputs: {out} | torch threads: {threads} | "
               f"device: {placement}")
         print(yaml.safe_dump(resolved, sort_keys=False, width=110))
-    return Study(cfg, Cache(root), out, notebook, threads)
+    cache = Cache(root)
+    from .pipeline import current
+    pipe = current()
+    if pipe is not None and notebook in pipe.steps:  # held to notebooks/pipeline.yaml: see resurface.pipeline
+        cache.restrict(notebook, {kind: pipe.builders(kind) for s in pipe.steps.values() for kind in s.builds})
+    study = Study(cfg, cache, out, notebook, threads)
+    study._record_products()  # none yet: an earlier run's list must not count for this one
+    return study
+

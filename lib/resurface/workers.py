@@ -134,7 +134,7 @@ def warm_up(workers: int | str = "auto", device: str = "auto") -> bool:
 _worker_cache: Cache | None = None
 
 
-def _init_worker(cache_root: str, device: str, dtype: str) -> None:
+def _init_worker(cache_root: str, device: str, dtype: str, builds=None) -> None:
     global _worker_cache
     import torch
     from .device import use
@@ -143,6 +143,7 @@ def _init_worker(cache_root: str, device: str, dtype: str) -> None:
     use(device, dtype)
     _quiet_libraries()  # (bars are off already: the server imported tqdm under TQDM_DISABLE, see warm_up)
     _worker_cache = Cache(Path(cache_root))
+    _worker_cache.builds = builds  # the notebook's pipeline restriction holds in its workers too
 
 
 def _run_job(fn: Callable, args: tuple) -> tuple[list[dict], int]:
@@ -177,7 +178,7 @@ def build_all(cache: Cache, jobs: list[Job], workers: int | str = "auto", desc: 
     warm_up(n, current().device)  # no-op when the notebook started the server already
     pids: dict[int, int] = {}
     with ProcessPoolExecutor(n, mp_context=ctx, initializer=_init_worker,
-                             initargs=(str(cache.root), place.device, place.dtype)) as pool:
+                             initargs=(str(cache.root), place.device, place.dtype, cache.builds)) as pool:
         futures = {pool.submit(_run_job, j.fn, j.args): j for j in todo}
         bar = tqdm(total=len(futures), desc=desc, mininterval=2)
         remaining = set(futures)
