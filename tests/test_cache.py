@@ -170,3 +170,17 @@ def test_two_processes_building_the_same_artifact_build_it_once(tmp_path):
     assert [s for s, _ in got] == ["built", "reused"]
     assert got[0][1] == got[1][1]  # both read the one published copy
     assert len(list((tmp_path / "k").glob("shared-*"))) == 1 and not list((tmp_path / "k").glob(".tmp-*"))
+
+
+def test_write_atomically_keeps_the_old_file_when_writing_fails(tmp_path):
+    from resurface.cache import write_atomically
+    target = tmp_path / "table.csv"
+    write_atomically(target, lambda t: t.write_text("old"))
+
+    def half_then_crash(t):
+        t.write_text("half")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        write_atomically(target, half_then_crash)
+    assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["table.csv"]

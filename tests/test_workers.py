@@ -69,7 +69,8 @@ def test_two_workers_give_the_bytes_of_one(tmp_path):
     pooled, alone = Cache(tmp_path / "pooled"), Cache(tmp_path / "alone")
     r2 = build_all(pooled, JOBS, workers=2, desc="pooled")
     r1 = build_all(alone, JOBS, workers=1, desc="alone")
-    assert (r2["workers"], r2["built"], r1["workers"], r1["built"]) == (2, 2, 1, 2)
+    assert (r2.workers, r2.built, r1.workers, r1.built) == (2, 2, 1, 2)
+    assert r2.results == {"a": None, "b": None}  # each job's result by its label (these jobs return nothing)
     a, b = _manifests(pooled.root), _manifests(alone.root)
     assert len(a) == 2 and a == b  # same names, same keys, same file checksums, same losses
     assert all(meta["threads"] == 1 for _, meta in a.values())
@@ -85,7 +86,12 @@ def test_cached_jobs_are_not_rerun(tmp_path):
     assert pending(cache, JOBS) == [JOBS[1]]
     cache.timings.clear()
     again = build_all(cache, JOBS[:1], workers=2)
-    assert again == {"jobs": 1, "built": 0, "workers": 0, "seconds": 0.0} and cache.timings == []
+    assert (again.built, again.workers, again.seconds) == (0, 0, 0.0) and cache.timings == []
+
+
+def test_job_labels_are_unique_so_results_can_be_read_by_label(tmp_path):
+    with pytest.raises(ValueError, match="job labels must be unique"):
+        build_all(Cache(tmp_path / "c"), [Job(1.0, "a", _env_job, ("x",)), Job(1.0, "a", _env_job, ("y",))])
 
 
 def test_probe_builds_nothing(tmp_path):

@@ -34,6 +34,19 @@ def stable_hash(obj: Any, n: int = 16) -> str:
     return hashlib.sha256(blob).hexdigest()[:n]
 
 
+def write_atomically(path: Path, write: Callable[[Path], Any]) -> Path:
+    """`write(tmp)` into a temporary file beside `path`, then rename it over `path`: a reader (or a notebook
+    alongside) sees the old file or the new one, never half of one; the temporary name is this process's own."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
 def peak_memory() -> str:
     """This process's peak resident memory so far (Linux and macOS; "unknown" elsewhere): which build raised it
     shows in the run log."""
@@ -155,9 +168,7 @@ class Cache:
         manifest = {"kind": kind, "name": name, "key": key, "config": config,
                     "inputs": {a.name: a.key for a in inputs}, "meta": meta,
                     "build_seconds": round(seconds, 3), "files": files}
-        tmp = path / (MANIFEST + ".tmp")
-        tmp.write_text(json.dumps(manifest, indent=1, default=str))
-        os.replace(tmp, path / MANIFEST)
+        write_atomically(path / MANIFEST, lambda tmp: tmp.write_text(json.dumps(manifest, indent=1, default=str)))
         return manifest
 
     @contextmanager

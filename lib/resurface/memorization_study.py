@@ -58,19 +58,17 @@ def per_sequence(cfg, cache, zoo, table: pd.DataFrame, arts: dict) -> pd.DataFra
         runs = runs.iloc[:0]
     lengths = (m.prefix_len, m.suffix_len, m.batch_size)
     # every extraction is an independent build: the pool runs them (single-threaded, like every pooled build)
-    jobs = [Job(model_size(cfg.zoo.models[s]), f"extraction {s}", measure_canaries,
+    jobs = [Job(model_size(cfg.zoo.models[s]), f"{s}-base", measure_canaries,
                 (zoo.models[s], "main", probes[s], *lengths, f"{s}-base")) for s in students]
-    jobs += [Job(model_size(cfg.zoo.models[r.student]), f"extraction {r.run_label}", measure_canaries,
+    jobs += [Job(model_size(cfg.zoo.models[r.student]), r.run_label, measure_canaries,
                  (arts["students"][r.run_label], "main", probes[r.student], *lengths, r.run_label))
              for r in runs.itertuples()]
-    build_all(cache, jobs, cfg.workers, desc="extraction before and after")
-    frames = []
-    for job, info in zip(jobs, [{"student": s, "source": "untouched", "relation": "untouched"} for s in students]
-                         + [dict(student=r.student, source=r.source, relation=r.relation, temperature=r.temperature,
-                                 seed=r.seed) for r in runs.itertuples()]):
-        df = load_extraction(job.fn(cache, *job.args))  # from the cache
-        frames.append(df.assign(run_label=job.args[-1], **info))
-    return pd.concat(frames, ignore_index=True)
+    done = build_all(cache, jobs, cfg.workers, desc="extraction before and after")
+    info = {f"{s}-base": {"student": s, "source": "untouched", "relation": "untouched"} for s in students}
+    info |= {r.run_label: dict(student=r.student, source=r.source, relation=r.relation, temperature=r.temperature,
+                               seed=r.seed) for r in runs.itertuples()}
+    return pd.concat([load_extraction(done[label]).assign(run_label=label, **info[label]) for label in info],
+                     ignore_index=True)
 
 
 def memorized_set(seqs: pd.DataFrame) -> pd.DataFrame:

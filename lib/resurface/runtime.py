@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from .cache import Cache
+from .cache import Cache, write_atomically
 from .config import ConfigError, StudyConfig, config_dict, load_config
 from .paths import cache_root, outputs_dir
 
@@ -89,9 +89,7 @@ class Study:
         notebook's declaration in notebooks/pipeline.yaml."""
         d = self.out / ".products"
         d.mkdir(parents=True, exist_ok=True)
-        tmp = d / f".{self.notebook}.{os.getpid()}.tmp"
-        tmp.write_text(json.dumps(sorted(set(self._products)), indent=0))
-        os.replace(tmp, d / f"{self.notebook}.json")
+        write_atomically(d / f"{self.notebook}.json", lambda t: t.write_text(json.dumps(sorted(set(self._products)))))
 
     def save_table(self, df, name: str) -> Path:
         """tables/<name>.csv, and the same table as LaTeX (booktabs) in tables/<name>.tex for a paper."""
@@ -99,9 +97,7 @@ class Study:
         p = self.path("tables", f"{name}.csv")
         for path, write in ((p, lambda t: df.to_csv(t, index=False)),
                             (p.with_suffix(".tex"), lambda t: t.write_text(latex_table(df, name)))):
-            tmp = path.with_suffix(f"{path.suffix}.{os.getpid()}.tmp")  # a notebook alongside writes its own
-            write(tmp)
-            os.replace(tmp, path)
+            write_atomically(path, write)
             self._products.append(str(path.relative_to(self.out)))
         self._record_products()
         return p
@@ -110,7 +106,8 @@ class Study:
         paths = []
         for ext in ("png", "pdf"):
             p = self.path("figures", f"{name}.{ext}")
-            fig.savefig(p, dpi=200 if ext == "png" else None, bbox_inches="tight")
+            write_atomically(p, lambda t, ext=ext: fig.savefig(t, format=ext, dpi=200 if ext == "png" else None,
+                                                               bbox_inches="tight"))
             paths.append(p)
             self._products.append(str(p.relative_to(self.out)))
         self._record_products()
@@ -118,9 +115,8 @@ class Study:
 
     def save_json(self, obj: Any, kind: str, name: str) -> Path:
         p = self.path(kind, f"{name}.json")
-        tmp = p.with_suffix(f".json.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(_finite(obj), indent=2, default=_json_default, allow_nan=False))
-        os.replace(tmp, p)
+        text = json.dumps(_finite(obj), indent=2, default=_json_default, allow_nan=False)
+        write_atomically(p, lambda t: t.write_text(text))
         self._products.append(str(p.relative_to(self.out)))
         self._record_products()
         return p
@@ -200,9 +196,7 @@ def start(profile: str, overrides: dict | None = None, notebook: str = "notebook
     out.mkdir(parents=True, exist_ok=True)
     log_to_file(out / "run.log", notebook)
     resolved = config_dict(cfg)
-    tmp = out / f".params.resolved.yaml.{os.getpid()}.tmp"  # every notebook writes it, some side by side
-    tmp.write_text(yaml.safe_dump(resolved, sort_keys=False))
-    os.replace(tmp, out / "params.resolved.yaml")
+    write_atomically(out / "params.resolved.yaml", lambda t: t.write_text(yaml.safe_dump(resolved, sort_keys=False)))
     if verbose:
         print(f"profile: {cfg.profile} | cache: {root} | outputs: {out} | torch threads: {threads} | "
               f"device: {placement}")

@@ -26,7 +26,7 @@ import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from .cache import Cache, NotBuilt, TimingRecord
 
@@ -154,10 +154,37 @@ def _run_job(fn: Callable, args: tuple) -> tuple[list[dict], int]:
 
 
 # ----------------------------------------------------------------- parent side
-def build_all(cache: Cache, jobs: list[Job], workers: int | str = "auto", desc: str = "build") -> dict:
-    """Build every job's artifacts (reusing cached ones), in `workers` processes when there is more than one.
+@dataclass
+class PoolRun:
+    """What `build_all` did, and each job's result by its label: `fn(cache, *args)` once more, in this process,
+    when first asked for (everything is in the cache by then, so it only reads)."""
+    cache: Cache = field(repr=False)
+    jobs: list[Job] = field(repr=False)
+    built: int
+    workers: int
+    seconds: float
 
-    Returns what was done: jobs pending, workers used, wall seconds."""
+    @property
+    def results(self) -> dict[str, Any]:
+        if not hasattr(self, "_results"):
+            self._results = {job.label: job.fn(self.cache, *job.args) for job in self.jobs}
+        return self._results
+
+    def __getitem__(self, label: str):
+        return self.results[label]
+
+
+def build_all(cache: Cache, jobs: list[Job], workers: int | str = "auto", desc: str = "build") -> PoolRun:
+    """Build every job's artifacts (reusing cached ones), in `workers` processes when there is more than one;
+    return what was done and, by label (labels are unique), each job's result."""
+    labels = [job.label for job in jobs]
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"{desc}: job labels must be unique, not {sorted(labels)}")
+    done = _build(cache, jobs, workers, desc)
+    return PoolRun(cache, jobs, done["built"], done["workers"], done["seconds"])
+
+
+def _build(cache: Cache, jobs: list[Job], workers: int | str, desc: str) -> dict:
     from tqdm.auto import tqdm
     from .device import current
     todo = sorted(pending(cache, jobs), reverse=True)

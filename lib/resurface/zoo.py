@@ -257,9 +257,8 @@ def train_models(cfg: StudyConfig, cache: Cache, corpora: dict[str, Artifact], t
                               m.data_seed, canaries if m.canaries else None, horizon,
                               *((tuple(cfg.canaries.window), cfg.canaries.margin_tokens) if m.canaries else ()))
         args = (name, m, stream, tokenizers[m.tokenizer], corpora["lineage"], cfg.zoo.seq_len)
-        jobs.append(Job(pretrain_cost(m), f"pretrain {name}", pretrain, args))
-    build_all(cache, jobs, cfg.workers, desc="pretraining the zoo")
-    return {job.args[0]: pretrain(cache, *job.args) for job in jobs}
+        jobs.append(Job(pretrain_cost(m), name, pretrain, args))
+    return build_all(cache, jobs, cfg.workers, desc="pretraining the zoo").results
 
 
 def model_size(m: ModelConfig) -> float:

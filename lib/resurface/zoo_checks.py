@@ -82,9 +82,8 @@ def label_checks(cfg: StudyConfig, cache: Cache, zoo: Zoo) -> pd.DataFrame:
     from .transfer import relation
     pairs = study_pairs(cfg)
     refs = list(dict.fromkeys([r for p in pairs for r in p]))
-    jobs = [Job(model_size(cfg.zoo.models[parse_model_ref(r)[0]]), f"bits {r}", document_bits, (zoo, r)) for r in refs]
-    build_all(cache, jobs, cfg.workers, desc="held-out bits per model")
-    arts = {r: document_bits(cache, zoo, r) for r in refs}
+    jobs = [Job(model_size(cfg.zoo.models[parse_model_ref(r)[0]]), r, document_bits, (zoo, r)) for r in refs]
+    arts = build_all(cache, jobs, cfg.workers, desc="held-out bits per model").results
     bits = {r: np.load(a.path / "bits.npy") for r, a in arts.items()}
     n_bytes = np.load(arts[refs[0]].path / "bytes.npy")
     rows = []
@@ -121,10 +120,9 @@ def capability_check(cfg: StudyConfig, cache: Cache, zoo: Zoo) -> pd.DataFrame:
     if not axis:
         return pd.DataFrame(columns=["task", "from", "to", "rise", "paired_se", "step_ok", "task_in_headline"])
     tasks = dev_tasks(cfg, cache, zoo)
-    jobs = [Job(model_size(cfg.zoo.models[parse_model_ref(r)[0]]), f"dev evaluation {r}", _evaluate_ref,
-                (zoo, tasks, r)) for r in axis]
-    build_all(cache, jobs, cfg.workers, desc="capability axis on dev items")
-    items = {r: load_items(_evaluate_ref(cache, zoo, tasks, r)) for r in axis}
+    jobs = [Job(model_size(cfg.zoo.models[parse_model_ref(r)[0]]), r, _evaluate_ref, (zoo, tasks, r)) for r in axis]
+    done = build_all(cache, jobs, cfg.workers, desc="capability axis on dev items")
+    items = {r: load_items(a) for r, a in done.results.items()}
     return verdicts.capability_axis(axis, items, accuracy_tasks(cfg))
 
 
