@@ -225,11 +225,12 @@ def prebuild(cfg: StudyConfig, cache: Cache, zoo: Zoo, tasks: Artifact, runs: li
     Two waves, so that no fine-tuning waits for a corpus another worker is still sampling; within
     a wave the costliest jobs start first. What is already cached is skipped."""
     models = cfg.zoo.models
-    corpora = {(r["source"], r["temperature"], r["seed"]): r for r in runs}
+    # keyed by text: a control's temperature is NaN, and NaN != NaN would keep every copy of it as its own key
+    corpora = {f"sample {r['source']} T{r['temperature']} seed {r['seed']}": r for r in runs}
     students = sorted({r["student"] for r in runs})
     wave1 = [Job(model_size(models[s]), f"{s}-base", _base_evaluation, (zoo, tasks, s)) for s in students]
     wave1 += [Job(model_size(models[parse_model_ref(r["source"])[0]]) if r["source"] not in CONTROL_SOURCES else 0.0,
-                  f"sample {k}", _corpus, (zoo, r)) for k, r in corpora.items()]
+                  label, _corpus, (zoo, r)) for label, r in corpora.items()]
     wave2 = [Job(model_size(models[r["student"]]) * r["budget"], f"student {r}", _student, (zoo, tasks, r))
              for r in runs]
     build_all(cache, wave1, cfg.workers, desc="synthetic corpora and base evaluations")
