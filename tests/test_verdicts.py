@@ -25,6 +25,17 @@ def test_judge_greater_holds_fails_and_is_inconclusive():
     assert V.judge(-2.0, rng.normal(-2.0, 0.1, 2000), "noninferior", 0.5, 0.05, 0.8)["outcome"] == "fails"
 
 
+def test_a_comparison_without_spread_claims_no_power():
+    """Students that changed no item in any run: every bootstrap resample is 0, the SE is 0 and the MDE would be
+    0, which would let 'the data rule out an effect' fail a claim (and 'kept' hold) on no information at all."""
+    flat = np.zeros(2000)
+    for kind in ("greater", "noninferior"):
+        r = V.judge(0.0, flat, kind, 0.5, 0.05, 0.8)
+        assert r["outcome"] == "inconclusive" and r["why"] == "no spread: no item changed in any run"
+        assert r["se"] == 0.0 and np.isnan(r["mde"])
+    assert "no spread at all" in V.COMPARISON_RULE
+
+
 def _synthetic_matrix(effects: dict[str, float], n_items: int, seeds: int = 3, seed: int = 0):
     """Runs whose per-item deltas are -1/0/+1 with a chosen mean per relation (in points)."""
     rng = np.random.default_rng(seed)

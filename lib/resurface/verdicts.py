@@ -35,7 +35,9 @@ COMPARISON_RULE = (
     "to see one), or when the upper bound is below 0 (a significant reversal), and is INCONCLUSIVE otherwise. A "
     "claim `A >= B` (non-inferiority) HOLDS when the lower bound is above -SESOI and FAILS when the upper bound "
     "is below -SESOI. The minimum detectable effect is MDE = (z[1 - alpha/m] + z[power]) x bootstrap SE; a "
-    "comparison whose MDE exceeds the SESOI cannot fail for lack of an effect, only by a significant reversal.")
+    "comparison whose MDE exceeds the SESOI cannot fail for lack of an effect, only by a significant reversal. "
+    "A comparison whose bootstrap has no spread at all (no item changed in any run) is INCONCLUSIVE: its SE of 0 "
+    "would claim a power that the data cannot show.")
 
 TRANSFER_RULE = (
     "Finding 1, per student and pooled over students (the pooled verdict is the headline). Outcome: the "
@@ -121,6 +123,9 @@ def judge(estimate: float, boot: np.ndarray, kind: str, sesoi: float, alpha: flo
     se = float(boot.std(ddof=1))
     lo, hi = float(np.quantile(boot, alpha)), float(np.quantile(boot, 1 - alpha))
     mde = (_z(1 - alpha) + _z(power)) * se
+    if se == 0.0:  # every resample the same: nothing varied, so nothing says how precise the estimate is
+        return {"estimate": float(estimate), "lower": lo, "upper": hi, "se": se, "mde": float("nan"),
+                "outcome": "inconclusive", "why": "no spread: no item changed in any run"}
     # COMPARISON_RULE: a claim fails on a significant reversal, or when the data rule out the SESOI with the
     # power to see it; a comparison whose MDE exceeds the SESOI cannot fail for lack of an effect
     powered = mde <= sesoi
