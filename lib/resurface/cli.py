@@ -110,10 +110,14 @@ def bundle_command(args) -> int:
                         "torch==2.13.0", "pip", *build, *[a for r in reqs for a in ("-r", r)]], check=True)
     if args.with_cache:
         shutil.copytree(cache_root(), dest / "cache", dirs_exist_ok=True)
+    # the project itself, as committed (laptops without network cannot clone it)
+    subprocess.run(["git", "-C", str(ROOT), "archive", "--format=tar.gz", "--prefix=resurface/", "-o",
+                    str(dest / "resurface.tar.gz"), "HEAD"], check=True)
     (dest / "INSTALL.md").write_text(
         f"# Offline install of resurface for the `{args.profile}` profile\n\n"
-        "On each laptop, with the network off, from a clone of the repository:\n\n"
+        "On each laptop, with the network off (no npm needed), with this folder at the path below:\n\n"
         "```bash\n"
+        f"tar xzf {dest}/resurface.tar.gz && cd resurface\n"
         f"export PIP_NO_INDEX=1 PIP_FIND_LINKS={dest}/wheels RESURFACE_PACKAGES={dest}/npm\n"
         + (f"export RESURFACE_CACHE={dest}/cache\n" if args.with_cache else "")
         + f"./run_all.sh --profile {args.profile}\n"
