@@ -58,16 +58,17 @@ def per_sequence(cfg, cache, zoo, table: pd.DataFrame, arts: dict) -> pd.DataFra
         runs = runs.iloc[:0]
     lengths = (m.prefix_len, m.suffix_len, m.batch_size)
     # every extraction is an independent build: the pool runs them (single-threaded, like every pooled build)
-    jobs = [Job(model_size(cfg.zoo.models[s]), f"{s}-base", measure_canaries,
-                (zoo.models[s], "main", probes[s], *lengths, f"{s}-base")) for s in students]
-    jobs += [Job(model_size(cfg.zoo.models[r.student]), r.run_label, measure_canaries,
-                 (arts["students"][r.run_label], "main", probes[r.student], *lengths, r.run_label))
+    rows = [(f"{s}-base", s, zoo.models[s], {"student": s, "source": "untouched", "relation": "untouched"})
+            for s in students]
+    # a control (real text, replay) has no seed of its own: its seed rows share one run label, one student and
+    # so one extraction, built once
+    rows += [(r.run_label, r.student, arts["students"][r.run_label],
+              dict(student=r.student, source=r.source, relation=r.relation, temperature=r.temperature, seed=r.seed))
              for r in runs.itertuples()]
-    done = build_all(cache, jobs, cfg.workers, desc="extraction before and after")
-    info = {f"{s}-base": {"student": s, "source": "untouched", "relation": "untouched"} for s in students}
-    info |= {r.run_label: dict(student=r.student, source=r.source, relation=r.relation, temperature=r.temperature,
-                               seed=r.seed) for r in runs.itertuples()}
-    return pd.concat([load_extraction(done[label]).assign(run_label=label, **info[label]) for label in info],
+    jobs = {label: Job(model_size(cfg.zoo.models[s]), label, measure_canaries,
+                       (model, "main", probes[s], *lengths, label)) for label, s, model, _ in rows}
+    done = build_all(cache, list(jobs.values()), cfg.workers, desc="extraction before and after")
+    return pd.concat([load_extraction(done[label]).assign(run_label=label, **info) for label, _, _, info in rows],
                      ignore_index=True)
 
 
