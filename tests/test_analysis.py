@@ -126,3 +126,28 @@ def test_figure_legends_name_relations_in_words():
         labels = [t.get_text() for ax in fig.axes if ax.get_legend() for t in ax.get_legend().get_texts()]
         assert "same lineage" in labels and "cross-family" in labels
         assert not any("_" in t for t in labels), labels
+
+
+def test_every_run_of_the_matrix_has_its_own_label_controls_included(monkeypatch):
+    """A control's corpus is the same for every seed, so its runs differ only by the fine-tuning seed. Their
+    labels must differ too: the matrix keys students and evaluations by label, and a shared label once made every
+    seed of a control read its last seed's student (finding 1's item deltas, finding 3's extractions)."""
+    from types import SimpleNamespace
+    from resurface import transfer
+    cfg = load_config("default")
+    built = []
+    def corpus(cache, zoo, run):  # named as the real builders name them: a model's samples by temperature and seed
+        control = run["source"] in transfer.CONTROL_SOURCES
+        return SimpleNamespace(name=run["source"] if control else f"{run['source']}-T{run['temperature']}-s{run['seed']}")
+    monkeypatch.setattr(transfer, "_corpus", corpus)
+    monkeypatch.setattr(transfer, "finetune", lambda cache, name, *a: built.append((name, a[-1])) or name)
+    monkeypatch.setattr(transfer, "evaluate", lambda cache, student, *a: student)
+    zoo = SimpleNamespace(cfg=cfg, models={s: None for s in cfg.zoo.models})
+    runs = plan(cfg, ("rewarm", 98304))
+    labels = [transfer._student(None, zoo, SimpleNamespace(meta={}), r)[0] for r in runs]
+    assert len(set(labels)) == len(runs)
+    controls = [(name, seed) for name, seed in built if "--real-text--" in name]
+    # one artifact name per student (so no cache path moved), one fine-tuning seed per run
+    assert len({name for name, _ in controls}) == len(cfg.transfer.students)
+    assert len(set(controls)) == len(controls) == len(cfg.transfer.students) * len(cfg.transfer.seeds)
+    assert len(cfg.transfer.seeds) > 1

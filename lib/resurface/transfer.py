@@ -206,11 +206,15 @@ def _student(cache: Cache, zoo: Zoo, tasks: Artifact, run: dict) -> tuple[str, A
     cfg, b = zoo.cfg, zoo.cfg.benchmarks
     corpus = _corpus(cache, zoo, run)
     ft = cfg.finetune.model_copy(update={"schedule": run["schedule"]})
-    label = f"{run['student']}--{corpus.name}--{run['schedule']}-{run['budget']}"
-    student = finetune(cache, label, zoo.models[run["student"]], "main", corpus, _texts, run["budget"], ft,
+    name = f"{run['student']}--{corpus.name}--{run['schedule']}-{run['budget']}"  # artifact names (cache paths)
+    # A control's corpus is the same for every seed: its runs differ only by the fine-tuning seed (in the
+    # artifact's key, not its name). The run label must still tell them apart: every dict of artifacts is keyed
+    # by it, and before session 11 a control's seeds collapsed there into its last seed.
+    label = f"{name}--seed{run['seed']}" if run["source"] in CONTROL_SOURCES else name
+    student = finetune(cache, name, zoo.models[run["student"]], "main", corpus, _texts, run["budget"], ft,
                        cfg.zoo.seq_len, run["seed"])
     return label, corpus, student, evaluate(cache, student, "main", tasks, b.batch_size,
-                                            f"{label}-{tasks.meta.get('split', 'test')}", b.backend, b.model_args)
+                                            f"{name}-{tasks.meta.get('split', 'test')}", b.backend, b.model_args)
 
 
 def _base_evaluation(cache: Cache, zoo: Zoo, tasks: Artifact, student: str) -> Artifact:
