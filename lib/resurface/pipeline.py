@@ -40,8 +40,10 @@ class Pipeline:
     def writer(self, product: str) -> str:
         return next(s.name for s in self.steps.values() if product in s.writes)
 
-    def builders(self, kind: str) -> list[str]:
-        return [s.name for s in self.steps.values() if kind in s.builds]
+    def builders(self) -> dict[str, list[str]]:
+        """Each kind of cached artifact -> the notebooks that may build it (what `Cache.restrict` takes)."""
+        kinds = dict.fromkeys(k for s in self.steps.values() for k in s.builds)
+        return {k: [s.name for s in self.steps.values() if k in s.builds] for k in kinds}
 
     def needs(self, name: str) -> list[str]:
         """The notebooks whose products `name` reads, in running order."""

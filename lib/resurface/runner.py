@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     try:  # before any compute: one sentence and a non-zero exit on a bad profile, nothing written
         overrides = parse_overrides(args.sets)
-        load_config(args.profile, overrides)
+        cfg = load_config(args.profile, overrides)
     except ConfigError as exc:
         print(f"resurface: {exc}", file=sys.stderr)
         return 1
@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     except PipelineError as exc:
         print(f"resurface: {exc}", file=sys.stderr)
         return 1
-    side_by_side = load_config(args.profile, overrides).workers != 1  # workers 1: one model in memory at a time
+    side_by_side = cfg.workers != 1  # workers 1: one model in memory at a time
     logging.getLogger("papermill").setLevel(logging.WARNING)
     out.mkdir(parents=True, exist_ok=True)
     # The kernels inherit this: no progress-bar debris in the executed notebooks (tqdm reads it when a process

@@ -205,7 +205,7 @@ def start(profile: str, overrides: dict | None = None, notebook: str = "notebook
     from .pipeline import current
     pipe = current()
     if pipe is not None and notebook in pipe.steps:  # held to notebooks/pipeline.yaml: see resurface.pipeline
-        cache.restrict(notebook, {kind: pipe.builders(kind) for s in pipe.steps.values() for kind in s.builds})
+        cache.restrict(notebook, pipe.builders())
     study = Study(cfg, cache, out, notebook, threads)
     study._record_products()  # none yet: an earlier run's list must not count for this one
     return study
