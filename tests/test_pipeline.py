@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from resurface import pipeline
-from resurface.cache import Cache, NotYours
+from resurface.study import pipeline
+from resurface.frame.cache import Cache, NotYours
 
 ROOT = Path(__file__).resolve().parents[1]
 
