@@ -70,7 +70,7 @@ def test_smoke_benchmarks_come_from_heldout_only(smoke_zoo, smoke_cache):
     train_text = "\n".join(load_corpus(smoke_zoo.corpora["lineage"])["train"]["text"])
     _, control = benchmarks.split_heldout(smoke_zoo.corpora["lineage"], cfg.seed)
     control_text = "\n".join(control)
-    items = benchmarks.load_items(tasks, "minimal_pairs")
+    items = benchmarks.task_items(tasks, "minimal_pairs")
     assert len(items) == cfg.benchmarks.items_per_task
     for it in items[:40]:
         good = it["choices"][it["label"]]
@@ -87,8 +87,8 @@ def test_per_task_item_counts_and_unchanged_keys(smoke_zoo, smoke_cache):
     assert benchmarks.build_tasks(*args, items_by_task={}).key == plain.key
     per_task = benchmarks.build_tasks(*args, items_by_task={"word_cloze": 7})
     assert per_task.key != plain.key
-    assert len(benchmarks.load_items(per_task, "word_cloze")) == 7
-    assert len(benchmarks.load_items(per_task, "minimal_pairs")) == 20
+    assert len(benchmarks.task_items(per_task, "word_cloze")) == 7
+    assert len(benchmarks.task_items(per_task, "minimal_pairs")) == 20
 
 
 def test_figure_legends_name_relations_in_words():

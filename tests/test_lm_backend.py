@@ -33,14 +33,14 @@ def test_every_task_type_scores_like_lm_evals_hf(smoke_zoo, smoke_cache, tmp_pat
     import lm_eval
     from lm_eval.tasks import TaskManager
     from resurface.lm import lm_backend# noqa: F401  registers `resurface`
-    from resurface.build.benchmarks import build_tasks, load_items, write_task_yamls
+    from resurface.build.benchmarks import build_tasks, task_items, write_task_yamls
     from resurface.frame.cache import Cache
 
     tasks = build_tasks(Cache(smoke_cache), smoke_zoo.corpora["lineage"],
                         ["minimal_pairs", "word_cloze", "next_sentence", "heldout_ppl"], 40, 6, smoke_zoo.cfg.seed)
     names = write_task_yamls(tasks, tmp_path)
     data = tmp_path / "cloze.jsonl"
-    data.write_text("".join(json.dumps(it) + "\n" for it in load_items(tasks, "word_cloze")))
+    data.write_text("".join(json.dumps(it) + "\n" for it in task_items(tasks, "word_cloze")))
     for name, body in STANDARD_LOOKALIKES.items():
         (tmp_path / f"{name}.yaml").write_text(
             f"task: {name}\ndataset_path: json\ndataset_kwargs:\n  data_files:\n    test: {json.dumps(str(data))}\n"

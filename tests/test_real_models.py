@@ -78,7 +78,7 @@ def test_hub_code_path_on_a_pythia_70m_lookalike(lookalike, smoke_cache, monkeyp
     """Fetch (offline, pinned revisions) -> BOS sampling -> fine-tuning -> lm-eval -> extraction."""
     import pandas as pd
     from resurface.frame.cache import Cache
-    from resurface.build.extractions import load_extraction, measure_canaries, memorized_evals_sequences, memorized_probes
+    from resurface.build.memorization_measures import load_extraction, measure_canaries, memorized_evals_sequences, memorized_probes
     from resurface.study.transfer import run_matrix
     from resurface.build.zoo import build_zoo
     cfg, hub_cache = lookalike

@@ -9,10 +9,10 @@ Six layers, lowest first; a module imports only from its own layer or lower ones
               greedy extraction, the lm-eval backend
     build     one module per cached artifact kind, in the order of the data flow:
               corpora -> tokenizers -> canaries -> zoo (+ hub, gguf) -> synthetic -> students -> benchmarks
-              -> evaluations -> proxy_scores, extractions, natural_probes
+              -> evaluations -> proxy_scores, memorization_measures, natural_probes
     analysis  numbers only (numpy, pandas; no torch): statistics, every verdict rule, finding tables
-    study     what the notebooks call: starting a notebook (session), one orchestration module per notebook
-              (zoo_checks 00, recipe 01, matrix + transfer 02, proxies 03, memorization 04), figures, the
-              pipeline graph, the runner, the report and the command line
+    study     what the notebooks call: starting a notebook (session), the orchestration of each notebook
+              (zoo_checks + zoo_tables 00, recipe 01, matrix + transfer 02, proxies 03, memorization 04),
+              figures, the pipeline graph, the runner, the report and the command line
 """
 __version__ = "0.1.0"

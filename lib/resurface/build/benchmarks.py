@@ -230,6 +230,6 @@ def write_task_yamls(tasks_art: Artifact, dest: Path) -> list[str]:
     return names
 
 
-def load_items(tasks_art: Artifact, task: str) -> list[dict]:
+def task_items(tasks_art: Artifact, task: str) -> list[dict]:
     with open(tasks_art.path / f"{task}.jsonl") as fh:
         return [json.loads(line) for line in fh]

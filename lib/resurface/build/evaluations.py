@@ -122,11 +122,11 @@ def load_results(art: Artifact) -> list[dict]:
     return json.loads((art / "results.json").read_text())
 
 
-def load_items(art: Artifact) -> dict[str, list[float]]:
+def item_scores(art: Artifact) -> dict[str, list[float]]:
     return json.loads((art / "items.json").read_text())
 
 
-def load_margins(art: Artifact) -> dict[str, list[float]]:
+def item_margins(art: Artifact) -> dict[str, list[float]]:
     return json.loads((art / "margins.json").read_text())
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from resurface.build.benchmarks import load_items, split_heldout
+from resurface.build.benchmarks import task_items, split_heldout
 from resurface.build.synthetic import load_synthetic
 from resurface.build.tokenizers import load_tokenizer
 from resurface.compute.device import rows_per_pass
@@ -128,7 +128,7 @@ def benchmark_embeddings(cache: Cache, zoo, tasks: Artifact) -> Artifact:
     cfg = zoo.cfg
     texts = [(it["context"] + " " + it["choices"][it["label"]]).strip()
              for t in ("minimal_pairs", "word_cloze", "next_sentence")
-             if (tasks.path / f"{t}.jsonl").exists() for it in load_items(tasks, t)]
+             if (tasks.path / f"{t}.jsonl").exists() for it in task_items(tasks, t)]
     return embed(cache, "benchmarks", sample_texts(texts, cfg.proxies.embed_texts, cfg.seed), [tasks])
 
 

@@ -26,7 +26,7 @@ log = logging.getLogger("resurface")
 
 MANIFEST = "manifest.json"
 # Versions, one style: FORMAT_VERSION re-keys every artifact; a builder whose own computation changes bumps its
-# `<BUILDER>_FORMAT` constant, which it puts in its config (zoo.PRETRAIN_FORMAT, extractions.EXTRACTION_FORMAT).
+# `<BUILDER>_FORMAT` constant, which it puts in its config (zoo.PRETRAIN_FORMAT, memorization_measures.EXTRACTION_FORMAT).
 FORMAT_VERSION = 3  # bump when an artifact layout or how it is computed changes (2: single-threaded pool builds;
 #                    3: the fused loss in fewer passes, the lean GPTNeoX sampler and the two-level draw)
 

@@ -8,7 +8,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from resurface.build.benchmarks import build_tasks
-from resurface.build.evaluations import (evaluate, load_items, load_margins, load_results, oriented_delta,
+from resurface.build.evaluations import (evaluate, item_scores, item_margins, load_results, oriented_delta,
                                          paired_stderr, primary)
 from resurface.build.students import finetune
 from resurface.build.synthetic import corpus_texts, real_text_corpus, replay_corpus, synthetic_corpus
@@ -89,8 +89,8 @@ def run_plan(cfg: StudyConfig, cache: Cache, zoo: Zoo, runs: list[dict], tasks: 
 def run_rows(run: dict, label: str, corpus: Artifact, base_evaluation: Artifact, evaluation: Artifact) -> list[dict]:
     """One row per task of a run: the untouched student's score, the fine-tuned student's, the oriented change
     and its paired standard error over items."""
-    base, base_items = load_results(base_evaluation), load_items(base_evaluation)
-    after, after_items = load_results(evaluation), load_items(evaluation)
+    base, base_items = load_results(base_evaluation), item_scores(base_evaluation)
+    after, after_items = load_results(evaluation), item_scores(evaluation)
     pb, pa = primary(base), primary(after)
     rows = []
     for task in pa:
@@ -172,7 +172,7 @@ def _metric(task: str) -> str:
 def item_deltas(runs: pd.DataFrame, arts: dict, tasks: list[str], kind: str = "items") -> list:
     """Per task, the (runs, items) matrix of per-item changes (after - untouched student): accuracy in points
     (`items`) or log-likelihood margins in nats (`margins`)."""
-    load = load_items if kind == "items" else load_margins
+    load = item_scores if kind == "items" else item_margins
     scale = 100.0 if kind == "items" else 1.0
     base = {s: load(a) for s, a in arts["base_evaluations"].items()}
     after = {lbl: load(arts["evaluations"][lbl]) for lbl in runs["run_label"]}

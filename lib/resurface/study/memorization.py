@@ -8,7 +8,7 @@ import pandas as pd
 from resurface.analysis import verdicts
 from resurface.analysis.findings import headline
 from resurface.build.canaries import canary_share, load_canaries
-from resurface.build.extractions import load_extraction, measure_canaries, memorized_probes
+from resurface.build.memorization_measures import load_extraction, measure_canaries, memorized_probes
 from resurface.build.natural_probes import natural_probes, scan_summary
 from resurface.build.synthetic import load_synthetic, synthetic_corpus
 from resurface.build.tokenizers import load_tokenizer

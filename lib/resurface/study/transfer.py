@@ -54,7 +54,7 @@ def finding1(cfg: StudyConfig, table: pd.DataFrame, arts: dict, labels: pd.DataF
     return runs, verdicts.without_capability(verdict, axis_ok), verdicts.without_capability(secondary, axis_ok)
 
 
-def corpus_table(cfg: StudyConfig, cache: Cache, zoo: Zoo) -> pd.DataFrame:
+def synthetic_corpus_table(cfg: StudyConfig, cache: Cache, zoo: Zoo) -> pd.DataFrame:
     """One row per synthetic corpus of the plan, with its provenance (each corpus looked up once)."""
     keys = {(r["source"], r["temperature"], r["seed"]) for r in plan(cfg) if r["source"] not in CONTROL_SOURCES}
     cols = ("source_model", "revision", "start_token", "start_rule", "temperature", "seed", "documents", "tokens",

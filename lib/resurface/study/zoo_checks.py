@@ -15,7 +15,7 @@ import pandas as pd
 
 from resurface.analysis import verdicts
 from resurface.build.benchmarks import build_tasks, split_heldout
-from resurface.build.evaluations import evaluate, load_items
+from resurface.build.evaluations import evaluate, item_scores
 from resurface.build.tokenizers import load_tokenizer
 from resurface.build.zoo import Zoo, model_size
 from resurface.compute.pool import Job, build_all
@@ -101,7 +101,7 @@ def capability_check(cfg: StudyConfig, cache: Cache, zoo: Zoo) -> pd.DataFrame:
     tasks = dev_tasks(cfg, cache, zoo)
     jobs = [Job(model_size(cfg.zoo.models[parse_model_ref(r)[0]]), r, _evaluate_ref, (zoo, tasks, r)) for r in axis]
     done = build_all(cache, jobs, cfg.workers, desc="capability axis on dev items")
-    items = {r: load_items(a) for r, a in done.results.items()}
+    items = {r: item_scores(a) for r, a in done.results.items()}
     return verdicts.capability_axis(axis, items, accuracy_tasks(cfg))
 
 
