@@ -157,7 +157,7 @@ def written_products(out: Path, notebook: str) -> list[str]:
 
 
 class follow_progress:
-    """Shows the kernels' stage-level progress lines (`workers.PROGRESS`) from the run log at the terminal, as
+    """Shows the kernels' stage-level progress lines (`pool.PROGRESS`) from the run log at the terminal, as
     they are written: `[02_transfer] students and evaluations 12/40 done, 300 s so far, about 700 s left`."""
 
     def __init__(self, path: Path, every: float = 2.0):
