@@ -124,7 +124,11 @@ def test_smoke_study_products(smoke_run):
     from resurface.compute.pool import usable_cores
     if usable_cores() > 1:  # pretraining and fine-tuning ran in the worker pool, not in the kernel
         built = timings[(timings["status"] == "built") & timings["stage"].isin(["finetune", "evaluate", "memorization"])]
-        assert set(built["stage"]) == {"finetune", "evaluate", "memorization"} and (built["worker"] > 0).all()
+        assert all((built[built["stage"] == s]["worker"] > 0).any() for s in ["finetune", "evaluate", "memorization"])
+        # a pool given one job runs it here, single-threaded as a worker would (pool._build): in this profile only
+        # notebook 00's canary extraction, which has one canary-trained model to measure
+        in_kernel = built[built["worker"] == 0]
+        assert set(in_kernel["notebook"]) <= {"00_zoo"} and (in_kernel["stage"] == "memorization").all(), in_kernel
 
 
 @pytest.mark.slow
