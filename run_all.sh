@@ -9,5 +9,5 @@ set -euo pipefail
 cd "$(dirname "$0")"
 case "${1:-}" in -h|--help) sed -n '2,7p' "$0"; exit 0 ;; esac
 ./scripts/setup_env.sh
-# validation, the notebooks and the report, in one process (lib/resurface/runner.py)
-exec .venv/bin/python -m resurface.cli run "$@"
+# validation, the notebooks and the report, in one process (lib/resurface/study/runner.py)
+exec .venv/bin/python -m resurface.study.cli run "$@"

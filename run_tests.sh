@@ -5,4 +5,4 @@ set -uo pipefail
 cd "$(dirname "$0")"
 ./scripts/setup_env.sh || exit 1
 # `resurface test`: pytest, where collecting no test (pytest's exit code 5) is a failure, not a pass
-exec .venv/bin/python -m resurface.cli test "$@"
+exec .venv/bin/python -m resurface.study.cli test "$@"

@@ -15,9 +15,9 @@ sys.path.insert(0, "lib")
 import numpy as np
 import torch
 from transformers import AutoModelForCausalLM, GPTNeoXConfig, Qwen2Config
-from resurface import device as dev
-from resurface.hub import lookalike_tokenizer
-from resurface.training import train_lm
+from resurface.compute import device as dev
+from resurface.build.hub import lookalike_tokenizer
+from resurface.lm.training import train_lm
 
 torch.backends.cuda.matmul.allow_tf32 = False
 torch.backends.cudnn.allow_tf32 = False
@@ -37,7 +37,7 @@ def pythia(hidden, layers, heads):
 
 
 def part_b():
-    from resurface.sampling import sample_documents
+    from resurface.lm.sampler import sample_documents
     dev.use("cuda", "bfloat16")
     configs = {
         "pythia-160m": pythia(768, 12, 12),
@@ -94,7 +94,7 @@ def part_b():
 
 
 def part_c():
-    from resurface.sampling import sample_documents
+    from resurface.lm.sampler import sample_documents
     dev.use("cuda", "bfloat16")
     out = results.setdefault("scaling", [])
     for name, cfg, batches in (("pythia-160m", pythia(768, 12, 12), (1024, 2048)), ("pythia-410m", pythia(1024, 24, 16), (1024,))):

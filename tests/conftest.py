@@ -9,6 +9,15 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_script(name: str):
+    """A tool in scripts/ (outside the package: nothing in `resurface` imports it), loaded for its tests."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -30,11 +39,11 @@ def smoke_cache(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def smoke_zoo(smoke_cache):
-    from resurface.cache import Cache
-    from resurface.config import load_config
-    from resurface.runtime import go_offline
-    from resurface.zoo import build_zoo
-    from resurface.training import set_threads
+    from resurface.frame.cache import Cache
+    from resurface.frame.config import load_config
+    from resurface.study.session import go_offline
+    from resurface.build.zoo import build_zoo
+    from resurface.lm.training import set_threads
     go_offline(smoke_cache / "hf_home")
     cfg = load_config("smoke")
     set_threads(cfg.threads)  # as the notebooks do: the same thread count gives the same bits

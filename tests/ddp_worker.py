@@ -9,9 +9,9 @@ import numpy as np
 import torch
 from transformers import AutoModelForCausalLM, GPTNeoXConfig
 
-from resurface.cache import Cache
-from resurface.distributed import accelerator, collective_build, is_main
-from resurface.training import train_lm
+from resurface.frame.cache import Cache
+from resurface.compute.distributed import accelerator, collective_build, is_main
+from resurface.lm.training import train_lm
 
 
 def main(cache_dir: str, micro: int | None) -> None:

@@ -5,11 +5,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from resurface import benchmarks, stats
-from resurface.config import load_config
-from resurface.proxies import correlation
-from resurface.transfer import plan, relation
-from resurface.zoo_checks import strength_label
+from resurface.build import benchmarks
+from resurface.analysis import stats
+from resurface.frame.config import load_config
+from resurface.study.matrix import plan, relation, strength_label
 
 
 def test_relations_are_derived_from_the_zoo():
@@ -41,7 +40,7 @@ def test_students_never_see_a_canary():
     assert cfg.zoo.models[cfg.memorization.twin].canaries
     twin, student = cfg.zoo.models[cfg.memorization.twin], cfg.zoo.models["lineage-small"]
     assert twin.model_dump(exclude={"canaries", "checkpoints"}) == student.model_dump(exclude={"canaries", "checkpoints"})
-    from resurface.config import ConfigError
+    from resurface.frame.config import ConfigError
     with pytest.raises(ConfigError, match="never see one"):
         load_config("default", {"zoo.models.lineage-small.canaries": True})
 
@@ -49,27 +48,6 @@ def test_students_never_see_a_canary():
 def test_bootstrap_ci_covers_the_mean():
     m, lo, hi = stats.bootstrap_ci(np.arange(10.0))
     assert lo < m == 4.5 < hi
-
-
-def test_correlation_detects_signal_and_not_noise():
-    rng = np.random.default_rng(0)
-    x = rng.standard_normal(40)
-    strong = correlation(x, x + 0.2 * rng.standard_normal(40), n_boot=500, n_perm=500)
-    assert strong["spearman"]["ci_low"] > 0.7 and strong["spearman"]["p_perm"] < 0.01
-    noise = correlation(x, rng.standard_normal(40), n_boot=500, n_perm=500)
-    assert noise["spearman"]["ci_low"] < 0 < noise["spearman"]["ci_high"]
-
-
-def test_matrix_correlations_equal_scipy_with_ties():
-    """The vectorised Spearman / Kendall used for bootstraps give scipy's values, ties included."""
-    from scipy.stats import kendalltau, spearmanr
-    from resurface.proxies import _kendall_rows, _spearman_rows
-    rng = np.random.default_rng(1)
-    x = np.round(rng.standard_normal((5, 30)))  # many ties
-    y = np.round(x + rng.standard_normal((5, 30)))
-    for a, b, s, k in zip(x, y, _spearman_rows(x, y), _kendall_rows(x, y)):
-        assert s == pytest.approx(spearmanr(a, b)[0], abs=1e-12)
-        assert k == pytest.approx(kendalltau(a, b)[0], abs=1e-12)
 
 
 def test_minimal_pairs_are_minimal_and_deterministic():
@@ -84,15 +62,15 @@ def test_minimal_pairs_are_minimal_and_deterministic():
 
 
 def test_smoke_benchmarks_come_from_heldout_only(smoke_zoo, smoke_cache):
-    from resurface.cache import Cache
-    from resurface.corpora import load_corpus
+    from resurface.frame.cache import Cache
+    from resurface.build.corpora import load_corpus
     cfg = smoke_zoo.cfg
     tasks = benchmarks.build_tasks(Cache(smoke_cache), smoke_zoo.corpora["lineage"], list(cfg.benchmarks.tasks),
                                    cfg.benchmarks.items_per_task, cfg.benchmarks.ppl_documents, cfg.seed)
     train_text = "\n".join(load_corpus(smoke_zoo.corpora["lineage"])["train"]["text"])
     _, control = benchmarks.split_heldout(smoke_zoo.corpora["lineage"], cfg.seed)
     control_text = "\n".join(control)
-    items = benchmarks.load_items(tasks, "minimal_pairs")
+    items = benchmarks.task_items(tasks, "minimal_pairs")
     assert len(items) == cfg.benchmarks.items_per_task
     for it in items[:40]:
         good = it["choices"][it["label"]]
@@ -101,7 +79,7 @@ def test_smoke_benchmarks_come_from_heldout_only(smoke_zoo, smoke_cache):
 
 def test_per_task_item_counts_and_unchanged_keys(smoke_zoo, smoke_cache):
     """`items_by_task` sets one task's count; leaving it empty keeps the cache key of every earlier run."""
-    from resurface.cache import Cache
+    from resurface.frame.cache import Cache
     cfg = smoke_zoo.cfg
     cache, lineage = Cache(smoke_cache), smoke_zoo.corpora["lineage"]
     args = (cache, lineage, list(cfg.benchmarks.tasks), 20, 3, cfg.seed)
@@ -109,14 +87,14 @@ def test_per_task_item_counts_and_unchanged_keys(smoke_zoo, smoke_cache):
     assert benchmarks.build_tasks(*args, items_by_task={}).key == plain.key
     per_task = benchmarks.build_tasks(*args, items_by_task={"word_cloze": 7})
     assert per_task.key != plain.key
-    assert len(benchmarks.load_items(per_task, "word_cloze")) == 7
-    assert len(benchmarks.load_items(per_task, "minimal_pairs")) == 20
+    assert len(benchmarks.task_items(per_task, "word_cloze")) == 7
+    assert len(benchmarks.task_items(per_task, "minimal_pairs")) == 20
 
 
 def test_figure_legends_name_relations_in_words():
     import matplotlib
     matplotlib.use("Agg")
-    from resurface import figures
+    from resurface.study import figures
     rng = np.random.default_rng(0)
     rels = ["self", "same_lineage", "stronger_different", "cross_family"] * 3
     runs = pd.DataFrame({"relation": rels, "gap_bpb": rng.normal(size=12), "headline_delta": rng.normal(size=12),
@@ -133,21 +111,38 @@ def test_every_run_of_the_matrix_has_its_own_label_controls_included(monkeypatch
     labels must differ too: the matrix keys students and evaluations by label, and a shared label once made every
     seed of a control read its last seed's student (finding 1's item deltas, finding 3's extractions)."""
     from types import SimpleNamespace
-    from resurface import transfer
+    from resurface.study import matrix
     cfg = load_config("default")
     built = []
     def corpus(cache, zoo, run):  # named as the real builders name them: a model's samples by temperature and seed
-        control = run["source"] in transfer.CONTROL_SOURCES
+        control = run["source"] in matrix.CONTROL_SOURCES
         return SimpleNamespace(name=run["source"] if control else f"{run['source']}-T{run['temperature']}-s{run['seed']}")
-    monkeypatch.setattr(transfer, "_corpus", corpus)
-    monkeypatch.setattr(transfer, "finetune", lambda cache, name, *a: built.append((name, a[-1])) or name)
-    monkeypatch.setattr(transfer, "evaluate", lambda cache, student, *a: student)
+    monkeypatch.setattr(matrix, "corpus_for", corpus)
+    monkeypatch.setattr(matrix, "finetune", lambda cache, name, *a: built.append((name, a[-1])) or name)
+    monkeypatch.setattr(matrix, "evaluate", lambda cache, student, *a: student)
     zoo = SimpleNamespace(cfg=cfg, models={s: None for s in cfg.zoo.models})
     runs = plan(cfg, ("rewarm", 98304))
-    labels = [transfer._student(None, zoo, SimpleNamespace(meta={}), r)[0] for r in runs]
+    labels = [matrix._student(None, zoo, SimpleNamespace(meta={}), r)[0] for r in runs]
     assert len(set(labels)) == len(runs)
     controls = [(name, seed) for name, seed in built if "--real-text--" in name]
     # one artifact name per student (so no cache path moved), one fine-tuning seed per run
     assert len({name for name, _ in controls}) == len(cfg.transfer.students)
     assert len(set(controls)) == len(controls) == len(cfg.transfer.students) * len(cfg.transfer.seeds)
     assert len(cfg.transfer.seeds) > 1
+
+
+def test_finding_tables_read_the_verdict_and_keep_only_the_controls():
+    from resurface.analysis import findings
+    comp = {"estimate": 1.234, "lower": 0.5, "upper": 2.0, "mde": 0.9, "outcome": "holds"}
+    verdict = {"pooled": {"self > 0": comp}, "per_student": {"s1": {"comparisons": {"self > 0": dict(comp, outcome="fails")}}},
+               "verdict": "supported", "ordering_observed": ["self", "cross_family"]}
+    table = findings.comparison_table(verdict)
+    assert list(table.columns) == ["pooled", "s1"]
+    assert table.loc["self > 0", "pooled"] == "+1.23 [+0.50, +2.00] MDE 0.90: holds"
+    assert table.loc["self > 0", "s1"].endswith(": fails")
+    assert findings.transfer_sentence(verdict).startswith("**Verdict: supported.** Observed ordering (pooled): self > cross_family")
+    runs = pd.DataFrame({"student": ["s1"] * 4, "relation": ["self", "real_text", "real_text", "replay"],
+                         "headline_delta": [9.0, 1.0, 3.0, -1.0]})
+    summary = findings.control_summary(runs)
+    assert summary.loc[("s1", "real_text"), "mean"] == 2.0 and summary.loc[("s1", "real_text"), "size"] == 2
+    assert ("s1", "self") not in summary.index

@@ -3,7 +3,10 @@ from __future__ import annotations
 
 import pytest
 
-from resurface.bench import flops_per_token, matmul_params, scaling_fit
+from conftest import load_script
+
+bench = load_script("cost_bench")
+flops_per_token, matmul_params, scaling_fit = bench.flops_per_token, bench.matmul_params, bench.scaling_fit
 
 
 def test_scaling_fit_recovers_a_known_rate_and_flags_a_bad_fit():
@@ -20,8 +23,8 @@ def test_scaling_fit_recovers_a_known_rate_and_flags_a_bad_fit():
 def test_model_flops_count_every_matmul_once_and_no_lookup(arch):
     """By hand: 12 d^2 per GPTNeoX / GPT-2 layer (qkv, out, 4d MLP), 4 d^2 + 3 d I per Llama layer, plus
     the output head once (tied or not); the input embedding (and GPT-2's positions) are look-ups."""
-    from resurface.config import ModelConfig
-    from resurface.bench import _model
+    from resurface.frame.config import ModelConfig
+    _model = bench._model
     d, layers, vocab, seq = 32, 3, 500, 64
     m = ModelConfig(kind="lineage", architecture=arch, tokenizer="t", layers=layers, width=d, heads=4)
     model = _model(m, vocab, seq)
@@ -34,7 +37,7 @@ def test_model_flops_count_every_matmul_once_and_no_lookup(arch):
 
 def test_scoring_clock_times_only_the_backends_own_methods_and_restores_them():
     import time
-    from resurface.bench import _evaluation_lines, _scoring_clock
+    _evaluation_lines, _scoring_clock = bench._evaluation_lines, bench._scoring_clock
 
     class Backend:
         def loglikelihood(self, requests):

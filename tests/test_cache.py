@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from resurface.cache import Cache
+from resurface.frame.cache import Cache
 
 
 def _build_counter(calls, content="hello"):
@@ -89,7 +89,7 @@ def test_unwritable_cache_names_the_path(tmp_path):
 
 _READ_ONLY_PROBE = """
 import sys
-from resurface.cache import Cache
+from resurface.frame.cache import Cache
 calls = []
 def build(tmp):
     calls.append(tmp)
@@ -173,7 +173,7 @@ def test_two_processes_building_the_same_artifact_build_it_once(tmp_path):
 
 
 def test_write_atomically_keeps_the_old_file_when_writing_fails(tmp_path):
-    from resurface.cache import write_atomically
+    from resurface.frame.cache import write_atomically
     target = tmp_path / "table.csv"
     write_atomically(target, lambda t: t.write_text("old"))
 

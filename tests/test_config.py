@@ -6,8 +6,8 @@ import sys
 
 import pytest
 
-from resurface import config as C
-from resurface.config import ConfigError, load_config
+from resurface.frame import config as C
+from resurface.frame.config import ConfigError, load_config
 
 PROFILES = C.available_profiles()
 
@@ -76,7 +76,7 @@ def test_config_is_frozen():
 
 
 def test_cli_exits_nonzero_with_one_line(isolated):
-    proc = subprocess.run([sys.executable, "-m", "resurface.config", "smoke", "sampling.temperatures=[0]"],
+    proc = subprocess.run([sys.executable, "-m", "resurface.frame.config", "smoke", "sampling.temperatures=[0]"],
                           capture_output=True, text=True)
     assert proc.returncode == 1
     assert proc.stderr.strip().count("\n") == 0 and "temperatures" in proc.stderr
@@ -84,7 +84,7 @@ def test_cli_exits_nonzero_with_one_line(isolated):
 
 
 def test_start_writes_nothing_on_bad_params(isolated):
-    from resurface.runtime import start
+    from resurface.study.session import start
     with pytest.raises(SystemExit, match="temperatures"):
         start("smoke", {"sampling.temperatures": [0]})
     assert not (isolated / "outputs").exists() and not (isolated / "cache").exists()
@@ -126,8 +126,8 @@ def _fake_hub_snapshot(hf_home, repo: str, revision: str) -> None:
 
 
 def test_a_hub_model_missing_offline_stops_with_one_sentence(isolated, monkeypatch):
-    from resurface import hub
-    from resurface.runtime import start
+    from resurface.build import hub
+    from resurface.study.session import start
     hf_home = isolated / "hf"
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(hf_home))

@@ -70,7 +70,7 @@ def test_micro_batches_accumulate_to_the_whole_batch(reference, tmp_path):
 def test_a_batch_that_does_not_split_says_so():
     import numpy as np
     import torch
-    from resurface.training import train_lm
+    from resurface.lm.training import train_lm
     with pytest.raises(ValueError, match="must split evenly"):
         train_lm(torch.nn.Linear(2, 2), np.zeros((4, 8), dtype=np.int32), steps=1, batch_size=6, lr=1e-3,
                  warmup_steps=0, micro_batch_size=4)

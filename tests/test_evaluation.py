@@ -10,9 +10,9 @@ def test_scores_equal_plain_simple_evaluate_without_the_environment_report(smoke
     import lm_eval
     import torch.utils.collect_env as collect_env
     from lm_eval.tasks import TaskManager
-    from resurface.benchmarks import build_tasks, write_task_yamls
-    from resurface.cache import Cache
-    from resurface.evaluation import run_lm_eval
+    from resurface.build.benchmarks import build_tasks, write_task_yamls
+    from resurface.frame.cache import Cache
+    from resurface.build.evaluations import run_lm_eval
 
     b = smoke_zoo.cfg.benchmarks
     tasks = build_tasks(Cache(smoke_cache), smoke_zoo.corpora["lineage"], ["minimal_pairs", "next_sentence"],

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import torch
 
-from resurface import config as C
+from resurface.frame import config as C
 
 from conftest import ROOT, no_network_prefix
 
@@ -36,8 +36,8 @@ def test_build_threads_need_a_single_worker_and_a_profile_measures_one_kind_of_m
 
 
 def test_the_scanned_chapters_exist_in_the_pinned_bible(smoke_cache):
-    from resurface.cache import Cache
-    from resurface.corpora import load_documents, read_source
+    from resurface.frame.cache import Cache
+    from resurface.build.corpora import load_documents, read_source
     docs = {d["id"]: d["text"] for d in load_documents(read_source(Cache(smoke_cache), "kjv"))}
     assert len(docs) == 1189  # chapters of the King James Bible
     for name in C.load_config("gemma").memorization.natural.documents:
@@ -47,7 +47,7 @@ def test_the_scanned_chapters_exist_in_the_pinned_bible(smoke_cache):
 
 
 def test_documents_start_with_the_family_bos_only_when_it_is_not_eos():
-    from resurface.training import document_start_id, pack_documents
+    from resurface.lm.training import document_start_id, pack_documents
     blocks = pack_documents([[5, 6], [7]], eos_id=1, seq_len=3, bos_id=2)
     assert blocks.tolist() == [[2, 5, 6], [1, 2, 7]]
     assert pack_documents([[5, 6], [7]], eos_id=1, seq_len=3).tolist() == [[5, 6, 1]]
@@ -70,8 +70,8 @@ def _tiny_lm(seed: int = 0):
 
 def test_one_forward_pass_finds_exactly_the_windows_greedy_decoding_extracts():
     """suffix_agreement == 1.0 must mean `extraction` reproduces the suffix, and below 1.0 that it does not."""
-    from resurface.memorization import extraction, suffix_agreement
-    from resurface.sampling import decode
+    from resurface.lm.extraction import extraction, suffix_agreement
+    from resurface.lm.sampler import decode
     model = _tiny_lm()
     rng = np.random.default_rng(0)
     prefixes = torch.tensor(rng.integers(0, 50, (6, 9)))
@@ -86,7 +86,7 @@ def test_one_forward_pass_finds_exactly_the_windows_greedy_decoding_extracts():
 
 
 def test_probes_keep_every_memorized_window_then_the_nearest_misses_without_overlap():
-    from resurface.natural_memorization import document_split, pick_probes, windows
+    from resurface.build.natural_probes import document_split, pick_probes, windows
     assert windows(list(range(130)), 64, 32) == [0, 32, 64]
     split = document_split([f"d{i}" for i in range(10)], 0.5, 0)
     assert sorted(split.values()).count("dev") == 5 and split == document_split([f"d{i}" for i in range(10)], 0.5, 0)
@@ -106,8 +106,8 @@ def tiny_gemma_run(tmp_path_factory, smoke_cache, smoke_zoo):
     the cross-family source (local wheels, pip offline), network cut. The corpora and the Bible come from the
     smoke cache (fetched before the cut)."""
     from gguf_lookalike import single_gguf_wheel, split_gguf_wheels, write_tiny_gemma3_gguf
-    from resurface.cache import Cache
-    from resurface.corpora import read_source
+    from resurface.frame.cache import Cache
+    from resurface.build.corpora import read_source
     read_source(Cache(smoke_cache), "kjv")
     tmp = tmp_path_factory.mktemp("tiny-gemma")
     wheels = tmp / "wheels"

@@ -32,15 +32,15 @@ def _scores(res, task):
 def test_every_task_type_scores_like_lm_evals_hf(smoke_zoo, smoke_cache, tmp_path):
     import lm_eval
     from lm_eval.tasks import TaskManager
-    from resurface import lm_backend  # noqa: F401  registers `resurface`
-    from resurface.benchmarks import build_tasks, load_items, write_task_yamls
-    from resurface.cache import Cache
+    from resurface.lm import lm_backend# noqa: F401  registers `resurface`
+    from resurface.build.benchmarks import build_tasks, task_items, write_task_yamls
+    from resurface.frame.cache import Cache
 
     tasks = build_tasks(Cache(smoke_cache), smoke_zoo.corpora["lineage"],
                         ["minimal_pairs", "word_cloze", "next_sentence", "heldout_ppl"], 40, 6, smoke_zoo.cfg.seed)
     names = write_task_yamls(tasks, tmp_path)
     data = tmp_path / "cloze.jsonl"
-    data.write_text("".join(json.dumps(it) + "\n" for it in load_items(tasks, "word_cloze")))
+    data.write_text("".join(json.dumps(it) + "\n" for it in task_items(tasks, "word_cloze")))
     for name, body in STANDARD_LOOKALIKES.items():
         (tmp_path / f"{name}.yaml").write_text(
             f"task: {name}\ndataset_path: json\ndataset_kwargs:\n  data_files:\n    test: {json.dumps(str(data))}\n"
@@ -71,8 +71,8 @@ def test_every_task_type_scores_like_lm_evals_hf(smoke_zoo, smoke_cache, tmp_pat
 
 def test_backend_is_registered_and_selectable():
     from lm_eval.api.registry import get_model
-    from resurface import lm_backend
-    from resurface.config import load_config
+    from resurface.lm import lm_backend
+    from resurface.frame.config import load_config
     assert get_model("resurface") is lm_backend.ForwardPassLM
     assert load_config("smoke", {"benchmarks.backend": "resurface"}).benchmarks.backend == "resurface"
     assert load_config("smoke", {"benchmarks.backend": "hf"}).benchmarks.backend == "hf"
@@ -80,7 +80,7 @@ def test_backend_is_registered_and_selectable():
 
 def test_the_environment_report_patch_fails_loudly_if_lm_eval_renames_it(monkeypatch):
     import lm_eval.evaluator
-    from resurface.evaluation import _without_env_report
+    from resurface.build.evaluations import _without_env_report
     monkeypatch.delattr(lm_eval.evaluator, "add_env_info")
     with pytest.raises(RuntimeError, match="add_env_info is gone"):
         with _without_env_report():
@@ -88,6 +88,6 @@ def test_the_environment_report_patch_fails_loudly_if_lm_eval_renames_it(monkeyp
 
 
 def test_a_task_without_a_primary_metric_stops_before_any_compute():
-    from resurface.config import ConfigError, load_config
+    from resurface.frame.config import ConfigError, load_config
     with pytest.raises(ConfigError, match=r"\['mmlu'\] have no primary metric"):
         load_config("smoke", {"benchmarks.tasks": ["minimal_pairs", "mmlu"]})

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from resurface import device
+from resurface.compute import device
 
 V = 512
 
@@ -34,7 +34,7 @@ def _budget(monkeypatch, rows: int, positions: int) -> int:
     """A budget that lets `rows` sequences of `positions` logits through at once."""
     budget = rows * positions * V
     monkeypatch.setattr(device, "LOGIT_BUDGET", budget)
-    import resurface.lm_backend as backend
+    import resurface.lm.lm_backend as backend
     monkeypatch.setattr(backend, "LOGIT_BUDGET", budget)
     return budget
 
@@ -47,8 +47,8 @@ def test_rows_per_pass_keeps_small_vocabularies_whole(model):
 
 
 def test_training_and_memorization_scores_stay_under_the_budget(model, largest_logits, monkeypatch):
-    from resurface.memorization import suffix_agreement, suffix_nll
-    from resurface.training import mean_loss
+    from resurface.lm.extraction import suffix_agreement, suffix_nll
+    from resurface.lm.training import mean_loss
     rng = np.random.default_rng(0)
     blocks = rng.integers(1, V, (10, 24)).astype(np.uint16)
     seqs = blocks.astype(int).tolist()
@@ -64,7 +64,7 @@ def test_training_and_memorization_scores_stay_under_the_budget(model, largest_l
 
 
 def test_the_lm_eval_backend_splits_its_passes_under_the_budget(model, largest_logits, monkeypatch):
-    from resurface.lm_backend import ForwardPassLM
+    from resurface.lm.lm_backend import ForwardPassLM
     lm = object.__new__(ForwardPassLM)
     lm.model, lm._device, lm.batch_size, lm._max_length = model, torch.device("cpu"), 16, 64
     rng = np.random.default_rng(1)

@@ -7,9 +7,9 @@ import torch
 
 import pandas as pd
 
-from resurface.memorization import extraction, regurgitation_share, suffix_nll
-from resurface.verdicts import Thresholds, exact_sign_test, memorization_verdict, paired_sign_tests
-from resurface.training import train_lm
+from resurface.lm.extraction import extraction, regurgitation_share, suffix_nll
+from resurface.analysis.verdicts import Thresholds, exact_sign_test, memorization_verdict, paired_sign_tests
+from resurface.lm.training import train_lm
 
 V = 64
 
@@ -133,7 +133,7 @@ def test_suffix_nll_is_lower_for_a_memorized_sequence(memorizer):
 
 
 def test_memorized_evals_split_names():
-    from resurface.memorization import memorized_evals_split
+    from resurface.build.memorization_measures import memorized_evals_split
     assert memorized_evals_split("EleutherAI/pythia-160m-deduped") == "deduped.160m"
     assert memorized_evals_split("EleutherAI/pythia-1.4b") == "duped.1.4b"
     with pytest.raises(ValueError, match="not a Pythia model"):
@@ -144,7 +144,7 @@ def test_memorized_evals_sequences_feed_the_same_extraction(tmp_path, memorizer)
     """The real-model path, offline: a local parquet in pythia-memorized-evals' schema."""
     import pyarrow as pa
     import pyarrow.parquet as pq
-    from resurface.memorization import memorized_evals_sequences
+    from resurface.build.memorization_measures import memorized_evals_sequences
     trained, _, seqs, unseen = memorizer
     pq.write_table(pa.table({"index": [10, 11, 12, 13], "tokens": seqs + unseen}), tmp_path / "mem.parquet")
     got = memorized_evals_sequences("EleutherAI/pythia-70m-deduped", 4, data_files=str(tmp_path / "mem.parquet"))

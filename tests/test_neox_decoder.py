@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from resurface import neox_decoder
-from resurface.sampling import decode
+from resurface.lm import neox_decoder
+from resurface.lm.sampler import decode
 
 
 def _neox(parallel: bool, rotary_pct: float = 0.25):

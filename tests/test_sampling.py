@@ -6,8 +6,7 @@ import pytest
 import torch
 from scipy.stats import chisquare
 
-from resurface.sampling import (decode, draw, filter_logits, preallocated_cache, resolve_start_token,
-                                sample_documents)
+from resurface.lm.sampler import decode, draw, filter_logits, preallocated_cache, resolve_start_token, sample_documents
 
 V = 24
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from resurface.config import ModelConfig
-from resurface.training import causal_lm_loss
-from resurface.zoo import hf_config
+from resurface.frame.config import ModelConfig
+from resurface.lm.training import causal_lm_loss
+from resurface.lm.models import hf_config
 
 
 @pytest.mark.parametrize("arch", ["gpt_neox", "llama", "gpt2"])

@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from resurface import verdicts as V
+from resurface.analysis import verdicts as V
 
 TH = V.Thresholds(bootstrap=400, sesoi=0.5)
 

@@ -1,4 +1,4 @@
-"""The worker pool (resurface.workers): it changes wall time, never a number, and fails loudly."""
+"""The worker pool (resurface.compute.pool): it changes wall time, never a number, and fails loudly."""
 from __future__ import annotations
 
 import json
@@ -6,8 +6,8 @@ import json
 import numpy as np
 import pytest
 
-from resurface.cache import Cache, NotBuilt
-from resurface.workers import Job, build_all, pending
+from resurface.frame.cache import Cache, NotBuilt
+from resurface.compute.pool import Job, build_all, pending
 
 
 def _train_job(cache: Cache, name: str, seed: int) -> None:
@@ -15,7 +15,7 @@ def _train_job(cache: Cache, name: str, seed: int) -> None:
     def build(tmp):
         import torch
         from transformers import AutoModelForCausalLM, GPTNeoXConfig
-        from resurface.training import train_lm
+        from resurface.lm.training import train_lm
         torch.manual_seed(seed)
         cfg = GPTNeoXConfig(vocab_size=512, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
                             intermediate_size=256, max_position_embeddings=64, rotary_pct=0.25)
@@ -129,7 +129,7 @@ def test_workers_fork_from_a_preloaded_server(tmp_path):
     """Workers come from the fork server, not from this process: its imports done, one thread, silent bars."""
     import os
     from multiprocessing import forkserver
-    from resurface.workers import warm_up
+    from resurface.compute.pool import warm_up
     assert not warm_up(workers=1) and not warm_up(workers="auto", device="cuda")
     if forkserver._forkserver._forkserver_pid is None:  # else an earlier test's pool started it
         assert warm_up(workers=2)

@@ -1,0 +1,1 @@
+"""Where and how things run: the device and dtype, threads, the worker pool, data-parallel launchers."""

