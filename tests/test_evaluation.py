@@ -23,7 +23,7 @@ def test_scores_equal_plain_simple_evaluate_without_the_environment_report(smoke
     reports = []
     real = collect_env.get_pretty_env_info
     monkeypatch.setattr(collect_env, "get_pretty_env_info", lambda: reports.append(1) or real())
-    ours, items, margins = run_lm_eval(model, tmp_path / "tasks", names, b.batch_size)
+    ours, items, margins, choices = run_lm_eval(model, tmp_path / "tasks", names, b.batch_size)
     assert reports == []  # no `pip list` in a subprocess for every evaluation
 
     plain = lm_eval.simple_evaluate(
@@ -36,3 +36,10 @@ def test_scores_equal_plain_simple_evaluate_without_the_environment_report(smoke
     assert len(items["minimal_pairs"]) == 40 and len(items["next_sentence"]) == 40
     # a margin is positive exactly when the right choice wins on raw log-likelihood (acc)
     assert [m > 0 for m in margins["minimal_pairs"]] == [a == 1.0 for a in items["minimal_pairs"]]
+    # the proper score: log-loss of the normalised choices; for two choices it is softplus(-margin)
+    import numpy as np
+    from resurface.build.evaluations import choice_logloss
+    ll = np.array([choice_logloss(c) for c in choices["minimal_pairs"]])
+    np.testing.assert_allclose(ll, np.log1p(np.exp(-np.array(margins["minimal_pairs"]))), rtol=1e-9, atol=1e-12)
+    four = np.array([choice_logloss(c) for c in choices["next_sentence"]])
+    assert (four > 0).all() and len(choices["next_sentence"][0]) == 5  # four choices and the target

@@ -51,16 +51,17 @@ def quoted_rules(nb: Path) -> dict[str, str]:
         if cell["cell_type"] != "markdown":
             continue
         text = "".join(cell["source"])
-        for m in re.finditer(r"\*\*`verdicts\.(\w+_RULE)`\*\*\n\n((?:>[^\n]*\n?)+)", text):
+        for m in re.finditer(r"\*\*`(?:verdicts|resurfacing)\.(\w+_RULE)`\*\*\n\n((?:>[^\n]*\n?)+)", text):
             out[m.group(1)] = " ".join(line[1:].strip() for line in m.group(2).splitlines())
     return out
 
 
 def test_every_verdict_rule_is_stated_in_a_notebook_word_for_word_as_the_code_applies_it():
     """The markdown a reader reads before the results says exactly what the code applies: every rule of
-    analysis/verdicts.py is quoted in a notebook, and every quote equals its rule (whitespace aside)."""
-    from resurface.analysis import verdicts
-    rules = {name: getattr(verdicts, name) for name in dir(verdicts) if name.endswith("_RULE")}
+    analysis/verdicts.py and analysis/resurfacing.py is quoted in a notebook, and every quote equals its rule
+    (whitespace aside)."""
+    from resurface.analysis import resurfacing, verdicts
+    rules = {name: getattr(m, name) for m in (verdicts, resurfacing) for name in dir(m) if name.endswith("_RULE")}
     quoted = {}
     for nb in NOTEBOOKS:
         for name, text in quoted_rules(nb).items():

@@ -33,33 +33,49 @@ def test_a_comparison_without_spread_claims_no_power():
         r = V.judge(0.0, flat, kind, 0.5, 0.05, 0.8)
         assert r["outcome"] == "inconclusive" and r["why"] == "no spread: no item changed in any run"
         assert r["se"] == 0.0 and np.isnan(r["mde"])
-    assert "no spread at all" in V.COMPARISON_RULE
+    assert "without spread" in V.COMPARISON_RULE
 
 
-def _synthetic_matrix(effects: dict[str, float], n_items: int, seeds: int = 3, seed: int = 0):
-    """Runs whose per-item deltas are -1/0/+1 with a chosen mean per relation (in points)."""
+STRENGTH = {"self": "self", "same_lineage": "equal", "stronger_different": "stronger_different",
+            "cross_family": "cross", "real_text": "control", "replay": "control"}
+GAP = {"self": (0.0, 0.0), "same_lineage": (-0.01, -0.06), "stronger_different": (-0.04, -0.08),
+       "cross_family": (0.1, 0.2), "real_text": (np.nan, np.nan), "replay": (np.nan, np.nan)}
+
+
+def _synthetic_matrix(effects: dict[str, float], n_items: int, seeds: int = 3, seed: int = 0,
+                      per_source: dict[str, float] | None = None):
+    """Runs whose per-item deltas are -100/0/+100 with a chosen mean per relation (in points); two sources per
+    relation with overlapping strengths (gap_bpb), two students. `per_source` overrides one source's effect."""
     rng = np.random.default_rng(seed)
     rows, deltas = [], []
     for student in ("a", "b"):
         for rel, eff in effects.items():
-            for source in (f"{rel}-1", f"{rel}-2"):
+            sources = [f"{rel}-1"] if rel in ("self", "real_text", "replay") else [f"{rel}-1", f"{rel}-2"]
+            for k, source in enumerate(sources):
+                e = (per_source or {}).get(source, eff)
                 for s in range(seeds):
-                    p_up = 0.05 + max(eff, 0) / 100
-                    p_down = 0.05 + max(-eff, 0) / 100
+                    p_up = 0.05 + max(e, 0) / 100
+                    p_down = 0.05 + max(-e, 0) / 100
                     u = rng.random(n_items)
                     d = np.where(u < p_up, 100.0, np.where(u < p_up + p_down, -100.0, 0.0))
-                    rows.append({"student": student, "relation": rel, "source": source, "temperature": 1.0,
-                                 "seed": s, "in_verdict": True})
+                    control = rel in ("real_text", "replay")
+                    rows.append({"student": student, "relation": rel, "source": source, "strength": STRENGTH[rel],
+                                 "temperature": np.nan if control else 1.0, "seed": s, "in_verdict": not control,
+                                 "gap_bpb": GAP[rel][k]})
                     deltas.append(d)
     return pd.DataFrame(rows), [np.asarray(deltas)]
 
 
+PAPER = {"self": 5.0, "same_lineage": 3.0, "stronger_different": 1.0, "cross_family": -1.5}
+
+
 def test_transfer_verdict_supported_when_the_paper_is_right():
-    runs, d = _synthetic_matrix({"self": 4.0, "same_lineage": 3.5, "stronger_different": 1.5,
-                                 "cross_family": -1.0}, n_items=4000)
+    runs, d = _synthetic_matrix(PAPER, n_items=4000)
     v = V.transfer_verdict(runs, d, TH)
     assert v["verdict"] == "supported", v["pooled"]
     assert v["ordering_observed"] == list(V.RELATIONS)
+    pooled = pd.DataFrame(v["per_relation"]).query("student == 'pooled'").set_index("relation")
+    assert pooled.loc["same_lineage", "n_sources"] == 2 and pooled.loc["self", "n_sources"] == 1
 
 
 def test_transfer_verdict_not_supported_when_self_hurts():
@@ -78,22 +94,101 @@ def test_transfer_verdict_inconclusive_when_underpowered():
     assert all(c["mde"] > TH.sesoi for c in v["pooled"].values())
 
 
-def test_runs_whose_label_failed_leave_the_verdict():
-    runs, d = _synthetic_matrix({"self": 4.0, "same_lineage": 3.5, "stronger_different": 1.5,
-                                 "cross_family": -1.0}, n_items=2000)
+def test_runs_whose_label_failed_leave_the_verdict_and_leave_it_not_estimable():
+    runs, d = _synthetic_matrix(PAPER, n_items=2000)
     runs.loc[runs["relation"] == "stronger_different", "in_verdict"] = False
     v = V.transfer_verdict(runs, d, TH)
-    assert v["pooled"]["same_lineage_beats_stronger_different"]["why"] == "missing data"
+    assert v["pooled"]["same_lineage_beats_stronger_different"]["outcome"] == "not estimable"
+    assert v["pooled"]["cross_family_lowest"]["outcome"] == "not estimable"
     assert v["verdict"] == "inconclusive"
+
+
+def test_comparison_3_needs_overlapping_strengths():
+    runs, d = _synthetic_matrix(PAPER, n_items=4000)
+    far = runs["relation"] == "stronger_different"
+    runs.loc[far, "gap_bpb"] = -0.5  # far stronger than any same-lineage source: the comparison would extrapolate
+    v = V.transfer_verdict(runs, d, TH)
+    c3 = v["pooled"]["same_lineage_beats_stronger_different"]
+    assert c3["outcome"] == "not estimable" and "do not overlap" in c3["why"]
+    assert v["verdict"] == "inconclusive" and not v["strength_matched"]["estimable"]
+
+
+def test_weaker_checkpoints_are_reported_but_never_pooled():
+    runs, d = _synthetic_matrix(PAPER, n_items=3000)
+    weak = runs["source"] == "same_lineage-2"
+    runs.loc[weak, "strength"] = "checkpoint"
+    base = V.transfer_verdict(runs, d, TH)
+    d2 = [x.copy() for x in d]
+    d2[0][weak.to_numpy()] = -100.0  # the checkpoint destroys everything: the comparisons must not move
+    v = V.transfer_verdict(runs, d2, TH)
+    assert v["pooled"]["self_at_least_same_lineage"]["estimate"] == base["pooled"]["self_at_least_same_lineage"]["estimate"]
+    strengths = pd.DataFrame(v["per_strength"]).query("student == 'pooled' and relation == 'same_lineage'")
+    assert set(strengths["strength"]) == {"equal", "checkpoint"}
+    assert strengths.set_index("strength").loc["checkpoint", "mean"] == -100.0
+
+
+def test_only_the_primary_temperature_enters():
+    runs, d = _synthetic_matrix(PAPER, n_items=2000)
+    runs.loc[runs["relation"] == "self", "temperature"] = 0.7
+    assert V.transfer_verdict(runs, d, TH)["pooled"]["self_training_helps"]["outcome"] == "not estimable"
+    assert V.transfer_verdict(runs, d, TH, temperature=0.7)["pooled"]["self_training_helps"]["outcome"] == "holds"
 
 
 def test_beyond_strength_finds_a_lineage_effect_that_strength_does_not_explain():
     runs, d = _synthetic_matrix({"self": 3.0, "same_lineage": 3.0, "stronger_different": 0.0,
                                  "cross_family": 0.0}, n_items=3000)
-    gap = np.where(runs["relation"].isin(["self", "same_lineage"]), 0.0, -0.05)
-    gap = gap + np.random.default_rng(1).normal(0, 0.02, len(gap))
-    v = V.transfer_verdict(runs, d, TH, strength_gap=gap)
+    v = V.transfer_verdict(runs, d, TH)
     assert v["beyond_strength"]["lineage_coefficient"]["outcome"] == "holds"
+
+
+def test_beyond_strength_is_not_estimable_without_overlap():
+    runs, d = _synthetic_matrix({"self": 3.0, "same_lineage": 3.0, "stronger_different": 0.0,
+                                 "cross_family": 0.0}, n_items=500)
+    other = runs["relation"].isin(["stronger_different", "cross_family"])
+    runs.loc[other, "gap_bpb"] = -1.0
+    v = V.transfer_verdict(runs, d, TH)
+    assert v["beyond_strength"]["lineage_coefficient"]["outcome"] == "not estimable"
+    assert "no overlap" in v["beyond_strength"]["lineage_coefficient"]["why"]
+
+
+def test_instrument_check_gates_the_verdict():
+    good, d = _synthetic_matrix({**PAPER, "real_text": 3.0, "replay": 3.0}, n_items=3000)
+    inst = V.instrument_check(good, d, TH)
+    assert inst["passed"] and all(c["outcome"] == "holds" for c in inst["controls"].values())
+    v = V.transfer_verdict(good, d, TH)
+    assert V.finding1_verdict(v, inst, True, "")["verdict"] == "supported"
+    flat, d = _synthetic_matrix({**PAPER, "real_text": 3.0, "replay": 0.0}, n_items=3000)
+    inst = V.instrument_check(flat, d, TH)
+    assert not inst["passed"] and inst["controls"]["replay"]["outcome"] != "holds"
+    final = V.finding1_verdict(V.transfer_verdict(flat, d, TH), inst, True, "")
+    assert final["verdict"] == "inconclusive" and final["verdict_of_the_comparisons"] == "supported"
+    assert "instrument did not detect" in final["why"]
+    no_controls, d = _synthetic_matrix(PAPER, n_items=300)
+    assert not V.instrument_check(no_controls, d, TH)["passed"]
+
+
+def test_robustness_flags_a_verdict_that_one_source_carries():
+    runs, d = _synthetic_matrix(PAPER, n_items=4000, per_source={"cross_family-1": 12.0, "cross_family-2": -14.0})
+    v = V.transfer_verdict(runs, d, TH)
+    robust = V.robustness(runs, d, TH)
+    assert "without source cross_family-1" in set(robust["variant"]) and "seed 0 alone" in set(robust["variant"])
+    changed = robust.loc[robust["verdict"] != v["verdict"], "variant"].tolist()
+    assert changed, robust
+    final = V.finding1_verdict(v, {"passed": True}, True, "", robust)
+    assert final["verdict"] == "inconclusive (fragile)" and final["fragile_variants"] == changed
+    steady, d = _synthetic_matrix(PAPER, n_items=4000)
+    sv = V.transfer_verdict(steady, d, TH)
+    assert V.finding1_verdict(sv, {"passed": True}, True, "", V.robustness(steady, d, TH))["verdict"] == "supported"
+
+
+def test_knife_edge_outcomes_are_inconclusive():
+    rng = np.random.default_rng(3)
+    boot = rng.normal(0.0, 1.0, 4000)
+    lo = np.quantile(boot, 0.05)
+    edge = V.judge(0.5, boot - lo + 1e-4, "greater", 0.5, 0.05, 0.8)  # lower bound a hair above 0
+    assert edge["outcome"] == "inconclusive" and edge["why"].startswith("knife-edge")
+    clear = V.judge(5.0, boot + 5.0, "greater", 0.5, 0.05, 0.8)
+    assert clear["outcome"] == "holds" and clear["mc_se"] < 0.1
 
 
 def test_per_run_paired_se_matches_the_formula():
@@ -110,9 +205,10 @@ def _points(n: int, slope: float, seed: int = 0):
 
 def test_proxy_verdict_three_ways():
     cov = ["student", "relation", "temperature"]
-    assert V.proxy_verdict(_points(300, 3.0), {"proxy": "intrinsic"}, "delta", cov, TH)["verdict"] == "not supported"
-    assert V.proxy_verdict(_points(400, 0.0), {"proxy": "intrinsic"}, "delta", cov, TH)["verdict"] == "supported"
-    small = V.proxy_verdict(_points(12, 0.0), {"proxy": "intrinsic"}, "delta", cov, TH)
+    one = {"proxy": ("intrinsic", "primary")}
+    assert V.proxy_verdict(_points(300, 3.0), one, "delta", cov, TH)["verdict"] == "not supported"
+    assert V.proxy_verdict(_points(400, 0.0), one, "delta", cov, TH)["verdict"] == "supported"
+    small = V.proxy_verdict(_points(12, 0.0), one, "delta", cov, TH)
     assert small["verdict"] == "inconclusive" and small["associations"]["proxy"]["mde"] > TH.proxy_rho0
 
 
@@ -125,36 +221,85 @@ def test_partial_spearman_removes_a_confounder():
     assert V.partial_spearman(x, y, np.empty((500, 0))) > 0.6  # without partialling, the group shows
 
 
-def test_recipe_rule_looks_only_at_the_control():
-    grid = pd.DataFrame([
-        {"relation": "real_text", "schedule": "continue", "budget": 100, "headline_delta": 0.5},
-        {"relation": "real_text", "schedule": "rewarm", "budget": 100, "headline_delta": -1.0},
-        {"relation": "self", "schedule": "rewarm", "budget": 100, "headline_delta": 9.0},
-        {"relation": "real_text", "schedule": "constant", "budget": 50, "headline_delta": 0.5},
-    ])
-    pick = V.choose_recipe(grid, ["continue", "constant", "rewarm"])
-    assert (pick["schedule"], pick["budget"]) == ("constant", 50)  # tie -> smaller budget
-    with pytest.raises(ValueError):
-        V.choose_recipe(grid[grid.relation == "self"], ["rewarm"])
-
-
-def test_capability_axis_keeps_rising_tasks_only():
+def _grid(gains: dict[tuple[str, int], tuple[float, float]], seeds: int = 3, noise: float = 0.001, self_gain=9.0,
+          independent: float = 0.0):
+    """Grid runs: per recipe, (real-text, replay) bits/byte gains, for one student and `seeds` seeds; a seed's
+    effect is shared by every recipe (the recipes share seeds and corpora), plus `independent` noise per run."""
     rng = np.random.default_rng(0)
-    axis = ["s@1", "s@2", "s", "l"]
-    items = {}
-    for i, m in enumerate(axis):
-        items[m] = {"rising": (rng.random(3000) < 0.6 + 0.05 * i).astype(float).tolist(),
-                    "flat": (rng.random(3000) < 0.5).astype(float).tolist()}
-    df = V.capability_axis(axis, items, ["rising", "flat"])
-    keep = df.groupby("task")["task_in_headline"].first()
-    assert keep["rising"] and not keep["flat"]
+    seed_effect = rng.normal(0, noise, (2, seeds))
+    rows = []
+    for (sched, budget), (real, replay) in gains.items():
+        for s in range(seeds):
+            for k, (rel, g) in enumerate((("real_text", real), ("replay", replay), ("self", self_gain))):
+                shared = seed_effect[k, s] if k < 2 else 0.0
+                rows.append({"student": "a", "relation": rel, "schedule": sched, "budget": budget, "seed": s,
+                             "bpb_gain": g + shared + rng.normal(0, independent) if independent else g + shared,
+                             "headline_delta": g})
+    return pd.DataFrame(rows)
 
 
-def test_label_checks():
-    assert V.label_ok("weaker", {"ci_low": 0.01, "ci_high": 0.03}, 0.01)
-    assert not V.label_ok("weaker", {"ci_low": -0.01, "ci_high": 0.03}, 0.01)
-    assert V.label_ok("stronger_different", {"ci_low": -0.05, "ci_high": -0.01}, 0.01)
-    assert V.label_ok("equal", {"ci_low": -0.005, "ci_high": 0.006}, 0.01)
-    assert not V.label_ok("equal", {"ci_low": 0.02, "ci_high": 0.03}, 0.01)
-    g = V.bpb_gap(np.array([10.0, 20, 30]), np.array([9.0, 19, 29]), np.array([10.0, 20, 30]), n_boot=200)
-    assert g["gap"] == pytest.approx(3 / 60) and g["ci_low"] > 0
+SCHEDULES = ["continue", "constant", "rewarm"]
+
+
+def test_recipe_rule_picks_a_distinguishable_best_and_never_reads_self():
+    grid = _grid({("continue", 100): (0.010, 0.012), ("rewarm", 100): (0.002, 0.001), ("constant", 100): (0.004, 0.004)})
+    grid.loc[(grid.relation == "self") & (grid.schedule == "rewarm"), "bpb_gain"] = 99.0
+    pick = V.choose_recipe(grid, SCHEDULES, ("rewarm", 100))
+    assert (pick["schedule"], pick["budget"]) == ("continue", 100) and pick["distinguishable"]
+    assert {d["chosen_minus"] for d in pick["differences"]} == {"constant 100", "rewarm 100"}
+
+
+def test_recipe_rule_excludes_a_schedule_that_makes_real_text_worse():
+    grid = _grid({("continue", 100): (0.004, 0.004), ("rewarm", 100): (-0.02, 0.05)})
+    pick = V.choose_recipe(grid, SCHEDULES, ("continue", 100))
+    table = pd.DataFrame(pick["recipes"]).set_index("schedule")
+    assert table.loc["rewarm", "excluded"] and not table.loc["continue", "excluded"]
+    assert pick["schedule"] == "continue"  # rewarm had the larger pooled gain, but hurts real text
+
+
+def test_recipe_rule_falls_back_when_nothing_is_distinguishable():
+    grid = _grid({("continue", 100): (0.004, 0.004), ("constant", 100): (0.0041, 0.0041)}, noise=0.002,
+                 independent=0.0005)
+    pick = V.choose_recipe(grid, SCHEDULES, ("continue", 100))
+    assert pick["schedule"] == "continue" and not pick["distinguishable"] and "fallback" in pick["why"]
+    few = _grid({("continue", 100): (0.0, 0.0), ("constant", 100): (0.05, 0.05)}, seeds=2)
+    pick = V.choose_recipe(few, SCHEDULES, ("continue", 100))
+    assert pick["schedule"] == "continue" and "needs 3" in pick["why"]
+    with pytest.raises(ValueError):
+        V.choose_recipe(grid[grid.relation == "self"], SCHEDULES)
+
+
+def test_headline_gate_keeps_the_tasks_the_controls_move():
+    runs, d = _synthetic_matrix({"real_text": 3.0, "replay": 3.0}, n_items=3000)
+    _, flat = _synthetic_matrix({"real_text": 0.0, "replay": 0.0}, n_items=3000, seed=1)
+    gate = V.headline_gate(["moved", "flat"], {"moved": d[0], "flat": flat[0]}, runs, TH).set_index("task")
+    assert gate.loc["moved", "in_headline"] and not gate.loc["flat", "in_headline"]
+    off_axis = V.headline_gate([], {"moved": d[0]}, runs, TH)
+    assert not off_axis["in_headline"].any() and off_axis["controls_move_it"].all()
+
+
+def test_t_quantile_matches_the_table():
+    for dof, want in ((3, 3.182), (5, 2.571), (10, 2.228), (30, 2.042)):
+        assert V.t_quantile(0.975, dof) == pytest.approx(want, rel=1e-2 if dof < 5 else 2e-3)
+
+
+def test_budget_calibration_arithmetic():
+    axis = pd.DataFrame([{"task": "t", "from": "m@step1", "to": "m@step2", "rise": 2.0, "paired_se": 0.5},
+                         {"task": "t", "from": "m@step2", "to": "m", "rise": 1.0, "paired_se": 0.4},
+                         {"task": "t", "from": "m", "to": "big", "rise": 1.0, "paired_se": 0.4}])
+    tokens = {"m@step1": 1_000_000, "m@step2": 2_000_000, "m": 4_000_000, "big": 8_000_000}  # big: another model
+    cal = V.budget_calibration(axis, tokens, [100_000, 10_000_000], 0.05, 0.8).set_index("budget")
+    assert cal.loc[100_000, "points_per_million_tokens"] == pytest.approx(0.5)  # the last within-model step
+    mde = (V._z(0.975) + V._z(0.8)) * 0.4
+    assert cal.loc[100_000, "run_mde"] == pytest.approx(mde)
+    assert cal.loc[100_000, "tokens_needed"] == pytest.approx(mde / 0.5 * 1e6)
+    assert not cal.loc[100_000, "expected_above_mde"] and cal.loc[10_000_000, "expected_above_mde"]
+
+
+def test_leaving_a_source_out_keeps_the_students_own_runs():
+    """A student is another student's equal-strength source: leaving it out as a source keeps its self runs."""
+    runs, d = _synthetic_matrix(PAPER, n_items=500, seeds=1)
+    runs.loc[(runs.student == "b") & (runs.relation == "same_lineage"), "source"] = "self-1"
+    robust = V.robustness(runs, d, TH).set_index("variant")
+    as_source = ((runs.student == "b") & (runs.relation == "same_lineage")).sum()
+    assert robust.loc["without source self-1", "runs"] == len(runs) - as_source  # both students' self runs stay

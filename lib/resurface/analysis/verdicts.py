@@ -27,47 +27,104 @@ import pandas as pd
 # ------------------------------------------------------------------ the rules, as printed in the notebooks
 
 COMPARISON_RULE = (
-    "Each comparison is a difference of means with a one-sided bound at level alpha / m (Bonferroni over the "
-    "m comparisons of one verdict), from a hierarchical bootstrap that resamples benchmark items (shared by "
-    "all runs) and seeds (within each student x source x temperature cell). A claim `A > B` HOLDS when the "
-    "lower bound of A - B is above 0, FAILS when the upper bound is below the smallest effect of interest "
-    "(SESOI) while its MDE does not exceed the SESOI (the data rule out an effect that matters, with the power "
-    "to see one), or when the upper bound is below 0 (a significant reversal), and is INCONCLUSIVE otherwise. A "
-    "claim `A >= B` (non-inferiority) HOLDS when the lower bound is above -SESOI and FAILS when the upper bound "
-    "is below -SESOI. The minimum detectable effect is MDE = (z[1 - alpha/m] + z[power]) x bootstrap SE; a "
-    "comparison whose MDE exceeds the SESOI cannot fail for lack of an effect, only by a significant reversal. "
-    "A comparison whose bootstrap has no spread at all (no item changed in any run) is INCONCLUSIVE: its SE of 0 "
-    "would claim a power that the data cannot show.")
+    "Each comparison is a difference of means with one-sided bounds at level alpha / m (Bonferroni over the m "
+    "comparisons of one verdict), from a hierarchical bootstrap that resamples benchmark items (shared by all "
+    "runs, so comparisons stay paired) and seeds (within each student x source x temperature cell). The minimum "
+    "detectable effect is MDE = (z[1 - alpha/m] + z[power]) x bootstrap SE. A claim `A > B` HOLDS when the lower "
+    "bound of A - B is above 0; it FAILS on a significant reversal (the upper bound below 0), or when the data "
+    "rule out an effect that matters with the power to see one (the upper bound below the smallest effect of "
+    "interest, SESOI, and the MDE at most the SESOI): an underpowered comparison cannot fail for lack of an "
+    "effect. A claim `A >= B` (non-inferiority) HOLDS when the lower bound is above -SESOI and FAILS when the "
+    "upper bound is below -SESOI. Everything else is INCONCLUSIVE. The bounds and the MDE carry Monte-Carlo "
+    "error from the finite bootstrap (estimated from 20 batches of the replicates, and reported): an outcome "
+    "that changes when the bounds and the MDE move by 2 Monte-Carlo SEs is INCONCLUSIVE (knife-edge), and so "
+    "is a bootstrap without spread (no item changed in any run). A comparison whose runs are missing is NOT "
+    "ESTIMABLE.")
 
 TRANSFER_RULE = (
     "Finding 1, per student and pooled over students (the pooled verdict is the headline). Outcome: the "
     "headline delta of a fine-tuning run = mean over the headline tasks of (accuracy after - accuracy of the "
-    "untouched student) on the TEST items, in points. Relations: self; same_lineage (pooled over the weaker, "
-    "equal and stronger members and checkpoints of the student's lineage); stronger_different; cross_family. "
-    "A source whose label fails its zoo check for a student leaves that student's verdict. Four comparisons "
-    "(m = 4): (1) self-training helps: self > 0; (2) self >= same_lineage; (3) same_lineage > "
-    "stronger_different; (4) cross-family is lowest: min(self, same_lineage, stronger_different) > "
-    "cross_family. `supported` when all four hold, `not supported` when any fails, `inconclusive` otherwise. "
-    "Relation beyond strength (reported, not part of the verdict): the per-run delta regressed on the source's "
-    "held-out bits/byte minus the student's and an indicator of the student's own lineage (self or "
-    "same_lineage); the lineage coefficient is judged like `A > B`.")
+    "untouched student) on the TEST items, in points, at the primary temperature (analysis.primary_temperature; "
+    "the other temperatures are a secondary analysis judged the same way). Relations: self; same_lineage, the "
+    "members of the student's lineage at least as strong as the student (equal-strength siblings and stronger "
+    "members; its weaker checkpoints are reported per strength and never pooled into a comparison); "
+    "stronger_different; cross_family. A source whose label fails its zoo check for a student leaves that "
+    "student's verdict. Four comparisons (m = 4): (1) self-training helps: self > 0; (2) self >= same_lineage; "
+    "(3) same_lineage > stronger_different at matched strength: estimable only where the two relations' "
+    "strength ranges overlap (held-out bits/byte of source minus student: the strongest same-lineage source at "
+    "least as strong as the weakest stronger-different one, for every student); (4) cross-family is lowest: "
+    "min(self, same_lineage, stronger_different) > cross_family. `supported` when all four hold; `not supported` "
+    "when any fails (a failed part refutes the conjunction, whatever a missing comparison would show); "
+    "`inconclusive` otherwise, including when a comparison is not estimable. Preconditions, each making the "
+    "verdict `inconclusive` while the comparisons are still reported: the instrument check (INSTRUMENT_RULE), "
+    "the headline tasks (HEADLINE_RULE) and robustness (ROBUSTNESS_RULE). Relation beyond strength (reported, "
+    "not part of the verdict): the per-run delta regressed on per-student intercepts, the source's held-out "
+    "bits/byte minus the student's and an indicator of the student's own lineage (self or same_lineage); the "
+    "lineage coefficient is judged like `A > B`, and is NOT ESTIMABLE when the design is rank deficient or the "
+    "strength ranges of own-lineage and other sources do not overlap (the coefficient would be an "
+    "extrapolation).")
+
+INSTRUMENT_RULE = (
+    "The instrument check, before any relational verdict. The positive controls (fine-tuning on real held-out "
+    "text, and on replay of the student's own pretraining data) must raise the TEST headline: for each control, "
+    "the headline delta pooled over students (each student's runs averaged over seeds) has its one-sided lower "
+    "bound at level alpha / 2 (Bonferroni over the two controls), from the hierarchical bootstrap of "
+    "COMPARISON_RULE, above 0. If either control does not, the measurement has not been shown to register the "
+    "gain of real data at this budget: findings 1 and 2 are `inconclusive` (never `not supported`), and their "
+    "comparisons are reported as measured.")
+
+HEADLINE_RULE = (
+    "A task enters the headline only if it rises along the capability axis (CAPABILITY_RULE) and the positive "
+    "controls move it on the DEV items: under the chosen recipe, the mean over the two controls and the grid's "
+    "students and seeds of the task's dev accuracy change has its one-sided lower bound at level alpha above 0 "
+    "(bootstrap over items, and over the seeds of each control). If no task passes both, the capability-axis "
+    "tasks stay in the headline and findings 1 and 2 cannot be more than `inconclusive`: the benchmarks were "
+    "not shown to register what real data changes.")
+
+ROBUSTNESS_RULE = (
+    "Robustness of finding 1's pooled verdict: the verdict recomputed with each source left out (a source "
+    "other than self, for every student that has it), with each student left out (where at least two remain), "
+    "and on each sampling seed alone (that seed's corpora and fine-tunings; items still resampled). A variant's "
+    "verdict combines its comparisons as TRANSFER_RULE does, a comparison the variant cannot estimate keeping "
+    "its outcome on all the runs (leaving a source out may remove a design cell, which is no evidence about the "
+    "effect). A verdict that any variant changes is reported as `inconclusive (fragile)`, naming the variants; "
+    "the table lists every variant's verdict and comparisons.")
 
 PROXY_RULE = (
     "Finding 2. One point per (student, source, temperature): the delta averaged over seeds, against each "
     "score computed before fine-tuning on the seed-0 corpus. Association = Spearman correlation with the "
-    "student, the relation and the temperature partialled out (ranks residualised on their indicators), 95 % "
-    "bootstrap CI over points. A score PREDICTS when its CI lies entirely above +rho0 or below -rho0, FAILS "
-    "TO PREDICT when its CI lies inside (-rho0, +rho0) (equivalence), and is INCONCLUSIVE otherwise; rho0 is "
-    "stated in params. `supported` (intrinsic proxies fail) when every intrinsic score fails to predict; "
-    "`not supported` when any intrinsic score predicts; `inconclusive` otherwise. The relational score is "
-    "judged the same way and reported beside them.")
+    "student, the relation and the temperature partialled out (ranks residualised on their c indicator "
+    "columns). PRIMARY scores, the paper's two intrinsic proxies: `loglik_per_token` (per-token log-likelihood "
+    "of the corpus under the student) and `centroid_similarity` (cosine of the corpus's and the benchmark's "
+    "embedding centroids). SECONDARY scores, reported and judged the same way but never deciding the verdict: "
+    "`nn_similarity` and `loglik_per_char` (intrinsic) and `gradient_alignment` (relational). CI: percentile "
+    "bootstrap that resamples corpora, each with all its points (a source and a temperature give one corpus, "
+    "shared by every student), at level 1 - alpha/k for each of the k primary scores (Bonferroni) and 1 - alpha "
+    "for a secondary one. A score PREDICTS when its CI lies entirely above +rho0 or below -rho0; it FAILS TO "
+    "PREDICT when its CI lies inside (-rho0, +rho0) (equivalence) and there are at least N_needed points; it is "
+    "INCONCLUSIVE otherwise. N_needed is the fewest points n for which, at rho = 0, the Fisher-z interval "
+    "tanh(+-z[1 - a/2] / sqrt(n - 3 - c)) at the score's level 1 - a lies inside (-rho0, +rho0): with fewer "
+    "points equivalence is unreachable, and the score is reported as such. MDE = tanh((z[1 - a/2] + z[power]) / "
+    "sqrt(n - 3 - c)). rho0 is stated in params. `supported` when every primary score fails to predict; `not "
+    "supported` when any primary score predicts; `inconclusive` otherwise; the reason is stated. If finding 1's "
+    "instrument check fails (INSTRUMENT_RULE: the positive controls did not register the gain of real data at "
+    "this budget), the verdict is `inconclusive`: the benchmark could not have seen a corpus that helps.")
+
+PROXY_NO_INSTRUMENT = ("the instrument did not detect the gain of real data at this budget (finding 1's instrument "
+                       "check)")
 
 RECIPE_RULE = (
-    "The recipe (fine-tuning schedule and budget) of the transfer matrix is the one under which the real-text "
-    "control gains most on the DEV items (mean headline delta over the grid's students and seeds). Only the "
-    "control is looked at: never self, lineage or any relational ordering. Ties (equal to 1e-9) go to the "
-    "smaller budget, then to the schedule listed first in params. Sampling temperatures are fixed in params "
-    "and not chosen; T = 1.0 is always among them.")
+    "The recipe (fine-tuning schedule and budget) of the transfer matrix, chosen on the positive controls and "
+    "DEV documents only, never on self, lineage or any relational ordering. Criterion: the held-out bits/byte "
+    "gain (untouched minus fine-tuned, on the dev documents of heldout_ppl) of the two controls (real held-out "
+    "text and replay), averaged over the grid's students and seeds (at least 3), with a 95 % t interval over "
+    "those (student, control, seed) runs. A recipe is EXCLUDED when it makes the real-text "
+    "control worse (the upper bound of its real-text gain below 0). Among the remaining recipes the one with "
+    "the largest gain is chosen when it is DISTINGUISHABLE from every other remaining recipe (the lower 95 % "
+    "bound of the paired difference, a t interval over the runs that share a student, control and seed, above "
+    "0); otherwise the fallback fixed in params (recipe.fallback) is "
+    "used, unless it is excluded, in which case the largest gain is. Every difference between the chosen "
+    "recipe and the others is reported with its CI. Sampling temperatures are fixed in params and not chosen.")
 
 CAPABILITY_RULE = (
     "A task enters the headline only if it rises along the lineage on the DEV items: every step of the "
@@ -113,39 +170,75 @@ def _z(p: float) -> float:
     return NormalDist().inv_cdf(p)
 
 
+NOT_ESTIMABLE = "not estimable"
+
+
+def _outcome(kind: str, lo: float, hi: float, sesoi: float, mde: float) -> tuple[str, str]:
+    """COMPARISON_RULE on a pair of one-sided bounds and the MDE."""
+    if kind == "greater":
+        if lo > 0:
+            return "holds", "the lower bound is above 0"
+        if hi < 0:
+            return "fails", "a significant reversal"
+        if hi < sesoi and mde <= sesoi:
+            return "fails", "the data rule out an effect of the SESOI"
+        return "inconclusive", "MDE exceeds the SESOI" if mde > sesoi else "the bounds straddle the thresholds"
+    if kind == "noninferior":
+        if lo > -sesoi:
+            return "holds", "the lower bound is above -SESOI"
+        if hi < -sesoi:
+            return "fails", "the upper bound is below -SESOI"
+        return "inconclusive", "the bounds straddle -SESOI"
+    raise ValueError(f"unknown comparison kind {kind}")
+
+
+def monte_carlo_se(boot: np.ndarray, stat, batches: int = 20) -> float:
+    """Monte-Carlo standard error of a bootstrap statistic (`stat`: replicates -> number, e.g. a quantile or
+    the SD), from its spread over `batches` equal batches of the replicates (the full-sample statistic's SE is
+    the batch SE / sqrt(batches))."""
+    n = len(boot) // batches
+    if n < 5:
+        return float("nan")
+    per_batch = [stat(b) for b in boot[: n * batches].reshape(batches, n)]
+    return float(np.std(per_batch, ddof=1) / np.sqrt(batches))
+
+
+def not_estimable(why: str) -> dict:
+    nan = float("nan")
+    return {"estimate": nan, "lower": nan, "upper": nan, "se": nan, "mde": nan, "mc_se": nan,
+            "outcome": NOT_ESTIMABLE, "why": why}
+
+
 def judge(estimate: float, boot: np.ndarray, kind: str, sesoi: float, alpha: float, power: float) -> dict:
-    """One comparison: estimate, one-sided bounds at `alpha`, bootstrap SE, MDE and outcome."""
+    """One comparison (COMPARISON_RULE): estimate, one-sided bounds at `alpha`, bootstrap SE, the MDE as design
+    information, the bounds' Monte-Carlo SE, and the outcome."""
     boot = np.asarray(boot, float)
     boot = boot[np.isfinite(boot)]
     if not np.isfinite(estimate) or len(boot) < 20:
-        return {"estimate": float(estimate), "lower": float("nan"), "upper": float("nan"), "se": float("nan"),
-                "mde": float("nan"), "outcome": "inconclusive", "why": "missing data"}
+        return not_estimable("missing runs")
     se = float(boot.std(ddof=1))
     lo, hi = float(np.quantile(boot, alpha)), float(np.quantile(boot, 1 - alpha))
-    mde = (_z(1 - alpha) + _z(power)) * se
+    k = _z(1 - alpha) + _z(power)
+    mde = k * se
+    mc = max(monte_carlo_se(boot, lambda b: np.quantile(b, alpha)), monte_carlo_se(boot, lambda b: np.quantile(b, 1 - alpha)))
+    mc_mde = k * monte_carlo_se(boot, lambda b: b.std(ddof=1))
+    out = {"estimate": float(estimate), "lower": lo, "upper": hi, "se": se, "mde": float(mde), "mc_se": mc,
+           "mc_se_mde": mc_mde}
     if se == 0.0:  # every resample the same: nothing varied, so nothing says how precise the estimate is
-        return {"estimate": float(estimate), "lower": lo, "upper": hi, "se": se, "mde": float("nan"),
-                "outcome": "inconclusive", "why": "no spread: no item changed in any run"}
-    # COMPARISON_RULE: a claim fails on a significant reversal, or when the data rule out the SESOI with the
-    # power to see it; a comparison whose MDE exceeds the SESOI cannot fail for lack of an effect
-    powered = mde <= sesoi
-    if kind == "greater":
-        reversed_, absent = hi < 0, hi < sesoi and powered
-        outcome = "holds" if lo > 0 else "fails" if reversed_ or absent else "inconclusive"
-    elif kind == "noninferior":
-        reversed_, absent = hi < -sesoi, False
-        outcome = "holds" if lo > -sesoi else "fails" if reversed_ else "inconclusive"
-    else:
-        raise ValueError(f"unknown comparison kind {kind}")
-    why = {"holds": "bound clears the threshold",
-           "fails": "a significant reversal" if reversed_ else "the data rule out an effect of the SESOI",
-           "inconclusive": "MDE exceeds the SESOI" if mde > sesoi else "the CI straddles the thresholds"}[outcome]
-    return {"estimate": float(estimate), "lower": lo, "upper": hi, "se": se, "mde": float(mde),
-            "outcome": outcome, "why": why}
+        return {**out, "mde": float("nan"), "outcome": "inconclusive", "why": "no spread: no item changed in any run"}
+    outcome, why = _outcome(kind, lo, hi, sesoi, mde)
+    # knife-edge: the outcome must not depend on the bootstrap's own Monte-Carlo error
+    if np.isfinite(mc) and np.isfinite(mc_mde) and any(
+            _outcome(kind, lo + d, hi + d, sesoi, mde + e)[0] != outcome
+            for d in (-2 * mc, 0.0, 2 * mc) for e in (-2 * mc_mde, 0.0, 2 * mc_mde)):
+        outcome, why = "inconclusive", (f"knife-edge: within 2 Monte-Carlo SEs of a threshold (bounds {mc:.3g}, "
+                                        f"MDE {mc_mde:.3g})")
+    return {**out, "outcome": outcome, "why": why}
 
 
 def combine(outcomes: list[str]) -> str:
-    """All hold -> supported; any fails -> not supported; else inconclusive."""
+    """All hold -> supported; any fails -> not supported (a failed part refutes a conjunction); else
+    inconclusive (a not-estimable part included)."""
     if outcomes and all(o == "holds" for o in outcomes):
         return "supported"
     if any(o == "fails" for o in outcomes):
@@ -189,92 +282,146 @@ def cell_means(runs: pd.DataFrame, scores: np.ndarray, point: np.ndarray, group:
 # ------------------------------------------------------------------ finding 1
 
 RELATIONS = ("self", "same_lineage", "stronger_different", "cross_family")
+CONTROLS = ("real_text", "replay")
 FINDING1_COMPARISONS = ("self_training_helps", "self_at_least_same_lineage", "same_lineage_beats_stronger_different",
                         "cross_family_lowest")
+WEAKER = ("weaker", "checkpoint")  # same-lineage sources weaker than the student: reported, never pooled
 
 
-def _finding1_comparisons(means: dict[str, tuple[float, np.ndarray]], th: Thresholds) -> dict:
+def bootstrap_runs(deltas_by_task: list[np.ndarray], th: Thresholds) -> tuple[np.ndarray, np.ndarray, np.random.Generator]:
+    """(replicates (n_boot, runs), point estimates (runs,), the generator for the seed resampling that follows)."""
+    rng = np.random.default_rng(th.seed)
+    scores = item_resampled_scores(deltas_by_task, th.bootstrap, rng)
+    return scores, np.mean([d.mean(1) for d in deltas_by_task], axis=0), rng
+
+
+def strength_overlap(runs: pd.DataFrame) -> tuple[bool, str]:
+    """TRANSFER_RULE, comparison 3: do same-lineage and stronger-different sources overlap in strength for every
+    student? `runs`: the verdict's runs with gap_bpb (source minus student held-out bits/byte; lower = stronger)."""
+    for s, g in runs.groupby("student", sort=True):
+        same = g.loc[g["relation"] == "same_lineage", "gap_bpb"].dropna()
+        other = g.loc[g["relation"] == "stronger_different", "gap_bpb"].dropna()
+        if same.empty or other.empty:
+            return False, f"{s} lacks a same-lineage or a stronger-different source"
+        if same.min() > other.max():
+            return False, (f"strengths do not overlap for {s}: its strongest same-lineage source is "
+                           f"{same.min():+.3f} bits/byte from it, its weakest stronger-different one {other.max():+.3f}")
+    return True, "strength ranges overlap"
+
+
+def _finding1_comparisons(means: dict[str, tuple[float, np.ndarray]], th: Thresholds,
+                          matched: tuple[bool, str] = (True, "")) -> dict:
     m = len(FINDING1_COMPARISONS)
     a = th.alpha / m
-    zero = (0.0, np.zeros_like(next(iter(means.values()))[1])) if means else None
 
-    def diff(x, y):
-        if x not in means or (y != "zero" and y not in means):
-            return float("nan"), np.array([])
+    def compare(x: str, y: str | None, kind: str) -> dict:
+        if x not in means or (y is not None and y not in means):
+            missing = [r for r in (x, y) if r is not None and r not in means]
+            return not_estimable(f"no runs of {', '.join(missing)}")
         ex, bx = means[x]
-        ey, by = zero if y == "zero" else means[y]
-        return ex - ey, bx - by
+        ey, by = means[y] if y is not None else (0.0, 0.0)
+        return judge(ex - ey, bx - by, kind, th.sesoi, a, th.power)
 
-    out = {"self_training_helps": judge(*diff("self", "zero"), "greater", th.sesoi, a, th.power),
-           "self_at_least_same_lineage": judge(*diff("self", "same_lineage"), "noninferior", th.sesoi, a, th.power),
-           "same_lineage_beats_stronger_different": judge(*diff("same_lineage", "stronger_different"), "greater",
-                                                          th.sesoi, a, th.power)}
-    others = [r for r in ("self", "same_lineage", "stronger_different") if r in means]
-    if "cross_family" in means and len(others) == 3:
+    out = {"self_training_helps": compare("self", None, "greater"),
+           "self_at_least_same_lineage": compare("self", "same_lineage", "noninferior"),
+           "same_lineage_beats_stronger_different": (compare("same_lineage", "stronger_different", "greater")
+                                                     if matched[0] else not_estimable(matched[1]))}
+    others = ("self", "same_lineage", "stronger_different")
+    if "cross_family" in means and all(r in means for r in others):
         est = min(means[r][0] for r in others) - means["cross_family"][0]
         boot = np.min([means[r][1] for r in others], axis=0) - means["cross_family"][1]
         out["cross_family_lowest"] = judge(est, boot, "greater", th.sesoi, a, th.power)
     else:
-        out["cross_family_lowest"] = judge(float("nan"), np.array([]), "greater", th.sesoi, a, th.power)
+        out["cross_family_lowest"] = not_estimable("needs self, same_lineage, stronger_different and cross_family")
     return out
+
+
+def _summary_rows(cells: dict, keep: pd.DataFrame, group: list[str]) -> list[dict]:
+    q = (1 - 0.95) / 2
+    rows = []
+    for key, (est, boot) in sorted(cells.items(), key=lambda kv: str(kv[0])):
+        sel = np.logical_and.reduce([keep[c] == k for c, k in zip(group, key)])
+        rows.append({**dict(zip(group, key)), "mean": est, "ci_low": float(np.quantile(boot, q)),
+                     "ci_high": float(np.quantile(boot, 1 - q)), "se": float(boot.std(ddof=1)),
+                     "n_runs": int(sel.sum()), "n_sources": int(keep.loc[sel, "source"].nunique())})
+    return rows
+
+
+def _pooled(cells: dict, students: list[str], key_rest: tuple) -> tuple[float, np.ndarray] | None:
+    got = [cells[(s, *key_rest)] for s in students if (s, *key_rest) in cells]
+    if got and len(got) == len(students):  # pooled only over students that all have it
+        return float(np.mean([g[0] for g in got])), np.mean([g[1] for g in got], axis=0)
+    return None
 
 
 def transfer_verdict(runs: pd.DataFrame, deltas_by_task: list[np.ndarray], th: Thresholds,
-                     strength_gap: np.ndarray | None = None) -> dict:
-    """Apply TRANSFER_RULE.
+                     strength_gap: np.ndarray | None = None, temperature: float = 1.0) -> dict:
+    """Apply TRANSFER_RULE's comparisons (the preconditions are `finding1_verdict`'s).
 
-    `runs`: one row per fine-tuning run (index 0..R-1) with student, relation, source, temperature, seed and a
-    boolean `in_verdict` (False for runs whose label failed its zoo check, and for the controls). `deltas_by_task`:
-    per headline task, the (R, items) per-item deltas in points. `strength_gap`: per run, source minus student
-    held-out bits/byte (NaN for the controls), for the relation-beyond-strength analysis."""
+    `runs`: one row per fine-tuning run (index 0..R-1) with student, relation, strength, source, temperature,
+    seed and a boolean `in_verdict` (False for runs whose label failed its zoo check, and for the controls).
+    `deltas_by_task`: per headline task, the (R, items) per-item deltas. `strength_gap`: per run, source minus
+    student held-out bits/byte (NaN for the controls). Only runs at `temperature` enter."""
     runs = runs.reset_index(drop=True)
-    rng = np.random.default_rng(th.seed)
-    scores = item_resampled_scores(deltas_by_task, th.bootstrap, rng)
-    point = np.mean([d.mean(1) for d in deltas_by_task], axis=0)
-    keep = runs[runs["in_verdict"] & runs["relation"].isin(RELATIONS)]
+    if strength_gap is not None:
+        runs = runs.assign(gap_bpb=np.asarray(strength_gap, float))
+    scores, point, rng = bootstrap_runs(deltas_by_task, th)
+    at_t = runs["in_verdict"] & runs["relation"].isin(RELATIONS) & np.isclose(runs["temperature"], temperature)
+    keep = runs[at_t & ~runs["strength"].isin(WEAKER)]
     cells = cell_means(keep, scores, point, ["student", "relation"], ["source", "temperature"], rng)
     students = sorted(keep["student"].unique())
-    per_student, summary = {}, []
+    per_student = {}
     for s in students:
         means = {rel: v for (st, rel), v in cells.items() if st == s}
-        comps = _finding1_comparisons(means, th)
+        matched = strength_overlap(keep[keep["student"] == s]) if "gap_bpb" in keep else (False, "no strengths")
+        comps = _finding1_comparisons(means, th, matched)
         per_student[s] = {"comparisons": comps, "verdict": combine([c["outcome"] for c in comps.values()])}
-    pooled_means = {}
-    for rel in RELATIONS:
-        got = [cells[(s, rel)] for s in students if (s, rel) in cells]
-        if len(got) == len(students) and got:  # pooled only over students that have the relation
-            pooled_means[rel] = (float(np.mean([g[0] for g in got])), np.mean([g[1] for g in got], axis=0))
-    pooled = _finding1_comparisons(pooled_means, th)
-    q = (1 - 0.95) / 2
-    for (s, rel), (est, boot) in sorted(cells.items()):
-        summary.append({"student": s, "relation": rel, "mean": est, "ci_low": float(np.quantile(boot, q)),
-                        "ci_high": float(np.quantile(boot, 1 - q)), "se": float(boot.std(ddof=1)),
-                        "n_runs": int(((keep["student"] == s) & (keep["relation"] == rel)).sum())})
-    for rel, (est, boot) in pooled_means.items():
-        summary.append({"student": "pooled", "relation": rel, "mean": est, "ci_low": float(np.quantile(boot, q)),
-                        "ci_high": float(np.quantile(boot, 1 - q)), "se": float(boot.std(ddof=1)),
-                        "n_runs": int((keep["relation"] == rel).sum())})
+    pooled_means = {rel: p for rel in RELATIONS if (p := _pooled(cells, students, (rel,))) is not None}
+    matched = strength_overlap(keep) if "gap_bpb" in keep else (False, "no strengths")
+    pooled = _finding1_comparisons(pooled_means, th, matched)
+    summary = _summary_rows(cells, keep, ["student", "relation"])
+    summary += [{**r, "student": "pooled"} for r in _summary_rows(
+        {(rel,): v for rel, v in pooled_means.items()}, keep, ["relation"])]
+    # per strength, the weaker checkpoints included: what each kind of same-lineage source does on its own
+    everything = runs[at_t]
+    by_strength = cell_means(everything, scores, point, ["student", "relation", "strength"],
+                             ["source", "temperature"], rng)
+    strength_rows = _summary_rows(by_strength, everything, ["student", "relation", "strength"])
+    for rel, st in sorted({k[1:] for k in by_strength}):
+        if (p := _pooled(by_strength, students, (rel, st))) is not None:
+            strength_rows += [{**r, "student": "pooled"} for r in _summary_rows(
+                {(rel, st): p}, everything, ["relation", "strength"])]
     out = {"verdict": combine([c["outcome"] for c in pooled.values()]), "rule": TRANSFER_RULE,
-           "comparison_rule": COMPARISON_RULE, "thresholds": th.__dict__, "pooled": pooled,
-           "per_student": per_student, "per_relation": summary,
+           "comparison_rule": COMPARISON_RULE, "thresholds": th.__dict__, "temperature": temperature,
+           "pooled": pooled, "per_student": per_student, "per_relation": summary, "per_strength": strength_rows,
+           "strength_matched": {"estimable": matched[0], "why": matched[1]},
            "ordering_observed": [r for r, _ in sorted(pooled_means.items(), key=lambda kv: -kv[1][0])],
            "ordering_claimed": list(RELATIONS)}
-    if strength_gap is not None:
-        out["beyond_strength"] = beyond_strength(runs, scores, point, np.asarray(strength_gap, float), th)
+    if "gap_bpb" in runs:
+        out["beyond_strength"] = beyond_strength(runs[at_t], scores[:, at_t.to_numpy()], point[at_t.to_numpy()], th)
     return out
 
 
-def beyond_strength(runs: pd.DataFrame, scores: np.ndarray, point: np.ndarray, gap: np.ndarray,
-                    th: Thresholds) -> dict:
-    """Delta ~ 1 + per-student intercepts + gap + own-lineage indicator, by least squares, per item resample."""
-    sel = (runs["in_verdict"] & runs["relation"].isin(RELATIONS)).to_numpy() & np.isfinite(gap)
+def beyond_strength(runs: pd.DataFrame, scores: np.ndarray, point: np.ndarray, th: Thresholds) -> dict:
+    """Delta ~ per-student intercepts + gap + own-lineage indicator, by least squares, per item resample.
+    Not estimable when the design is rank deficient or own-lineage and other sources do not overlap in
+    strength (the coefficient would be an extrapolation)."""
+    gap = runs["gap_bpb"].to_numpy(float)
+    sel = runs["relation"].isin(RELATIONS).to_numpy() & np.isfinite(gap)
     r = runs[sel]
-    if len(r) < 6 or r["relation"].isin(["self", "same_lineage"]).all() or not r["relation"].isin(
-            ["self", "same_lineage"]).any():
-        return {"lineage_coefficient": judge(float("nan"), np.array([]), "greater", th.sesoi, th.alpha, th.power)}
+    own = r["relation"].isin(["self", "same_lineage"]).to_numpy()
+    if len(r) < 6 or own.all() or not own.any():
+        return {"lineage_coefficient": not_estimable("needs own-lineage and other sources"), "n_runs": int(sel.sum())}
+    g = gap[sel]
+    lo_own, hi_own, lo_other, hi_other = g[own].min(), g[own].max(), g[~own].min(), g[~own].max()
+    if hi_own < lo_other or hi_other < lo_own:
+        return {"lineage_coefficient": not_estimable(
+            f"no overlap in strength: own lineage spans [{lo_own:+.3f}, {hi_own:+.3f}] bits/byte, other sources "
+            f"[{lo_other:+.3f}, {hi_other:+.3f}]"), "n_runs": int(sel.sum())}
     students = sorted(r["student"].unique())
-    x = np.column_stack([(r["student"] == s).to_numpy(float) for s in students]
-                        + [gap[sel], r["relation"].isin(["self", "same_lineage"]).to_numpy(float)])
+    x = np.column_stack([(r["student"] == s).to_numpy(float) for s in students] + [g, own.astype(float)])
+    if np.linalg.matrix_rank(x) < x.shape[1]:
+        return {"lineage_coefficient": not_estimable("rank-deficient design"), "n_runs": int(sel.sum())}
     pinv = np.linalg.pinv(x)
     beta = pinv @ point[sel]
     boot = (pinv @ scores[:, sel].T)  # (coefficients, n_boot)
@@ -282,6 +429,78 @@ def beyond_strength(runs: pd.DataFrame, scores: np.ndarray, point: np.ndarray, g
             "gap_slope_points_per_bpb": {"estimate": float(beta[-2]), "ci_low": float(np.quantile(boot[-2], 0.025)),
                                          "ci_high": float(np.quantile(boot[-2], 0.975))},
             "n_runs": int(sel.sum())}
+
+
+def instrument_check(runs: pd.DataFrame, deltas_by_task: list[np.ndarray], th: Thresholds) -> dict:
+    """Apply INSTRUMENT_RULE: does each positive control raise the TEST headline, pooled over students?"""
+    runs = runs.reset_index(drop=True)
+    scores, point, rng = bootstrap_runs(deltas_by_task, th)
+    ctrl = runs[runs["relation"].isin(CONTROLS)]
+    cells = cell_means(ctrl, scores, point, ["student", "relation"], ["source"], rng)
+    students = sorted(ctrl["student"].unique())
+    q = (1 - 0.95) / 2
+    per_control = {}
+    for c in CONTROLS:
+        pooled = _pooled(cells, students, (c,))
+        if pooled is None:
+            per_control[c] = not_estimable(f"no {c} runs for every student")
+            continue
+        j = judge(pooled[0], pooled[1], "greater", 0.0, th.alpha / len(CONTROLS), th.power)
+        per_control[c] = {**j, "ci_low": float(np.quantile(pooled[1], q)), "ci_high": float(np.quantile(pooled[1], 1 - q)),
+                          "per_student": {s: cells[(s, c)][0] for s in students if (s, c) in cells}}
+    passed = all(per_control[c]["outcome"] == "holds" for c in CONTROLS)
+    why = "" if passed else ("the instrument did not detect the gain of real data at this budget: "
+                             + "; ".join(f"{c} {v['estimate']:+.2f} points, one-sided lower bound {v['lower']:+.2f}"
+                                         for c, v in per_control.items()))
+    return {"rule": INSTRUMENT_RULE, "passed": passed, "why": why, "controls": per_control}
+
+
+def robustness(runs: pd.DataFrame, deltas_by_task: list[np.ndarray], th: Thresholds, temperature: float = 1.0
+               ) -> pd.DataFrame:
+    """ROBUSTNESS_RULE: the pooled verdict with each source left out, each student left out, each seed alone."""
+    runs = runs.reset_index(drop=True)
+    gap = runs["gap_bpb"].to_numpy(float) if "gap_bpb" in runs else None
+    variants = [("all runs", np.ones(len(runs), bool))]
+    synth = runs[runs["relation"].isin(RELATIONS) & (runs["relation"] != "self")]
+    # a source left out as a source: a student's own runs (self) stay, even where that student is another's source
+    variants += [(f"without source {s}", ~((runs["source"] == s) & (runs["relation"] != "self")).to_numpy())
+                 for s in sorted(synth["source"].unique())]
+    students = sorted(runs["student"].unique())
+    if len(students) > 2:
+        variants += [(f"without student {s}", (runs["student"] != s).to_numpy()) for s in students]
+    variants += [(f"seed {k} alone", (runs["seed"] == k).to_numpy()) for k in sorted(runs["seed"].dropna().unique())]
+    rows, full = [], None
+    for name, sel in variants:
+        v = transfer_verdict(runs[sel], [d[sel] for d in deltas_by_task], th,
+                             None if gap is None else gap[sel], temperature)
+        full = full or v
+        kept = [c["outcome"] if c["outcome"] != NOT_ESTIMABLE else full["pooled"][k]["outcome"]
+                for k, c in v["pooled"].items()]
+        rows.append({"variant": name, "verdict": combine(kept), "runs": int(sel.sum()),
+                     **{k: f"{c['outcome']} ({c['estimate']:+.2f} [{c['lower']:+.2f}, {c['upper']:+.2f}])"
+                        for k, c in v["pooled"].items()}})
+    return pd.DataFrame(rows)
+
+
+def finding1_verdict(verdict: dict, instrument: dict, headline_ok: bool, headline_why: str,
+                     robust: pd.DataFrame | None = None) -> dict:
+    """TRANSFER_RULE's preconditions on a finished comparison verdict: instrument, headline tasks, robustness."""
+    why = []
+    if not instrument.get("passed", False):
+        why.append(instrument.get("why") or "the instrument check did not pass")
+    if not headline_ok:
+        why.append(headline_why)
+    fragile = []
+    if robust is not None and len(robust):
+        fragile = robust.loc[robust["verdict"] != verdict["verdict"], "variant"].tolist()
+    final = verdict["verdict"]
+    if why:
+        final = "inconclusive"
+    elif fragile:
+        final = "inconclusive (fragile)"
+        why.append("changed by: " + ", ".join(fragile))
+    return {**verdict, "verdict": final, "verdict_of_the_comparisons": verdict["verdict"], "why": "; ".join(why),
+            "instrument": instrument, "fragile_variants": fragile}
 
 
 def per_run_paired_se(deltas_by_task: list[np.ndarray]) -> np.ndarray:
@@ -315,66 +534,239 @@ def _dummies(df: pd.DataFrame, cols: list[str]) -> np.ndarray:
     return np.column_stack(parts) if parts else np.empty((len(df), 0))
 
 
-def proxy_association(points: pd.DataFrame, score: str, outcome: str, covariates: list[str], th: Thresholds) -> dict:
-    d = points[[score, outcome, *covariates]].dropna()
+PROXY_ROLES = ("primary", "secondary")
+
+
+def equivalence_points(level: float, rho0: float, n_covariates: int) -> int:
+    """PROXY_RULE's N_needed: the fewest points n for which, at rho = 0, the Fisher-z interval at `level`,
+    tanh(+-z[1 - a/2] / sqrt(n - 3 - c)), lies inside (-rho0, +rho0). With fewer, no data can show equivalence."""
+    z = _z(1 - (1 - level) / 2)
+    dof = int(np.floor((z / np.arctanh(rho0)) ** 2)) + 1  # the smallest dof with z / sqrt(dof) < atanh(rho0)
+    return dof + 3 + int(n_covariates)
+
+
+def correlation_mde(level: float, power: float, n: int, n_covariates: int) -> float:
+    """PROXY_RULE's MDE: the correlation detectable with `power` by a CI at `level` (Fisher z, n - 3 - c dof)."""
+    dof = max(1, n - 3 - int(n_covariates))
+    return float(np.tanh((_z(1 - (1 - level) / 2) + _z(power)) / np.sqrt(dof)))
+
+
+def _clusters(d: pd.DataFrame, cols: list[str]) -> list[np.ndarray]:
+    """The row positions of each cluster (rows equal on `cols`); without `cols`, every row is its own."""
+    if not cols:
+        return [np.array([i]) for i in range(len(d))]
+    ids = d.groupby(cols, sort=True, dropna=False).ngroup().to_numpy()
+    return [np.flatnonzero(ids == g) for g in range(ids.max() + 1)] if len(d) else []
+
+
+def proxy_association(points: pd.DataFrame, score: str, outcome: str, covariates: list[str], th: Thresholds,
+                      level: float | None = None, clusters: list[str] | None = None) -> dict:
+    """One score under PROXY_RULE: the partial Spearman correlation with `outcome`, its percentile bootstrap CI
+    at `level` (default 1 - alpha), the MDE, the points equivalence needs (N_needed) and the outcome.
+
+    `clusters`: the columns naming the corpus a point's score and delta come from (source, temperature); the
+    bootstrap resamples whole clusters with all their points. Without them every point is its own cluster."""
+    level = 1 - th.alpha if level is None else float(level)
+    clusters = list(clusters or [])
+    d = points[list(dict.fromkeys([score, outcome, *covariates, *clusters]))].dropna()
     n = len(d)
-    if n < 6:
-        return {"n": n, "rho": float("nan"), "ci_low": float("nan"), "ci_high": float("nan"), "mde": float("nan"),
-                "outcome": "inconclusive"}
     cov = _dummies(d, covariates)
+    members = _clusters(d, clusters)
+    q = (1 - level) / 2
+    n_needed = equivalence_points(level, th.proxy_rho0, cov.shape[1])
+    mde = correlation_mde(level, th.power, n, cov.shape[1])  # detectable with the stated power
+    out = {"n": n, "n_clusters": len(members), "level": level, "rho": float("nan"), "ci_low": float("nan"),
+           "ci_high": float("nan"), "mde": mde, "n_needed": n_needed, "equivalence_reachable": n >= n_needed}
+    if n < 6:
+        return {**out, "outcome": "inconclusive", "why": f"only {n} points"}
     x, y = d[score].to_numpy(float), d[outcome].to_numpy(float)
     rho = partial_spearman(x, y, cov)
     rng = np.random.default_rng(th.seed)
-    boot = []
-    for _ in range(th.bootstrap):
-        i = rng.integers(0, n, n)
-        boot.append(partial_spearman(x[i], y[i], cov[i]))
-    boot = np.asarray(boot)
+    singletons = len(members) == n
+    boot = np.empty(th.bootstrap)
+    for b in range(th.bootstrap):
+        pick = rng.integers(0, len(members), len(members))
+        i = pick if singletons else np.concatenate([members[g] for g in pick])
+        boot[b] = partial_spearman(x[i], y[i], cov[i])
     boot = boot[np.isfinite(boot)]
     if len(boot) < 20 or not np.isfinite(rho):  # the covariates leave (almost) nothing to correlate
-        return {"n": n, "rho": rho, "ci_low": float("nan"), "ci_high": float("nan"), "mde": float("nan"),
-                "outcome": "inconclusive"}
-    lo, hi = float(np.quantile(boot, 0.025)), float(np.quantile(boot, 0.975))
-    # the correlation detectable with the stated power (Fisher z, n minus the partialled covariates)
-    dof = max(1, n - 3 - cov.shape[1])
-    mde = float(np.tanh((_z(1 - th.alpha / 2) + _z(th.power)) / np.sqrt(dof)))
+        return {**out, "rho": rho, "outcome": "inconclusive",
+                "why": "the covariates leave nothing to correlate"}
+    lo, hi = float(np.quantile(boot, q)), float(np.quantile(boot, 1 - q))
     r0 = th.proxy_rho0
-    outcome_ = ("predicts" if lo > r0 or hi < -r0 else "fails to predict" if -r0 < lo and hi < r0
-                else "inconclusive")
-    return {"n": n, "rho": rho, "ci_low": lo, "ci_high": hi, "mde": mde, "outcome": outcome_}
+    if lo > r0 or hi < -r0:
+        outcome_, why = "predicts", f"its CI lies beyond +-{r0:g}"
+    elif n < n_needed:
+        outcome_, why = "inconclusive", f"equivalence unreachable with {n} points: it needs {n_needed}"
+    elif -r0 < lo and hi < r0:
+        outcome_, why = "fails to predict", f"its CI lies inside (-{r0:g}, +{r0:g})"
+    else:
+        outcome_, why = "inconclusive", f"its CI straddles +-{r0:g}"
+    return {**out, "rho": rho, "ci_low": lo, "ci_high": hi, "outcome": outcome_, "why": why}
 
 
-def proxy_verdict(points: pd.DataFrame, scores: dict[str, str], outcome: str, covariates: list[str],
-                  th: Thresholds) -> dict:
-    """Apply PROXY_RULE. `scores`: name -> 'intrinsic' or 'relational'."""
-    assoc = {s: {"type": kind, **proxy_association(points, s, outcome, covariates, th)} for s, kind in scores.items()}
-    intrinsic = [a["outcome"] for a in assoc.values() if a["type"] == "intrinsic"]
-    if intrinsic and all(o == "fails to predict" for o in intrinsic):
-        verdict = "supported"
-    elif any(o == "predicts" for o in intrinsic):
+def proxy_verdict(points: pd.DataFrame, scores: dict[str, tuple[str, str]], outcome: str, covariates: list[str],
+                  th: Thresholds, clusters: list[str] | None = None, instrument_ok: bool = True,
+                  instrument_why: str = "") -> dict:
+    """Apply PROXY_RULE. `scores`: name -> (kind, role), kind 'intrinsic' or 'relational', role 'primary' (decides
+    the verdict) or 'secondary' (reported). `clusters`: the columns naming a point's corpus (see
+    `proxy_association`). `instrument_ok`: finding 1's instrument check (`instrument_why`: its reason)."""
+    roles = {s: tuple(v) for s, v in scores.items()}
+    bad = sorted(s for s, v in roles.items() if len(v) != 2 or v[1] not in PROXY_ROLES)
+    if bad:
+        raise ValueError(f"scores {bad} need a (kind, role) with role one of {PROXY_ROLES}")
+    primary = [s for s, (_, role) in roles.items() if role == "primary"]
+    k = max(1, len(primary))
+    levels = {"primary": 1 - th.alpha / k, "secondary": 1 - th.alpha}
+    assoc = {s: {"type": kind, "role": role,
+                 **proxy_association(points, s, outcome, covariates, th, levels[role], clusters)}
+             for s, (kind, role) in roles.items()}
+    outs = {s: assoc[s]["outcome"] for s in primary}
+
+    def ci(s: str) -> str:
+        a = assoc[s]
+        return f"partial rho {a['rho']:.2f}, {100 * a['level']:g} % CI [{a['ci_low']:.2f}, {a['ci_high']:.2f}]"
+
+    if not primary:
+        verdict, why = "inconclusive", "no primary score in the table"
+    elif any(o == "predicts" for o in outs.values()):
         verdict = "not supported"
+        why = "; ".join(f"{s} predicts ({ci(s)}: {assoc[s]['why']})" for s, o in outs.items() if o == "predicts")
+    elif all(o == "fails to predict" for o in outs.values()):
+        verdict = "supported"
+        why = "every primary score fails to predict: " + "; ".join(f"{s} ({ci(s)})" for s in primary)
     else:
         verdict = "inconclusive"
-    return {"verdict": verdict, "rule": PROXY_RULE, "thresholds": th.__dict__, "associations": assoc,
-            "covariates": covariates, "n_points": int(len(points))}
+        why = "; ".join(f"{s}: {assoc[s]['why']}" for s, o in outs.items() if o != "fails to predict")
+    out = {"verdict": verdict, "why": why, "rule": PROXY_RULE, "thresholds": th.__dict__, "associations": assoc,
+           "primary": primary, "secondary": [s for s in roles if s not in primary], "bonferroni_k": len(primary),
+           "levels": levels, "n_needed": max((assoc[s]["n_needed"] for s in primary), default=None),
+           "covariates": covariates, "clusters": list(clusters or []), "n_points": int(len(points)),
+           "instrument_ok": bool(instrument_ok), "instrument_why": instrument_why}
+    if not instrument_ok:
+        out.update(verdict="inconclusive", verdict_before_instrument=verdict, why_before_instrument=why,
+                   why=PROXY_NO_INSTRUMENT)
+    return out
 
 
 # ------------------------------------------------------------------ the recipe
 
 
-def choose_recipe(grid: pd.DataFrame, schedules: list[str]) -> dict:
-    """Apply RECIPE_RULE to the grid's runs (columns relation, schedule, budget, headline_delta)."""
-    ctrl = grid[grid["relation"] == "real_text"]
-    if ctrl.empty:
+def t_quantile(p: float, dof: int) -> float:
+    """Student's t quantile by the Cornish-Fisher expansion around the normal one (within 1 % of the exact
+    value from 3 degrees of freedom on, 0.2 % from 5; numpy has no t distribution and the analysis layer imports nothing else)."""
+    z = _z(p)
+    return (z + (z ** 3 + z) / (4 * dof) + (5 * z ** 5 + 16 * z ** 3 + 3 * z) / (96 * dof ** 2)
+            + (3 * z ** 7 + 19 * z ** 5 + 17 * z ** 3 - 15 * z) / (384 * dof ** 3))
+
+
+def t_interval(values: np.ndarray, level: float = 0.95) -> tuple[float, float, float]:
+    """(mean, lower, upper) of a two-sided t interval; NaN bounds for fewer than 2 values."""
+    v = np.asarray(values, float)
+    v = v[np.isfinite(v)]
+    if len(v) < 2:
+        return (float(v.mean()) if len(v) else float("nan")), float("nan"), float("nan")
+    half = t_quantile(1 - (1 - level) / 2, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v))
+    return float(v.mean()), float(v.mean() - half), float(v.mean() + half)
+
+
+def choose_recipe(grid: pd.DataFrame, schedules: list[str], fallback: tuple[str, int] | None = None) -> dict:
+    """Apply RECIPE_RULE to the grid's runs (columns student, relation, seed, schedule, budget, bpb_gain)."""
+    ctrl = grid[grid["relation"].isin(CONTROLS)]
+    if ctrl.empty or not (ctrl["relation"] == "real_text").any():
         raise ValueError("the recipe grid has no real-text control runs: the rule cannot choose")
-    gains = ctrl.groupby(["schedule", "budget"])["headline_delta"].mean().reset_index()
-    gains["order"] = gains["schedule"].map({s: i for i, s in enumerate(schedules)})
-    best = gains["headline_delta"].max()
-    tied = gains[gains["headline_delta"] >= best - 1e-9].sort_values(["budget", "order"])
-    pick = tied.iloc[0]
-    return {"rule": RECIPE_RULE, "schedule": str(pick["schedule"]), "budget": int(pick["budget"]),
-            "real_text_dev_gain": float(pick["headline_delta"]),
-            "gains": gains.drop(columns="order").to_dict("records")}
+    order = {s: i for i, s in enumerate(schedules)}
+    recipes = sorted({(r.schedule, int(r.budget)) for r in ctrl.itertuples()}, key=lambda r: (order[r[0]], r[1]))
+    fallback = tuple(fallback) if fallback is not None else (schedules[0], max(b for _, b in recipes))
+    # one row per (student, control, seed), one column per recipe: the recipes share seeds and corpora (paired)
+    wide = ctrl.pivot_table(index=["student", "relation", "seed"], columns=["schedule", "budget"], values="bpb_gain",
+                            aggfunc="mean").reindex(columns=pd.MultiIndex.from_tuples(recipes)).to_numpy(float)
+    is_real = ctrl.pivot_table(index=["student", "relation", "seed"], values="bpb_gain").index.get_level_values(1) == "real_text"
+    rows = []
+    for i, (sched, budget) in enumerate(recipes):
+        gain, lo, hi = t_interval(wide[:, i])
+        real, _, real_hi = t_interval(wide[is_real, i])
+        rows.append({"schedule": sched, "budget": budget, "control_bpb_gain": gain, "ci_low": lo, "ci_high": hi,
+                     "real_text_bpb_gain": real, "real_text_ci_high": real_hi, "excluded": bool(real_hi < 0)})
+    gains = np.array([r["control_bpb_gain"] for r in rows])
+    n_seeds = int(ctrl.groupby(["student", "relation", "schedule", "budget"])["seed"].nunique().min())
+    allowed = [i for i, r in enumerate(rows) if not r["excluded"]] or list(range(len(rows)))
+    best = max(allowed, key=lambda i: (gains[i], -i))
+
+    def differences(pick: int, among: list[int]) -> list[dict]:
+        out = []
+        for i in among:
+            if i != pick:
+                d, lo, hi = t_interval(wide[:, pick] - wide[:, i])
+                out.append({"chosen_minus": f"{recipes[i][0]} {recipes[i][1]}", "difference": d, "ci_low": lo,
+                            "ci_high": hi})
+        return out
+
+    distinguishable = n_seeds >= 3 and all(d["ci_low"] > 0 for d in differences(best, allowed))
+    fb = recipes.index(fallback) if fallback in recipes else None
+    if distinguishable:
+        pick, why = best, "the largest control gain, distinguishable from every other remaining recipe"
+    elif fb is not None and fb in allowed:
+        pick = fb
+        why = ("no recipe is distinguishable" if n_seeds >= 3 else
+               f"only {n_seeds} seed(s) per control: the rule needs 3 to choose") + "; the fallback fixed in params"
+    else:
+        pick, why = best, "the fallback is excluded (or not in the grid); the largest control gain"
+    return {"rule": RECIPE_RULE, "schedule": recipes[pick][0], "budget": int(recipes[pick][1]), "why": why,
+            "distinguishable": bool(distinguishable), "fallback": list(fallback), "n_seeds": n_seeds,
+            "control_bpb_gain": float(gains[pick]), "recipes": rows,
+            "differences": differences(pick, list(range(len(recipes))))}
+
+
+def headline_gate(axis_tasks: list[str], deltas_by_task: dict[str, np.ndarray], runs: pd.DataFrame,
+                  th: Thresholds) -> pd.DataFrame:
+    """Apply HEADLINE_RULE's control part on the DEV items: per task, the controls' mean accuracy change with a
+    one-sided lower bound at alpha (items and, within each control cell, seeds resampled).
+
+    `deltas_by_task[t]`: (runs, items) per-item changes in points of the control runs in `runs` (same order)."""
+    rows = []
+    runs = runs.reset_index(drop=True)
+    for t, d in deltas_by_task.items():
+        rng = np.random.default_rng(th.seed)
+        scores = item_resampled_scores([d], th.bootstrap, rng)
+        cells = cell_means(runs, scores, d.mean(1), ["student", "relation"], ["source"], rng)
+        est = float(np.mean([v[0] for v in cells.values()]))
+        boot = np.mean([v[1] for v in cells.values()], axis=0)
+        lo = float(np.quantile(boot, th.alpha))
+        rows.append({"task": t, "control_dev_gain": est, "lower_bound": lo,
+                     "ci_low": float(np.quantile(boot, 0.025)), "ci_high": float(np.quantile(boot, 0.975)),
+                     "on_capability_axis": t in axis_tasks, "controls_move_it": lo > 0,
+                     "in_headline": t in axis_tasks and lo > 0})
+    return pd.DataFrame(rows)
+
+
+def budget_calibration(axis: pd.DataFrame, tokens: dict[str, int], budgets: list[int], alpha: float,
+                       power: float) -> pd.DataFrame:
+    """How many points a token buys, from the capability axis's last within-model step (an earlier checkpoint
+    of the student to the student itself), and what the positive controls may be expected to gain at each
+    budget, against the MDE of one run (that step's paired SE over items). An upper-end estimate: those
+    tokens came with the pretraining schedule's higher learning rates.
+
+    `axis`: CAPABILITY_RULE's table (task, from, to, rise, paired_se); `tokens[ref]`: tokens seen by a model ref."""
+    rows = []
+    for task, g in axis.groupby("task", sort=True):
+        # within one model: a checkpoint `name@stepN` of the model `name` that the step reaches
+        same = g["from"].astype(str).str.split("@").str[0] == g["to"].astype(str).str.split("@").str[0]
+        steps = g[same & g["from"].map(tokens).notna() & g["to"].map(tokens).notna()]
+        steps = steps[steps["from"].map(tokens) < steps["to"].map(tokens)]
+        if steps.empty:
+            continue
+        last = steps.iloc[-1]
+        dt = tokens[last["to"]] - tokens[last["from"]]
+        per_m = last["rise"] / dt * 1e6
+        mde = (_z(1 - alpha / 2) + _z(power)) * last["paired_se"]
+        for b in budgets:
+            rows.append({"task": task, "from": last["from"], "to": last["to"], "step_tokens": int(dt),
+                         "points_per_million_tokens": float(per_m), "budget": int(b),
+                         "expected_gain": float(per_m * b / 1e6), "run_mde": float(mde),
+                         "tokens_needed": float(mde / per_m * 1e6) if per_m > 0 else float("inf"),
+                         "expected_above_mde": bool(per_m * b / 1e6 > mde)})
+    return pd.DataFrame(rows)
 
 
 # ------------------------------------------------------------------ the zoo's checks

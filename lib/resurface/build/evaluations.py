@@ -18,8 +18,8 @@ def run_lm_eval(model_dir: Path, task_dir: Path | None, task_names: list[str], b
                 model_args: str = "") -> tuple[dict, dict]:
     """`simple_evaluate` with an lm-eval backend (`resurface`: this project's, `hf`, `vllm`) on a saved HF directory.
 
-    Returns the aggregate results and, per accuracy task, the per-item scores in doc order
-    (so a before/after difference can get a paired standard error)."""
+    Returns the aggregate results and, per accuracy task in doc order, the per-item scores (so a before/after
+    difference can get a paired standard error), margins and log-likelihoods of every choice."""
     import lm_eval
     from lm_eval.tasks import TaskManager
     from resurface.compute.device import current
@@ -36,7 +36,7 @@ def run_lm_eval(model_dir: Path, task_dir: Path | None, task_names: list[str], b
             tasks=task_names, task_manager=tm, batch_size=batch_size, device=place.device, bootstrap_iters=0,
             random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed, fewshot_random_seed=seed,
             log_samples=True, verbosity="ERROR")
-    items, margins = {}, {}
+    items, margins, choices = {}, {}, {}
     for task, samples in res.get("samples", {}).items():
         short = task[len(TASK_PREFIX):] if task.startswith(TASK_PREFIX) else task
         metric = PRIMARY_METRIC.get(short)
@@ -44,7 +44,8 @@ def run_lm_eval(model_dir: Path, task_dir: Path | None, task_names: list[str], b
             ordered = sorted(samples, key=lambda x: x["doc_id"])
             items[short] = [float(x[metric]) for x in ordered]
             margins[short] = [item_margin(x) for x in ordered]
-    return res["results"], items, margins
+            choices[short] = [[float(r[0]) for r in x["filtered_resps"]] + [int(x["target"])] for x in ordered]
+    return res["results"], items, margins, choices
 
 
 def item_margin(sample: dict) -> float:
@@ -53,6 +54,16 @@ def item_margin(sample: dict) -> float:
     lls = [float(r[0]) for r in sample["filtered_resps"]]
     target = int(sample["target"])
     return lls[target] - max(ll for i, ll in enumerate(lls) if i != target)
+
+
+def choice_logloss(lls_and_target: list[float]) -> float:
+    """The proper score of one item: minus the log of the right choice's probability when the choices'
+    likelihoods are normalised over the choices (nats). Unlike a raw margin it is not improved by
+    sharpening alone: a confident wrong answer costs more than an unsure one."""
+    import numpy as np
+    lls, target = np.asarray(lls_and_target[:-1], float), int(lls_and_target[-1])
+    top = lls.max()
+    return float(top + np.log(np.exp(lls - top).sum()) - lls[target])
 
 
 @contextlib.contextmanager
@@ -91,7 +102,7 @@ def evaluate(cache: Cache, model: Artifact, model_subdir: str, tasks: Artifact, 
              label: str, backend: str = "hf", model_args: str = "") -> Artifact:
     """Evaluate `model/model_subdir` on the embedded tasks; the result is cached as JSON rows."""
     from resurface.compute.device import current
-    cfg = {"subdir": model_subdir, "batch_size": batch_size, "layout": 3,  # 3: per-item scores and margins saved
+    cfg = {"subdir": model_subdir, "batch_size": batch_size, "layout": 4,  # 4: per-item scores, margins and every choice's log-likelihood
            **current().key(), **({"backend": backend, "model_args": model_args} if backend != "hf" or model_args
                                   else {}),
            # 2: logits only at scored positions (session 9): equal to hf within 2e-7, not bit-equal to scorer 1
@@ -100,7 +111,7 @@ def evaluate(cache: Cache, model: Artifact, model_subdir: str, tasks: Artifact, 
     def build(tmp: Path) -> dict:
         names = write_task_yamls(tasks, tmp / "tasks")
         standard = list(tasks.meta.get("standard") or [])
-        results, items, margins = run_lm_eval(model.path / model_subdir, tmp / "tasks", names + standard, batch_size,
+        results, items, margins, choices = run_lm_eval(model.path / model_subdir, tmp / "tasks", names + standard, batch_size,
                                      include_defaults=bool(standard), backend=backend, model_args=model_args)
         rows = tidy_results(results)
         for r in rows:  # binomial standard error for accuracies (lm-eval's needs bootstrap iterations)
@@ -111,6 +122,7 @@ def evaluate(cache: Cache, model: Artifact, model_subdir: str, tasks: Artifact, 
         (tmp / "results.json").write_text(json.dumps(rows, indent=1))
         (tmp / "items.json").write_text(json.dumps(items))
         (tmp / "margins.json").write_text(json.dumps(margins))
+        (tmp / "choices.json").write_text(json.dumps(choices))
         import shutil
         shutil.rmtree(tmp / "tasks")
         return {"n_rows": len(rows)}
@@ -128,6 +140,12 @@ def item_scores(art: Artifact) -> dict[str, list[float]]:
 
 def item_margins(art: Artifact) -> dict[str, list[float]]:
     return json.loads((art / "margins.json").read_text())
+
+
+def item_loglosses(art: Artifact) -> dict[str, list[float]]:
+    """Per accuracy task, each item's log-loss of the normalised choice probabilities (nats; lower is better)."""
+    choices = json.loads((art / "choices.json").read_text())
+    return {t: [choice_logloss(c) for c in rows] for t, rows in choices.items()}
 
 
 def paired_stderr(before: list[float], after: list[float]) -> float:

@@ -243,7 +243,11 @@ class RecipeConfig(Strict):
     budgets: list[Annotated[int, Field(gt=0)]] = Field(min_length=1, description="student tokens per run")
     sources: dict[str, list[str]] = Field(description="per grid student, the model sources besides the controls")
     temperatures: list[float] = Field(min_length=1)
-    seeds: list[int] = Field(min_length=1)
+    seeds: list[int] = Field(min_length=1, description="fine-tuning seeds of every grid run (the rule reads the "
+                             "controls over these: at least 3 for a choice, fewer and the fallback is used)")
+    fallback: tuple[Literal[SCHEDULES], Annotated[int, Field(gt=0)]] | None = Field(
+        None, description="[schedule, budget] used when no recipe is distinguishable (RECIPE_RULE); fixed "
+        "before the grid runs. Default: the first schedule at the largest budget")
 
 
 class AnalysisConfig(Strict):
@@ -252,6 +256,10 @@ class AnalysisConfig(Strict):
     power: float = Field(0.8, gt=0.5, lt=1)
     sesoi_points: float = Field(0.5, gt=0, description="smallest accuracy effect of interest, in points")
     margin_sesoi_nats: float = Field(0.02, gt=0, description="the same for the per-item log-likelihood margins")
+    logloss_sesoi_nats: float = Field(0.01, gt=0, description="the same for the proper score, the per-item "
+                                      "log-loss of the normalised choice probabilities")
+    primary_temperature: float = Field(1.0, gt=0, description="the sampling temperature of the primary analysis "
+                                       "(must be among sampling.temperatures); the others are secondary")
     proxy_rho0: float = Field(0.3, gt=0, lt=1, description="equivalence bound for a proxy's correlation")
     bootstrap: int = Field(2000, ge=100)
     sibling_tolerance_bpb: float = Field(0.01, gt=0, description="how close an equal-strength sibling must be")
@@ -389,6 +397,13 @@ class StudyConfig(Strict):
             if max(self.recipe.budgets) > self.sampling.tokens_per_corpus:
                 raise ValueError(f"recipe budget {max(self.recipe.budgets)} exceeds sampling.tokens_per_corpus="
                                  f"{self.sampling.tokens_per_corpus}, the tokens each corpus is sampled for")
+            fb = self.recipe.fallback
+            if fb is not None and (fb[0] not in self.recipe.schedules or fb[1] not in self.recipe.budgets):
+                raise ValueError(f"recipe.fallback {list(fb)} is not a recipe of the grid (schedules "
+                                 f"{self.recipe.schedules}, budgets {self.recipe.budgets})")
+        if self.analysis.primary_temperature not in self.sampling.temperatures:
+            raise ValueError(f"analysis.primary_temperature={self.analysis.primary_temperature} is not one of "
+                             f"sampling.temperatures {self.sampling.temperatures}")
         for ref in refs:
             name, step = parse_model_ref(ref)
             if name not in models:

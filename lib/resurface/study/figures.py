@@ -152,7 +152,9 @@ def capability_vs_drop(verdict: dict, title: str = "Capability kept vs memorizat
 
 
 def proxy_scatter(df, scores: list[str], corr: dict, title: str = "Scores before fine-tuning vs improvement"):
-    """One panel per score: score against the benchmark delta, coloured by relation, Spearman r in the title."""
+    """One panel per score: score against the benchmark delta, coloured by relation; in the title the partial
+    Spearman rho with its CI and, when the verdict gives them, the score's role (primary or secondary) and
+    outcome."""
     fig, axes = figure("double", aspect=0.26, ncols=len(scores))
     axes = axes if hasattr(axes, "__len__") else [axes]
     df, order = readable_relations(df)
@@ -160,7 +162,8 @@ def proxy_scatter(df, scores: list[str], corr: dict, title: str = "Scores before
         sns.scatterplot(data=df, x=s, y="headline_delta", hue="relation", hue_order=order, palette=LABEL_COLORS,
                         ax=ax, s=14, legend=(s == scores[-1]))
         c = corr[s]
-        ax.set_title(f"{s}\npartial ρ={c['rho']:.2f} [{c['ci_low']:.2f}, {c['ci_high']:.2f}]", fontsize=7)
+        role = f" ({c['role']}: {c['outcome']})" if "role" in c and "outcome" in c else ""
+        ax.set_title(f"{s}{role}\npartial ρ={c['rho']:.2f} [{c['ci_low']:.2f}, {c['ci_high']:.2f}]", fontsize=7)
         ax.set_xlabel(s.replace("_", " "), fontsize=7)
         ax.set_ylabel("Δ accuracy (points)" if s == scores[0] else "")
         ax.axhline(0, color="black", lw=0.5)
@@ -213,4 +216,41 @@ def strength_vs_delta(runs, title: str = "Improvement against source strength, b
     ax.set_ylabel("Δ accuracy, test items (points)")
     ax.legend(fontsize=5, bbox_to_anchor=(1.02, 1), loc="upper left", borderaxespad=0)
     ax.set_title(title)
+    return fig
+
+
+def resurfacing_bins(table, title: str = "Where fine-tuning's gains and losses fall, by the untouched margin",
+                     scope: str = "pooled"):
+    """Two panels over the four margin bins of the untouched student (wrong-far ... right-far): left, each
+    relation's and control's net shift (points, gained minus lost per item of the bin) with its 95 % CI; right,
+    each relation's excess over the controls. Controls are dashed. `table`: `resurfacing(...)["table"]` as a
+    DataFrame (columns scope, group, bin, net_shift, ci_low, ci_high, excess, excess_ci_low, excess_ci_high)."""
+    import numpy as np
+    bins = ["wrong-far", "wrong-near", "right-near", "right-far"]
+    d = table[table["scope"] == scope]
+    groups = [g for g in RELATION_ORDER if g in set(d["group"])]
+    fig, axes = figure("double", aspect=0.36, ncols=2)
+    x = np.arange(len(bins))
+    width = 0.5 / max(1, len(groups))
+    relations = [g for g in groups if g not in ("real_text", "replay")]
+    panels = [(axes[0], "net_shift", "ci_low", "ci_high", groups, "net shift vs untouched student\n(points)"),
+              (axes[1], "excess", "excess_ci_low", "excess_ci_high", relations, "excess over the controls\n(points)")]
+    for ax, col, lo, hi, series, ylabel in panels:
+        for k, g in enumerate(series):
+            s = d[d["group"] == g].set_index("bin").reindex(bins)
+            xs = x - 0.25 + width * (k + 0.5)
+            control = g in ("real_text", "replay")
+            err = np.clip(np.nan_to_num(np.vstack([s[col] - s[lo], s[hi] - s[col]])), 0, None)
+            ax.errorbar(xs, s[col], yerr=err, color=RELATION_COLORS.get(g, "grey"), lw=0.9,
+                        ls="--" if control else "-", marker="s" if control else "o", ms=3, capsize=2,
+                        label=RELATION_LABELS.get(g, g) + (" (control)" if control else ""))
+        ax.axhline(0, color="black", lw=0.6)
+        ax.axvline(1.5, color="grey", lw=0.5, ls=":")  # the decision boundary: margin 0
+        ax.set_xticks(x, bins)
+        ax.set_xlabel("untouched student's margin bin")
+        ax.set_ylabel(ylabel)
+    axes[0].set_title("net shift per bin, 95 % CI", fontsize=8)
+    axes[1].set_title("relation minus mean of controls, 95 % CI", fontsize=8)
+    axes[0].legend(fontsize=6, loc="best")
+    fig.suptitle(title + ("" if scope == "pooled" else f" — {scope}"), fontsize=9)
     return fig

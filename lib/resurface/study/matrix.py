@@ -8,7 +8,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from resurface.build.benchmarks import build_tasks
-from resurface.build.evaluations import (evaluate, item_scores, item_margins, load_results, oriented_delta,
+from resurface.build.evaluations import (evaluate, item_loglosses, item_scores, item_margins, load_results, oriented_delta,
                                          paired_stderr, primary)
 from resurface.build.students import finetune
 from resurface.build.synthetic import corpus_texts, real_text_corpus, replay_corpus, synthetic_corpus
@@ -170,10 +170,12 @@ def _metric(task: str) -> str:
 
 
 def item_deltas(runs: pd.DataFrame, arts: dict, tasks: list[str], kind: str = "items") -> list:
-    """Per task, the (runs, items) matrix of per-item changes (after - untouched student): accuracy in points
-    (`items`) or log-likelihood margins in nats (`margins`)."""
-    load = item_scores if kind == "items" else item_margins
-    scale = 100.0 if kind == "items" else 1.0
+    """Per task, the (runs, items) matrix of per-item changes against the untouched student, signed so that
+    positive is better: accuracy in points (`items`), log-likelihood margins in nats (`margins`, a diagnostic:
+    sharpening alone raises them), or the log-loss of the normalised choices in nats (`logloss`, the proper
+    score: untouched minus fine-tuned)."""
+    load, scale = {"items": (item_scores, 100.0), "margins": (item_margins, 1.0),
+                   "logloss": (item_loglosses, -1.0)}[kind]
     base = {s: load(a) for s, a in arts["base_evaluations"].items()}
     after = {lbl: load(arts["evaluations"][lbl]) for lbl in runs["run_label"]}
     return [scale * np.array([np.asarray(after[r.run_label][t]) - np.asarray(base[r.student][t])

@@ -27,20 +27,48 @@ def grid_plan(cfg: StudyConfig) -> list[dict]:
     return build_plan(cfg, list(r.students), lambda s: r.sources[s], list(r.temperatures), list(r.seeds), recipes)
 
 
-def run_grid(cfg: StudyConfig, cache: Cache, zoo: Zoo) -> tuple[pd.DataFrame, dict]:
-    """Every grid run on the DEV items; one row per run with its headline delta (headline tasks of the zoo)."""
+def run_grid(cfg: StudyConfig, cache: Cache, zoo: Zoo, tasks: list[str] | None = None) -> tuple[pd.DataFrame, dict]:
+    """Every grid run on the DEV items; one row per run with its headline delta over `tasks` (notebook 00's
+    capability-axis tasks; recomputed from the cache when not given)."""
     table, arts = run_plan(cfg, cache, zoo, grid_plan(cfg), eval_tasks(cfg, cache, zoo, "dev"), desc="recipe grid")
-    tasks, _ = zoo_checks.headline(cfg, cache, zoo)
+    if tasks is None:
+        tasks, _ = zoo_checks.headline(cfg, cache, zoo)
     runs = headline(table, tasks)
     runs["item_se"] = verdicts.per_run_paired_se(item_deltas(runs, arts, tasks))  # one run's noise from its items
     bpb = table[table["metric"] == "bits_per_byte"][["run_label", "delta"]].rename(columns={"delta": "bpb_gain"})
     return runs.merge(bpb, on="run_label", how="left"), arts
 
 
+def choose(cfg: StudyConfig, grid: pd.DataFrame) -> dict:
+    """Apply the recipe rule to the grid's runs."""
+    r = cfg.recipe
+    return verdicts.choose_recipe(grid, list(r.schedules), r.fallback)
+
+
 def chosen_recipe(cfg: StudyConfig, cache: Cache, zoo: Zoo) -> dict:
     """Apply the recipe rule to the grid (all of it from the cache after notebook 01)."""
     runs, _ = run_grid(cfg, cache, zoo)
-    return verdicts.choose_recipe(runs, list(cfg.recipe.schedules))
+    return choose(cfg, runs)
+
+
+def headline_gate(cfg: StudyConfig, grid: pd.DataFrame, arts: dict, pick: dict, axis_tasks: list[str],
+                  axis_ok: bool) -> tuple[pd.DataFrame, list[str], bool, str]:
+    """HEADLINE_RULE on the dev items: do the positive controls, under the chosen recipe, move each task that
+    rose along the capability axis (notebook 00's `axis_tasks`, `axis_ok`)? Returns (the gate's table, headline
+    tasks, whether any task passed, why not)."""
+    ctrl = grid[grid["relation"].isin(verdicts.CONTROLS) & (grid["schedule"] == pick["schedule"])
+                & (grid["budget"] == pick["budget"])].reset_index(drop=True)
+    tasks = zoo_checks.accuracy_tasks(cfg)
+    deltas = dict(zip(tasks, item_deltas(ctrl, arts, tasks)))
+    a = cfg.analysis
+    th = verdicts.Thresholds(alpha=a.alpha, power=a.power, bootstrap=a.bootstrap, seed=cfg.seed)
+    gate = verdicts.headline_gate(axis_tasks if axis_ok else [], deltas, ctrl, th)
+    passed = gate.loc[gate["in_headline"], "task"].tolist()
+    if passed:
+        return gate, passed, True, ""
+    why = ("no benchmark task rose along the capability axis" if not axis_ok else
+           "the positive controls moved no capability-axis task on the dev items (HEADLINE_RULE)")
+    return gate, axis_tasks, False, why
 
 
 def grid_summary(runs: pd.DataFrame) -> pd.DataFrame:
@@ -58,3 +86,11 @@ def matrix_recipe(cfg: StudyConfig, cache: Cache, zoo: Zoo) -> tuple[str, int]:
         return cfg.finetune.schedule, cfg.sampling.tokens_per_corpus
     pick = chosen_recipe(cfg, cache, zoo)
     return pick["schedule"], pick["budget"]
+
+
+def budget_calibration(cfg: StudyConfig, axis: pd.DataFrame) -> pd.DataFrame:
+    """How many points the capability axis says a token buys, and what the controls may gain at each budget of
+    the grid and the matrix (verdicts.budget_calibration)."""
+    budgets = sorted(set(cfg.recipe.budgets if cfg.recipe else []) | {cfg.sampling.tokens_per_corpus})
+    return verdicts.budget_calibration(axis, zoo_checks.tokens_seen(cfg), budgets, cfg.analysis.alpha,
+                                       cfg.analysis.power)

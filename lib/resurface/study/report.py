@@ -28,6 +28,9 @@ CAPTIONS = {
     "recipe_grid": "The recipe grid (dev items): mean improvement per fine-tuning schedule and budget, per "
                    "relation and temperature.",
     "transfer_per_task": "Finding 1. Improvement per benchmark task and relation, 95 % CI.",
+    "transfer_resurfacing": "Is it resurfacing? Net shift (items gained minus lost, points) per bin of the untouched "
+                            "student's margin (bins fixed on dev items), per relation and control, pooled over "
+                            "students (left), and each relation's excess over the controls (right); 95 % CIs.",
     "proxies_scatter": "Finding 2. Scores computed before fine-tuning against the improvement (one point per "
                        "student, source and temperature); partial Spearman ρ with 95 % bootstrap CI.",
     "memorization_before_after": "Finding 3. The canary twin before (black line, 95 % band) and after fine-tuning "
@@ -69,7 +72,8 @@ def verdict_rows(out: Path) -> list[dict]:
         nums = "; ".join(f"{r}: {_fmt_ci(rel.get(r))}" for r in
                          ("self", "same_lineage", "stronger_different", "cross_family") if r in rel)
         comps = "; ".join(f"{k.replace('_', ' ')} {_cmp(c)}" for k, c in f1["pooled"].items())
-        rows.append({"finding": "1. Utility is relational", "paper": f1["claim"], "verdict": f1["verdict"],
+        why = f" ({f1['why']})" if f1.get("why") else ""
+        rows.append({"finding": "1. Utility is relational", "paper": f1["claim"], "verdict": f1["verdict"] + why,
                      "numbers": f"pooled mean Δ accuracy points (test items) [95 % CI]: {nums}. Comparisons "
                                 f"(one-sided bounds, Bonferroni): {comps}. Recipe: {f1['recipe']['schedule']}, "
                                 f"{f1['recipe']['budget']} tokens; headline tasks: {', '.join(f1['headline_tasks'])}"})
@@ -77,7 +81,8 @@ def verdict_rows(out: Path) -> list[dict]:
         nums = "; ".join(f"{k}: partial ρ={_num(v['rho'], '.2f')} [{_num(v['ci_low'], '.2f')}, "
                          f"{_num(v['ci_high'], '.2f')}] ({v['outcome']})"
                          for k, v in f2["associations"].items())
-        rows.append({"finding": "2. Intrinsic proxies fail", "paper": f2["claim"], "verdict": f2["verdict"],
+        why = f" ({f2['why']})" if f2.get("why") else ""
+        rows.append({"finding": "2. Intrinsic proxies fail", "paper": f2["claim"], "verdict": f2["verdict"] + why,
                      "numbers": f"over {f2['n_points']} (student, source, temperature) points, equivalence band "
                                 f"±{f2['thresholds']['proxy_rho0']}: {nums}"})
     if f3:
@@ -200,6 +205,61 @@ def figures_in_order(out: Path) -> list[tuple[Path, str]]:
             if p.startswith("figures/") and (out / f"{p}.png").exists()]
 
 
+def _csv(out: Path, name: str) -> pd.DataFrame | None:
+    f = out / "tables" / f"{name}.csv"
+    return pd.read_csv(f) if f.exists() else None
+
+
+def in_the_order_of_the_study(out: Path) -> list[str]:
+    """The referee's reading order: the instrument, the recipe, finding 1 over its sources, robustness,
+    resurfacing, finding 2, each from the products that hold it."""
+    parts = []
+    f0, f1r, f1, f2 = (_load(out, n) for n in ("00_zoo_checks", "01_recipe", "02_transfer", "03_proxies"))
+    if f1 and f1.get("instrument"):
+        inst = f1["instrument"]
+        parts += ["", "## 1 · The instrument check (test items)", "",
+                  f"Positive controls: **{'passed' if inst['passed'] else 'not passed'}**"
+                  + (f" ({inst['why']})." if inst.get("why") else ".")]
+        t = _csv(out, "transfer_instrument")
+        if t is not None:
+            parts += ["", _table_md(t)]
+    cal = (f0 or {}).get("budget_calibration")
+    if cal:
+        parts += ["", "Budget calibration (notebook 00, capability axis): points per million tokens, the expected "
+                  "control gain at each budget and one run's MDE.", "", _table_md(pd.DataFrame(cal))]
+    if f1r and f1r.get("recipes"):
+        parts += ["", "## 2 · The recipe (dev documents, controls only)", "",
+                  f"Chosen: `{f1r['schedule']}`, {f1r['budget']} tokens ({f1r.get('why', '')}).", "",
+                  _table_md(pd.DataFrame(f1r["recipes"]))]
+        if f1r.get("differences"):
+            parts += ["", "Chosen recipe minus each other recipe (controls' bits/byte gain, 95 % t interval):", "",
+                      _table_md(pd.DataFrame(f1r["differences"]))]
+        if f1r.get("headline_gate"):
+            parts += ["", f"Headline gate (dev items): headline tasks {', '.join(f1r['headline_tasks'])}"
+                      + ("" if f1r.get("headline_ok") else f" ({f1r.get('headline_why')})") + ".", "",
+                      _table_md(pd.DataFrame(f1r["headline_gate"]))]
+    rel = _csv(out, "transfer_by_relation")
+    if rel is not None:
+        parts += ["", "## 3 · Finding 1 per relation (test items, primary temperature)", "",
+                  _table_md(rel[rel["student"] == "pooled"])]
+        strength = _csv(out, "transfer_by_strength")
+        if strength is not None:
+            parts += ["", "Per strength of source:", "", _table_md(strength[strength["student"] == "pooled"])]
+    rob = _csv(out, "transfer_robustness")
+    if rob is not None:
+        parts += ["", "## 4 · Robustness of finding 1", "", _table_md(rob)]
+    if f1 and f1.get("resurfacing"):
+        r = f1["resurfacing"]
+        parts += ["", "## 5 · Is it resurfacing?", "", f"**{r['verdict']}**" + (f": {r['why']}" if r.get("why") else ""),
+                  "", "(figure `transfer_resurfacing` below; table `tables/transfer_resurfacing.csv`)"]
+    cor = _csv(out, "proxies_correlations")
+    if cor is not None:
+        parts += ["", "## 6 · Finding 2: proxies, with corpora resampled together", "",
+                  f"**{(f2 or {}).get('verdict', 'n/a')}**" + (f" ({f2['why']})" if f2 and f2.get("why") else ""),
+                  "", _table_md(cor)]
+    return parts
+
+
 def build_report(profile: str) -> Path:
     out = outputs_dir(profile)
     htmls = notebooks_as_html(out)
@@ -208,10 +268,11 @@ def build_report(profile: str) -> Path:
              "do not edit by hand. Executed notebooks: " +
              ", ".join(f"[{p.name}]({p.name})" for p in sorted(out.glob("[0-9][0-9]_*.ipynb"))) +
              (" (as HTML: " + ", ".join(f"[{p.name}]({p.name})" for p in htmls) + ")" if htmls else "") + ".", "",
-             "The design is the fair test of session 7 (README, section *A fair test*): canary-free students with "
-             "a sibling, checked relation labels crossed with strength, headline tasks chosen on dev items by a "
-             "capability axis, a fine-tuning recipe chosen on the real-text control, and verdict rules with "
-             "minimum detectable effects, all fixed before the results.", "",
+             "The design (README, section *A fair test*): canary-free students with a sibling, relation labels "
+             "checked per student and crossed with strength, a recipe chosen on the positive controls' held-out "
+             "bits/byte, headline tasks that rise along a capability axis and that the controls move on dev "
+             "items, an instrument check on test items before any relational verdict, and rules fixed before the "
+             "results.", "",
              "## The three claims, and what this run found", ""]
     rows = verdict_rows(out)
     if rows:
@@ -219,6 +280,7 @@ def build_report(profile: str) -> Path:
         parts += [f"| {r['finding']} | {r['paper']} | **{r['verdict']}** | {r['numbers']} |" for r in rows]
         parts += ["", "Each verdict is computed from the numbers by a rule stated in its notebook before the "
                       "results (also saved in `findings/*.json`)."]
+    parts += in_the_order_of_the_study(out)
     zoo = out / "tables" / "zoo_models.csv"
     if zoo.exists():
         df = pd.read_csv(zoo)

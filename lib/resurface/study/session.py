@@ -112,6 +112,34 @@ class Study:
         self._record_products()
         return p
 
+    def read_table(self, name: str):
+        """tables/<name>.csv, written by an earlier notebook, as a DataFrame (see `upstream`)."""
+        import pandas as pd
+        return pd.read_csv(self.upstream("tables", name, ".csv"))
+
+    def read_json(self, kind: str, name: str) -> dict:
+        """<kind>/<name>.json (e.g. findings/02_transfer), written by an earlier notebook (see `upstream`)."""
+        return json.loads(self.upstream(kind, name, ".json").read_text())
+
+    def upstream(self, kind: str, name: str, suffix: str) -> Path:
+        """The file of product <kind>/<name> under this profile's outputs. The product must be one this notebook
+        declares it reads in notebooks/pipeline.yaml; when the file is missing, one sentence names the notebook
+        to run first."""
+        from resurface.study.pipeline import PipelineError, current
+        product = f"{kind}/{name}"
+        pipe = current()
+        step = pipe.steps.get(self.notebook) if pipe is not None else None
+        if step is not None and product not in step.reads:
+            raise PipelineError(f"{self.notebook} reads {product}, which notebooks/pipeline.yaml does not declare "
+                                f"for it; add it to the notebook's reads")
+        p = self.out / kind / f"{name}{suffix}"
+        if not p.exists():
+            writers = [s.name for s in (pipe.steps.values() if pipe is not None else ()) if product in s.writes]
+            first = (f"run {writers[0]} first (run_all.sh --profile {self.profile} --only {writers[0][:2]})"
+                     if writers else "run the notebook that writes it first")
+            raise FileNotFoundError(f"{self.notebook} reads {product}, which {self.out} does not hold; {first}")
+        return p
+
     def record_timings(self) -> Path:
         """Append this notebook's stage timings to tables/timings.csv (replacing its earlier rows)."""
         import pandas as pd

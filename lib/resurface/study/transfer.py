@@ -11,6 +11,7 @@ finding 1's verdicts, and the table of its synthetic corpora.
 """
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
 from resurface.analysis import verdicts
@@ -19,39 +20,56 @@ from resurface.build.synthetic import synthetic_corpus
 from resurface.build.zoo import Zoo
 from resurface.frame.cache import Cache
 from resurface.frame.config import StudyConfig
-from resurface.study.matrix import CONTROL_SOURCES, eval_tasks, item_deltas, plan, run_plan
+from resurface.build.evaluations import item_margins
+from resurface.study.matrix import CONTROL_SOURCES, base_evaluation, eval_tasks, plan, run_plan
 from resurface.study.recipe import matrix_recipe
 
 
-def run_matrix(cfg: StudyConfig, cache: Cache, zoo: Zoo) -> tuple[pd.DataFrame, dict]:
-    """The matrix of finding 1 on the TEST items, with the recipe the grid chose."""
-    recipe = matrix_recipe(cfg, cache, zoo)
+def run_matrix(cfg: StudyConfig, cache: Cache, zoo: Zoo, recipe: tuple[str, int] | None = None
+               ) -> tuple[pd.DataFrame, dict]:
+    """The matrix of finding 1 on the TEST items, with the recipe notebook 01 chose (`recipe`: its product;
+    without it, the choice is recomputed from the cached grid)."""
+    recipe = tuple(recipe) if recipe is not None else matrix_recipe(cfg, cache, zoo)
     table, arts = run_plan(cfg, cache, zoo, plan(cfg, recipe), eval_tasks(cfg, cache, zoo))
     arts["recipe"] = recipe
     return table, arts
 
 
-def finding1(cfg: StudyConfig, table: pd.DataFrame, arts: dict, labels: pd.DataFrame, tasks: list[str],
-             axis_ok: bool = True):
-    """The per-run table and the verdicts of finding 1 (accuracy headline, and margins as a secondary outcome)."""
-    import numpy as np
-
+def run_table(table: pd.DataFrame, labels: pd.DataFrame, tasks: list[str]) -> pd.DataFrame:
+    """One row per run: its headline delta, its source's label check and strength gap, and whether it enters
+    the verdict (self always; other sources when their label held; never a control)."""
     runs = headline(table, tasks).merge(labels[["student", "source", "label_ok", "gap_bpb"]],
                                         on=["student", "source"], how="left")
     runs["in_verdict"] = runs["label_ok"].fillna(False).astype(bool) & runs["relation"].isin(verdicts.RELATIONS)
     runs["gap_bpb"] = np.where(runs["relation"] == "self", 0.0, runs["gap_bpb"])
     runs["in_verdict"] |= runs["relation"] == "self"
+    return runs
+
+
+def thresholds(cfg: StudyConfig, sesoi: float | None = None) -> verdicts.Thresholds:
     a = cfg.analysis
-    th = verdicts.Thresholds(alpha=a.alpha, power=a.power, sesoi=a.sesoi_points, proxy_rho0=a.proxy_rho0,
-                             bootstrap=a.bootstrap, seed=cfg.seed)
-    deltas = item_deltas(runs, arts, tasks)
-    runs["item_se"] = verdicts.per_run_paired_se(deltas)
-    verdict = verdicts.transfer_verdict(runs, deltas, th, runs["gap_bpb"].to_numpy(float))
-    margins = item_deltas(runs, arts, tasks, "margins")
-    runs["margin_delta"] = np.mean([m.mean(1) for m in margins], axis=0)
-    secondary = verdicts.transfer_verdict(runs, margins, verdicts.Thresholds(
-        alpha=a.alpha, power=a.power, sesoi=a.margin_sesoi_nats, bootstrap=a.bootstrap, seed=cfg.seed))
-    return runs, verdicts.without_capability(verdict, axis_ok), verdicts.without_capability(secondary, axis_ok)
+    return verdicts.Thresholds(alpha=a.alpha, power=a.power, sesoi=a.sesoi_points if sesoi is None else sesoi,
+                               proxy_rho0=a.proxy_rho0, bootstrap=a.bootstrap, seed=cfg.seed)
+
+
+def add_outcomes(runs: pd.DataFrame, deltas: dict[str, list[np.ndarray]]) -> pd.DataFrame:
+    """Per run, each outcome's mean over the headline tasks (`deltas[kind]`: item_deltas of that kind), and the
+    run's item noise."""
+    runs = runs.copy()
+    runs["item_se"] = verdicts.per_run_paired_se(deltas["items"])
+    for kind, col in (("logloss", "logloss_delta"), ("margins", "margin_delta")):
+        if kind in deltas:
+            runs[col] = np.mean([d.mean(1) for d in deltas[kind]], axis=0)
+    return runs
+
+
+def base_margins(cfg: StudyConfig, cache: Cache, zoo: Zoo, students: list[str], tasks: list[str], split: str
+                 ) -> dict[str, list[np.ndarray]]:
+    """Per student, the untouched student's per-item margins on the `split` items of each task (evaluated once
+    and cached; the dev evaluations are notebook 00's and 01's where they exist)."""
+    items = eval_tasks(cfg, cache, zoo, split)
+    return {s: [np.asarray(item_margins(base_evaluation(cache, zoo, items, s))[t], float) for t in tasks]
+            for s in students}
 
 
 def synthetic_corpus_table(cfg: StudyConfig, cache: Cache, zoo: Zoo) -> pd.DataFrame:

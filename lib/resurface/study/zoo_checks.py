@@ -114,6 +114,19 @@ def headline_from(check: pd.DataFrame, cfg: StudyConfig) -> tuple[list[str], boo
     return passed or accuracy_tasks(cfg), check.empty or bool(passed)
 
 
+def tokens_seen(cfg: StudyConfig) -> dict[str, int]:
+    """Pretraining tokens behind every model ref this profile trains (its checkpoints included); Hub and
+    registry models are absent (their pretraining is not ours to count)."""
+    out = {}
+    for name, m in cfg.zoo.models.items():
+        if not m.is_local:
+            continue
+        per_step = m.batch_size * cfg.zoo.seq_len
+        out[name] = m.steps * per_step
+        out |= {f"{name}@step{k}": k * per_step for k in m.checkpoints}
+    return out
+
+
 def headline(cfg: StudyConfig, cache: Cache, zoo: Zoo) -> tuple[list[str], bool]:
     """notebook 00's capability axis, read back from the cache: (headline tasks, axis passed)."""
     return headline_from(capability_check(cfg, cache, zoo), cfg)
