@@ -163,3 +163,13 @@ def test_canaries_beyond_their_share_stop_before_any_compute():
         load_config("default", {"canaries.counts": [24, 48]})
     with pytest.raises(ConfigError, match="window"):
         load_config("default", {"canaries.window": [0.9, 0.1]})
+
+
+def test_an_extending_profile_can_leave_out_a_parent_model():
+    """`key: null` under `extends` removes the parent's entry: the workshop trains none of the default's
+    replicated sources, and its students' source lists name only models it has."""
+    default, workshop = load_config("default"), load_config("workshop")
+    gone = set(default.zoo.models) - set(workshop.zoo.models)
+    assert {"lineage-small-s2", "stronger-b", "cross-c"} <= gone
+    assert list(workshop.transfer.sources) == ["lineage-small"]
+    assert all(C.parse_model_ref(r)[0] in workshop.zoo.models for r in workshop.transfer.sources_for("lineage-small"))

@@ -47,10 +47,10 @@ def comparison_table(verdict: dict) -> pd.DataFrame:
     return pd.DataFrame({scope: {k: _comparison_cell(v) for k, v in comps.items()} for scope, comps in scopes})
 
 
-def instrument_sentence(instrument: dict) -> str:
+def instrument_sentence(instrument: dict, unit: str = "points") -> str:
     """The instrument check in one markdown sentence: passed or not, each control's gain and bound."""
-    parts = "; ".join(f"{c} {v['estimate']:+.2f} points [95 % CI {v.get('ci_low', float('nan')):+.2f}, "
-                      f"{v.get('ci_high', float('nan')):+.2f}], one-sided bound {v['lower']:+.2f}"
+    parts = "; ".join(f"{c} {v['estimate']:+.3g} {unit} [95 % CI {v.get('ci_low', float('nan')):+.3g}, "
+                      f"{v.get('ci_high', float('nan')):+.3g}], one-sided bound {v['lower']:+.3g}"
                       if v["outcome"] != "not estimable" else f"{c}: not estimable ({v['why']})"
                       for c, v in instrument["controls"].items())
     return f"**Instrument check: {'passed' if instrument['passed'] else 'not passed'}.** {parts}."

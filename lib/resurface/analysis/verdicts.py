@@ -71,7 +71,8 @@ INSTRUMENT_RULE = (
     "bound at level alpha / 2 (Bonferroni over the two controls), from the hierarchical bootstrap of "
     "COMPARISON_RULE, above 0. If either control does not, the measurement has not been shown to register the "
     "gain of real data at this budget: findings 1 and 2 are `inconclusive` (never `not supported`), and their "
-    "comparisons are reported as measured.")
+    "comparisons are reported as measured. A secondary outcome (the proper score) is read only through its own "
+    "instrument check, the same rule on that outcome.")
 
 HEADLINE_RULE = (
     "A task enters the headline only if it rises along the capability axis (CAPABILITY_RULE) and the positive "
@@ -431,7 +432,8 @@ def beyond_strength(runs: pd.DataFrame, scores: np.ndarray, point: np.ndarray, t
             "n_runs": int(sel.sum())}
 
 
-def instrument_check(runs: pd.DataFrame, deltas_by_task: list[np.ndarray], th: Thresholds) -> dict:
+def instrument_check(runs: pd.DataFrame, deltas_by_task: list[np.ndarray], th: Thresholds, unit: str = "points"
+                     ) -> dict:
     """Apply INSTRUMENT_RULE: does each positive control raise the TEST headline, pooled over students?"""
     runs = runs.reset_index(drop=True)
     scores, point, rng = bootstrap_runs(deltas_by_task, th)
@@ -450,7 +452,7 @@ def instrument_check(runs: pd.DataFrame, deltas_by_task: list[np.ndarray], th: T
                           "per_student": {s: cells[(s, c)][0] for s in students if (s, c) in cells}}
     passed = all(per_control[c]["outcome"] == "holds" for c in CONTROLS)
     why = "" if passed else ("the instrument did not detect the gain of real data at this budget: "
-                             + "; ".join(f"{c} {v['estimate']:+.2f} points, one-sided lower bound {v['lower']:+.2f}"
+                             + "; ".join(f"{c} {v['estimate']:+.3g} {unit}, one-sided lower bound {v['lower']:+.3g}"
                                          for c, v in per_control.items()))
     return {"rule": INSTRUMENT_RULE, "passed": passed, "why": why, "controls": per_control}
 

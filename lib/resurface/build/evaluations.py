@@ -105,7 +105,7 @@ def evaluate(cache: Cache, model: Artifact, model_subdir: str, tasks: Artifact, 
     cfg = {"subdir": model_subdir, "batch_size": batch_size, "layout": 4,  # 4: per-item scores, margins and every choice's log-likelihood
            **current().key(), **({"backend": backend, "model_args": model_args} if backend != "hf" or model_args
                                   else {}),
-           # 2: logits only at scored positions (session 9): equal to hf within 2e-7, not bit-equal to scorer 1
+           # 2: logits only at scored positions: equal to hf within 2e-7, not bit-equal to scorer 1
            **({"scorer": 2} if backend == "resurface" else {})}
 
     def build(tmp: Path) -> dict:

@@ -20,7 +20,7 @@ def measure_canaries(cache, model_art, subdir: str, canaries_art, prefix_len: in
                      batch_size: int, label: str):
     """Cached per-canary extraction of one model (a zoo model or a fine-tuned student)."""
 
-    # built in the worker pool, one thread (session 6 on; before, the kernel's threads: other float rounding)
+    # built in the worker pool, one thread (the kernel's threads would give other float rounding)
     cfg = {"subdir": subdir, "prefix_len": prefix_len, "suffix_len": suffix_len, "threads": BUILD_THREADS,
            "measures": EXTRACTION_FORMAT}
 

@@ -519,9 +519,14 @@ def load_raw(profile: str, _seen: frozenset = frozenset()) -> dict:
 
 
 def _merge(base: dict, top: dict) -> dict:
-    """Mappings merge key by key; anything else (lists included) is replaced by `top`'s value."""
+    """Mappings merge key by key; anything else (lists included) is replaced by `top`'s value; a key set to
+    null in `top` is removed, so the schema's default applies (how a profile leaves out one of its parent's
+    models)."""
     out = dict(base)
     for k, v in top.items():
+        if v is None and k in out:
+            out.pop(k)
+            continue
         out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
     return out
 

@@ -113,8 +113,8 @@ def corpus_for(cache: Cache, zoo: Zoo, run: dict) -> Artifact:
 def run_names(run: dict, corpus: Artifact) -> tuple[str, str]:
     """(artifact name, run label) of a run. The name places the student and its evaluations in the cache. A
     control's corpus is the same for every seed: its runs differ only by the fine-tuning seed (in the artifact's
-    key, not its name). The label must still tell them apart: every dict of artifacts is keyed by it, and before
-    session 11 a control's seeds collapsed there into its last seed."""
+    key, not its name). The label must still tell them apart: every dict of artifacts is keyed by it, and a
+    label shared by a control's seeds would collapse them into its last seed."""
     name = f"{run['student']}--{corpus.name}--{run['schedule']}-{run['budget']}"
     return name, (f"{name}--seed{run['seed']}" if run["source"] in CONTROL_SOURCES else name)
 
