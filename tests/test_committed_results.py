@@ -22,32 +22,51 @@ def test_committed_outputs_are_complete():
     for name in ("00_zoo", "01_recipe", "02_transfer", "03_proxies", "04_memorization"):
         assert (OUT / f"{name}.ipynb").exists(), name
     for name in ("02_transfer", "03_proxies", "04_memorization"):
-        assert _finding(name)["verdict"] in {"supported", "not supported", "inconclusive"}
+        assert _finding(name)["verdict"] in {"supported", "not supported", "inconclusive", "inconclusive (fragile)"}
     assert (OUT / "REPORT.md").exists()
 
 
 def test_transfer_finding_follows_from_the_runs():
     f = _finding("02_transfer")
+    cfg = load_config("default")
     runs = pd.read_csv(OUT / "tables" / "transfer_runs.csv")
-    keep = runs[runs["in_verdict"]]
+    primary = runs["temperature"] == cfg.analysis.primary_temperature
+    keep = runs[runs["in_verdict"] & primary & ~runs["strength"].isin(verdicts.WEAKER)]
     cells = keep.groupby(["student", "relation", "source", "temperature"], dropna=False)["headline_delta"].mean()
     per = cells.groupby(["student", "relation"]).mean()
     committed = {(r["student"], r["relation"]): r["mean"] for r in f["per_relation"]}
     for key, value in per.items():
         assert value == pytest.approx(committed[key])
-    assert f["verdict"] == verdicts.combine([c["outcome"] for c in f["pooled"].values()])
+    # the instrument's point estimates: each control's runs averaged over seeds per student, then over students
+    ctrl = runs[runs["relation"].isin(verdicts.CONTROLS)].groupby(["relation", "student"])["headline_delta"].mean()
+    for c, v in f["instrument"]["controls"].items():
+        assert ctrl[c].mean() == pytest.approx(v["estimate"])
+    # the verdict: the comparisons combined, then the preconditions (instrument, headline tasks, robustness)
+    assert f["verdict_of_the_comparisons"] == verdicts.combine([c["outcome"] for c in f["pooled"].values()])
+    if not f["instrument"]["passed"] or not f["capability_axis_ok"]:
+        assert f["verdict"] == "inconclusive"
+    elif f["fragile_variants"]:
+        assert f["verdict"] == "inconclusive (fragile)"
+    else:
+        assert f["verdict"] == f["verdict_of_the_comparisons"]
+    robust = pd.read_csv(OUT / "tables" / "transfer_robustness.csv")
+    assert robust.loc[robust["variant"] == "all runs", "verdict"].item() == f["verdict_of_the_comparisons"]
     # the recipe the matrix used is the one the grid's rule picks
     grid = pd.read_csv(OUT / "tables" / "recipe_grid_runs.csv")
-    pick = verdicts.choose_recipe(grid, list(load_config("default").recipe.schedules))
+    pick = verdicts.choose_recipe(grid, list(cfg.recipe.schedules), cfg.recipe.fallback)
     assert (f["recipe"]["schedule"], f["recipe"]["budget"]) == (pick["schedule"], pick["budget"])
 
 
 def test_proxies_finding_follows_from_the_table():
+    from resurface.study.proxies import upstream_checks
     f = _finding("03_proxies")
-    again = finding2(load_config("default"), pd.read_csv(OUT / "tables" / "proxies.csv"))
+    up = upstream_checks(_finding("00_zoo_checks"), _finding("02_transfer"))
+    again = finding2(load_config("default"), pd.read_csv(OUT / "tables" / "proxies.csv"), up["axis_ok"],
+                     up["instrument_ok"], up["instrument_why"])
     assert again["verdict"] == f["verdict"]
     for score, a in again["associations"].items():
         assert a["rho"] == pytest.approx(f["associations"][score]["rho"])
+        assert a["outcome"] == f["associations"][score]["outcome"]
 
 
 def test_memorization_finding_follows_from_the_tables():

@@ -93,13 +93,13 @@ def test_below_the_points_equivalence_needs_the_outcome_is_inconclusive_with_the
     the rule still does not call it `fails to predict`."""
     d = corpora(25, 2, seed=7)
     a = V.proxy_association(d, "p1", "delta", ["student"], TH, 0.975, CLUSTERS)
-    assert a["n"] == 50 < a["n_needed"] and not a["equivalence_reachable"]
+    assert a["n"] == 50 and a["n_clusters"] == 25 < a["n_needed"] and not a["equivalence_reachable"]
     assert -TH.proxy_rho0 < a["ci_low"] and a["ci_high"] < TH.proxy_rho0  # the CI alone would say "fails"
     assert a["outcome"] == "inconclusive"
-    assert a["why"] == f"equivalence unreachable with 50 points: it needs {a['n_needed']}"
+    assert a["why"] == f"equivalence unreachable with 25 corpora: it needs {a['n_needed']}"  # corpora, not points
     v = V.proxy_verdict(corpora(12, 2), SCORES, "delta", COV, TH, CLUSTERS)  # the study's size: 24 points
     assert v["verdict"] == "inconclusive" and v["n_needed"] > 24
-    assert "equivalence unreachable with 24 points" in v["why"]
+    assert "equivalence unreachable with 12 corpora" in v["why"]
 
 
 def test_many_points_without_association_support_the_claim():
@@ -130,7 +130,7 @@ def test_the_sentence_separates_primary_from_secondary_and_gives_the_reason():
     text = findings.proxy_sentence(v)
     primary, secondary = text.index("Primary"), text.index("Secondary")
     assert primary < text.index("`p1`") < secondary < text.index("`s1`")
-    assert "equivalence unreachable with 24 points" in text and "97.5 % CI" in text and "95 % CI" in text
+    assert "equivalence unreachable with 12 corpora" in text and "97.5 % CI" in text and "95 % CI" in text
     assert text.startswith("**Verdict: inconclusive.** Why: ")
 
 
@@ -170,8 +170,10 @@ def test_finding2_on_the_study_table_applies_roles_clusters_and_instrument():
 
 def test_upstream_checks_read_the_axis_and_the_instrument():
     from resurface.study import proxies
-    assert proxies.upstream_checks({"capability_axis_passed": True}, {}) == {
-        "axis_ok": True, "instrument_ok": True, "instrument_why": ""}  # no instrument key: passed
+    assert proxies.upstream_checks({"capability_axis_passed": True}, {"instrument": {"passed": True}}) == {
+        "axis_ok": True, "instrument_ok": True, "instrument_why": ""}
+    with pytest.raises(ValueError, match="no instrument check"):  # fails closed: never read as passed
+        proxies.upstream_checks({"capability_axis_passed": True}, {})
     got = proxies.upstream_checks({}, {"capability_axis_ok": False, "instrument": {"passed": False, "why": "flat"}})
     assert got == {"axis_ok": False, "instrument_ok": False, "instrument_why": "flat"}
     with pytest.raises(ValueError, match="00_zoo"):

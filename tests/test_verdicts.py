@@ -38,19 +38,19 @@ def test_a_comparison_without_spread_claims_no_power():
 
 STRENGTH = {"self": "self", "same_lineage": "equal", "stronger_different": "stronger_different",
             "cross_family": "cross", "real_text": "control", "replay": "control"}
-GAP = {"self": (0.0, 0.0), "same_lineage": (-0.01, -0.06), "stronger_different": (-0.04, -0.08),
-       "cross_family": (0.1, 0.2), "real_text": (np.nan, np.nan), "replay": (np.nan, np.nan)}
+GAP = {"self": (0.0,), "same_lineage": (0.0, -0.01, -0.05), "stronger_different": (-0.03, -0.06, -0.1),
+       "cross_family": (0.1, 0.15, 0.2), "real_text": (np.nan,), "replay": (np.nan,)}
 
 
 def _synthetic_matrix(effects: dict[str, float], n_items: int, seeds: int = 3, seed: int = 0,
                       per_source: dict[str, float] | None = None):
-    """Runs whose per-item deltas are -100/0/+100 with a chosen mean per relation (in points); two sources per
-    relation with overlapping strengths (gap_bpb), two students. `per_source` overrides one source's effect."""
+    """Runs whose per-item deltas are -100/0/+100 with a chosen mean per relation (in points); three sources per
+    relation with overlapping strengths (gap_bpb), four students. `per_source` overrides one source's effect."""
     rng = np.random.default_rng(seed)
     rows, deltas = [], []
-    for student in ("a", "b"):
+    for student in ("a", "b", "c", "d"):
         for rel, eff in effects.items():
-            sources = [f"{rel}-1"] if rel in ("self", "real_text", "replay") else [f"{rel}-1", f"{rel}-2"]
+            sources = [f"{rel}-{k + 1}" for k in range(len(GAP[rel]))]
             for k, source in enumerate(sources):
                 e = (per_source or {}).get(source, eff)
                 for s in range(seeds):
@@ -75,7 +75,7 @@ def test_transfer_verdict_supported_when_the_paper_is_right():
     assert v["verdict"] == "supported", v["pooled"]
     assert v["ordering_observed"] == list(V.RELATIONS)
     pooled = pd.DataFrame(v["per_relation"]).query("student == 'pooled'").set_index("relation")
-    assert pooled.loc["same_lineage", "n_sources"] == 2 and pooled.loc["self", "n_sources"] == 1
+    assert pooled.loc["same_lineage", "n_sources"] == 3 and pooled.loc["self", "n_sources"] == 1
 
 
 def test_transfer_verdict_not_supported_when_self_hurts():
@@ -167,18 +167,34 @@ def test_instrument_check_gates_the_verdict():
     assert not V.instrument_check(no_controls, d, TH)["passed"]
 
 
-def test_robustness_flags_a_verdict_that_one_source_carries():
-    runs, d = _synthetic_matrix(PAPER, n_items=4000, per_source={"cross_family-1": 12.0, "cross_family-2": -14.0})
-    v = V.transfer_verdict(runs, d, TH)
-    robust = V.robustness(runs, d, TH)
-    assert "without source cross_family-1" in set(robust["variant"]) and "seed 0 alone" in set(robust["variant"])
-    changed = robust.loc[robust["verdict"] != v["verdict"], "variant"].tolist()
-    assert changed, robust
-    final = V.finding1_verdict(v, {"passed": True}, True, "", robust)
-    assert final["verdict"] == "inconclusive (fragile)" and final["fragile_variants"] == changed
+def _pooled(outcomes: dict[str, str], verdict: str) -> dict:
+    return {"verdict": verdict, "pooled": {k: {"outcome": o} for k, o in outcomes.items()}}
+
+
+def test_a_variant_changes_a_verdict_only_by_reaching_the_other_side():
+    full = _pooled({"a": "holds", "b": "holds"}, "supported")
+    assert V.variant_changes(full, _pooled({"a": "holds", "b": "fails"}, "not supported")) == (
+        "not supported", True, ["b"])
+    # losing power is no evidence against the verdict
+    assert V.variant_changes(full, _pooled({"a": "holds", "b": "inconclusive"}, "inconclusive"))[1] is False
+    # a comparison the variant cannot estimate keeps its full-data outcome
+    assert V.variant_changes(full, _pooled({"a": "holds", "b": "not estimable"}, "inconclusive"))[:2] == (
+        "supported", False)
+    # a reversal counts even when the full verdict was inconclusive
+    unsure = _pooled({"a": "fails", "b": "inconclusive"}, "not supported")
+    assert V.variant_changes(unsure, _pooled({"a": "holds", "b": "inconclusive"}, "inconclusive"))[1] is True
+
+
+def test_robustness_lists_every_variant_and_a_steady_verdict_survives():
     steady, d = _synthetic_matrix(PAPER, n_items=4000)
     sv = V.transfer_verdict(steady, d, TH)
-    assert V.finding1_verdict(sv, {"passed": True}, True, "", V.robustness(steady, d, TH))["verdict"] == "supported"
+    robust = V.robustness(steady, d, TH)
+    assert {"without source cross_family-1", "without student a", "seed 0 alone"} <= set(robust["variant"])
+    assert robust.loc[robust["variant"] == "all runs", "verdict"].item() == sv["verdict"] == "supported"
+    final = V.finding1_verdict(sv, {"passed": True}, True, "", robust)
+    assert final["verdict"] == "supported" and not final["fragile_variants"]
+    flagged = robust.assign(changes_it=robust["variant"] == "seed 0 alone")
+    assert V.finding1_verdict(sv, {"passed": True}, True, "", flagged)["verdict"] == "inconclusive (fragile)"
 
 
 def test_knife_edge_outcomes_are_inconclusive():
@@ -303,3 +319,54 @@ def test_leaving_a_source_out_keeps_the_students_own_runs():
     robust = V.robustness(runs, d, TH).set_index("variant")
     as_source = ((runs.student == "b") & (runs.relation == "same_lineage")).sum()
     assert robust.loc["without source self-1", "runs"] == len(runs) - as_source  # both students' self runs stay
+
+
+def _shared_corpus_runs(corpus_sd: float, source_effects=(0.0, 0.0, 0.0), n_items=400, seeds=2, seed=0):
+    """4 students fine-tuned on the same corpora (3 sources x `seeds`): each corpus carries one effect shared by
+    every student (drawn with SD `corpus_sd`), plus its source's effect; items add a little noise."""
+    rng = np.random.default_rng(seed)
+    corpus = {(k, s): rng.normal(0, corpus_sd) for k in range(3) for s in range(seeds)}
+    rows, deltas = [], []
+    for student in "abcd":
+        for k, eff in enumerate(source_effects):
+            for s in range(seeds):
+                rows.append({"student": student, "relation": "same_lineage", "source": f"src-{k}", "strength": "equal",
+                             "temperature": 1.0, "seed": s, "in_verdict": True, "gap_bpb": 0.0})
+                deltas.append(eff + corpus[(k, s)] + rng.normal(0, 1, n_items))
+    return pd.DataFrame(rows), [np.asarray(deltas)]
+
+
+def test_a_corpus_shared_by_students_is_resampled_once():
+    """The pooled mean's bootstrap SE must carry the corpus effect that every student shares: drawn per student,
+    it would average out as if the students' corpora were independent (3x too narrow at this shape)."""
+    true_sd = 1.0 / np.sqrt(6)  # six corpora, each shared by the four students
+    ses = []
+    for rep in range(6):
+        runs, d = _shared_corpus_runs(1.0, seed=rep)
+        scores, point, rng = V.bootstrap_runs(d, V.Thresholds(bootstrap=1000, seed=rep))
+        _, _, pooled = V.hierarchical_means(runs, scores, point, ["relation"], rng)
+        ses.append(pooled[("same_lineage",)][1].std())
+    assert np.mean(ses) > 0.7 * true_sd, (np.mean(ses), true_sd)
+
+
+def test_sources_are_resampled_so_one_model_cannot_pass_for_a_relation():
+    runs, d = _shared_corpus_runs(0.0, source_effects=(-3.0, 0.0, 3.0))
+    scores, point, rng = V.bootstrap_runs(d, V.Thresholds(bootstrap=1000))
+    _, _, pooled = V.hierarchical_means(runs, scores, point, ["relation"], rng)
+    se = pooled[("same_lineage",)][1].std()
+    assert se > 0.8 * 3.0 / np.sqrt(3)  # the SD of the three sources' effects over sqrt(3)
+    steady, d = _shared_corpus_runs(0.0)
+    scores, point, rng = V.bootstrap_runs(d, V.Thresholds(bootstrap=1000))
+    assert V.hierarchical_means(steady, scores, point, ["relation"], rng)[2][("same_lineage",)][1].std() < 0.2
+
+
+def test_controls_below_the_sesoi_cannot_license_a_failure_for_lack_of_effect():
+    runs, d = _synthetic_matrix({"self": 0.0, "same_lineage": 0.0, "stronger_different": 0.0, "cross_family": 0.0,
+                                 "real_text": 0.3, "replay": 0.3}, n_items=20000, seeds=8)
+    th = V.Thresholds(bootstrap=400, sesoi=0.5)
+    free = V.transfer_verdict(runs, d, th)
+    assert free["pooled"]["self_training_helps"]["outcome"] == "fails"
+    guarded = V.transfer_verdict(runs, d, th, registers_sesoi=False)
+    c1 = guarded["pooled"]["self_training_helps"]
+    assert c1["outcome"] == "inconclusive" and c1["outcome_before_instrument"] == "fails"
+    assert guarded["pooled"]["self_at_least_same_lineage"]["outcome"] != "holds"

@@ -16,7 +16,7 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from resurface.analysis.verdicts import RELATIONS, Thresholds
+from resurface.analysis.verdicts import RELATIONS, Thresholds, _inflated
 
 BIN_NAMES = ("wrong-far", "wrong-near", "right-near", "right-far")
 CONTROLS = ("real_text", "replay")
@@ -35,9 +35,10 @@ RESURFACING_RULE = (
     "stronger_different, cross_family) and per control (real_text, replay): the mean over the relation's runs, each "
     "source x temperature cell averaged over its seeds first, cells then averaged, students then averaged (over the "
     "students with test items in the bin). A source whose relation label fails its zoo check leaves the analysis; "
-    "the controls stay. Uncertainty: a bootstrap that resamples items within each (student, task, bin), the same "
-    "resample for all runs of a student (so comparisons are paired), and seeds within cells; 95 % CIs are "
-    "percentile intervals. Excess = a relation's net shift minus the controls' (the mean of real_text and replay, "
+    "the controls stay. Uncertainty: a bootstrap that resamples the items of each task once for every student and "
+    "run (a bin's mean reads the resampled items that fall in it, so comparisons are paired), the seeds of each "
+    "corpus once for every student fine-tuned on it, and the students once for every relation (each level's "
+    "resampled deviation scaled by sqrt(n / (n - 1)) for its n units); 95 % CIs are percentile intervals. Excess = a relation's net shift minus the controls' (the mean of real_text and replay, "
     "or the one present) in the same student and bin; pooled, the mean over students of the per-student excess. "
     "Self-training RESURFACES when self's excess in the wrong-near bin has its one-sided lower bound (level alpha) "
     "above 0 AND exceeds self's excess in the wrong-far bin (the one-sided lower bound of wrong-near minus wrong-far "
@@ -80,29 +81,34 @@ def assign_bins(margins: np.ndarray, edges: np.ndarray) -> np.ndarray:
 # ------------------------------------------------------------------ the bootstrap
 
 
-def _binned_scores(deltas: list[np.ndarray], bins: list[np.ndarray], n_boot: int, rng: np.random.Generator):
+def _binned_scores(deltas: list[np.ndarray], bins: list[np.ndarray], counts: list[np.ndarray]):
     """For the runs of one student: per run and bin the net shift (points), as a point (runs, 4) and as bootstrap
-    replicates (n_boot, runs, 4) with the items resampled within each (task, bin), the same resample for every
-    run. The items of all tasks are pooled in a bin; a bin without items is NaN."""
+    replicates (n_boot, runs, 4). `counts[t]` (n_boot, items of task t): how often each item of task t is drawn in
+    each replicate, one resample shared by every student and run; a bin's replicate reads the drawn items that
+    fall in it (a ratio: drawn item deltas over drawn items). The items of all tasks are pooled in a bin; a bin
+    without items is NaN."""
     runs = deltas[0].shape[0]
+    n_boot = counts[0].shape[0]
     sums = np.zeros((n_boot, runs, len(BIN_NAMES)))
+    drawn = np.zeros((n_boot, len(BIN_NAMES)))
     point_sums = np.zeros((runs, len(BIN_NAMES)))
     n = np.zeros(len(BIN_NAMES))
-    for d, b in zip(deltas, bins):
+    for d, b, c in zip(deltas, bins, counts):
         for k in range(len(BIN_NAMES)):
             idx = np.flatnonzero(b == k)
             if not len(idx):
                 continue
             sub = d[:, idx].astype(np.float64)
-            counts = rng.multinomial(len(idx), np.full(len(idx), 1.0 / len(idx)), size=n_boot).astype(np.float64)
-            sums[:, :, k] += counts @ sub.T
+            sums[:, :, k] += c[:, idx] @ sub.T
+            drawn[:, k] += c[:, idx].sum(1)
             point_sums[:, k] += sub.sum(1)
             n[k] += len(idx)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return point_sums / n, sums / n, n
+        return point_sums / n, sums / drawn[:, None, :], n
 
 
-def _group_means(runs: pd.DataFrame, point: np.ndarray, boot: np.ndarray, rng: np.random.Generator) -> dict:
+def _group_means(runs: pd.DataFrame, point: np.ndarray, boot: np.ndarray, rng: np.random.Generator,
+                 picks: dict) -> dict:
     """Per (student, group): the mean over source x temperature cells of the mean over seeds, per bin, as a point
     (4,) and replicates (n_boot, 4), the seeds of each cell resampled (one draw for all four bins, so bins stay
     paired). Like `verdicts.cell_means`, with a bin axis."""
@@ -111,10 +117,13 @@ def _group_means(runs: pd.DataFrame, point: np.ndarray, boot: np.ndarray, rng: n
     rows = np.arange(n_boot)[:, None]
     for key, g in runs.groupby(["student", "group"], sort=True):
         est, reps = [], []
-        for _, cell in g.groupby(["source", "temperature"], sort=True, dropna=False):
-            idx = cell.index.to_numpy()
-            pick = idx[rng.integers(0, len(idx), (n_boot, len(idx)))]
-            reps.append(boot[rows, pick].mean(1))
+        for (source, t), cell in g.groupby(["source", "temperature"], sort=True, dropna=False):
+            idx = cell.sort_values("seed").index.to_numpy()
+            shared = (source, -1.0 if t != t else t, len(idx))  # one seed draw per corpus, for every student
+            if shared not in picks:
+                picks[shared] = rng.integers(0, len(idx), (n_boot, len(idx)))
+            all_seeds = boot[:, idx].mean(1)
+            reps.append(_inflated(all_seeds, boot[rows, idx[picks[shared]]].mean(1), len(idx)))
             est.append(point[idx].mean(0))
         out[key] = (np.mean(est, axis=0), np.mean(reps, axis=0), len(g))
     return out
@@ -182,6 +191,12 @@ def resurfacing(runs: pd.DataFrame, item_deltas: list[np.ndarray], base_test_mar
     students = sorted(used["student"].unique())
     rng = np.random.default_rng(th.seed)
     n_boot, alpha = th.bootstrap, th.alpha
+    # one resample of each task's items for every student and run, one seed draw per corpus, one student draw
+    counts = [rng.multinomial(d.shape[1], np.full(d.shape[1], 1.0 / d.shape[1]), size=n_boot).astype(np.float64)
+              for d in item_deltas]
+    picks: dict = {}
+    student_draw = (rng.multinomial(len(students), np.full(len(students), 1.0 / len(students)), size=n_boot)
+                    .astype(np.float64) if students else np.zeros((n_boot, 0)))
 
     edges, bin_counts, groups = {}, [], {}
     for s in students:
@@ -202,9 +217,9 @@ def resurfacing(runs: pd.DataFrame, item_deltas: list[np.ndarray], base_test_mar
                             "n_test": int((b == i).sum())} for i, k in enumerate(BIN_NAMES)]
         r = used[used["student"] == s]
         idx = r.index.to_numpy()
-        point, boot, n_items = _binned_scores([d[idx] for d in item_deltas], bins, n_boot, rng)
+        point, boot, n_items = _binned_scores([d[idx] for d in item_deltas], bins, counts)
         local = r.reset_index(drop=True)
-        for (st, grp), (est, reps, k) in _group_means(local, point, boot, rng).items():
+        for (st, grp), (est, reps, k) in _group_means(local, point, boot, rng, picks).items():
             groups[(st, grp)] = {"est": est, "boot": reps, "n_runs": k, "n_items": n_items}
 
     # per student: the controls' mean and each relation's excess over it
@@ -218,20 +233,30 @@ def resurfacing(runs: pd.DataFrame, item_deltas: list[np.ndarray], base_test_mar
                 v["excess_est"] = v["est"] - np.mean([c["est"] for c in ctrl], axis=0)
                 v["excess_boot"] = v["boot"] - np.mean([c["boot"] for c in ctrl], axis=0)
         per_scope[s] = mine
+    def over_students(names: list[str], reps: list[np.ndarray]) -> np.ndarray:
+        """(n_boot, 4): the students' replicates averaged with the shared student draw, inflated for their number."""
+        x = np.array(reps)                                               # (students, n_boot, 4)
+        w = student_draw[:, [students.index(n) for n in names]].T[:, :, None] * np.isfinite(x)
+        plain = np.nanmean(x, axis=0)
+        total = w.sum(0)
+        weighted = np.where(total > 0, np.nansum(w * np.nan_to_num(x), axis=0) / np.where(total > 0, total, 1), plain)
+        return _inflated(plain, weighted, len(names))
+
     pooled = {}
     for g in GROUPS:
-        got = [per_scope[s][g] for s in students if g in per_scope[s]]
+        names = [s for s in students if g in per_scope[s]]
+        got = [per_scope[s][g] for s in names]
         if not got:
             continue
         with warnings.catch_warnings():  # a bin empty for every student: 'Mean of empty slice', the NaN is meant
             warnings.simplefilter("ignore", RuntimeWarning)
             v = {"est": np.nanmean([x["est"] for x in got], axis=0),
-                 "boot": np.nanmean([x["boot"] for x in got], axis=0),
+                 "boot": over_students(names, [x["boot"] for x in got]),
                  "n_runs": sum(x["n_runs"] for x in got), "n_items": np.sum([x["n_items"] for x in got], axis=0)}
-            ex = [x for x in got if "excess_est" in x]
+            ex = [(n, x) for n, x in zip(names, got) if "excess_est" in x]
             if ex:
-                v["excess_est"] = np.nanmean([x["excess_est"] for x in ex], axis=0)
-                v["excess_boot"] = np.nanmean([x["excess_boot"] for x in ex], axis=0)
+                v["excess_est"] = np.nanmean([x["excess_est"] for _, x in ex], axis=0)
+                v["excess_boot"] = over_students([n for n, _ in ex], [x["excess_boot"] for _, x in ex])
         pooled[g] = v
     per_scope["pooled"] = pooled
 

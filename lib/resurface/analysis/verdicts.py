@@ -28,8 +28,11 @@ import pandas as pd
 
 COMPARISON_RULE = (
     "Each comparison is a difference of means with one-sided bounds at level alpha / m (Bonferroni over the m "
-    "comparisons of one verdict), from a hierarchical bootstrap that resamples benchmark items (shared by all "
-    "runs, so comparisons stay paired) and seeds (within each student x source x temperature cell). The minimum "
+    "comparisons of one verdict), from a hierarchical bootstrap that resamples every level the claim generalises "
+    "over, each draw shared wherever the thing drawn is shared: benchmark items (one resample for every run, so "
+    "comparisons stay paired), the seeds of each corpus (one draw for every student fine-tuned on it), the sources "
+    "of each relation (one draw of source weights for every student) and the students (one draw for every "
+    "relation); each level's resampled deviation is scaled by sqrt(n / (n - 1)) for its n units. The minimum "
     "detectable effect is MDE = (z[1 - alpha/m] + z[power]) x bootstrap SE. A claim `A > B` HOLDS when the lower "
     "bound of A - B is above 0; it FAILS on a significant reversal (the upper bound below 0), or when the data "
     "rule out an effect that matters with the power to see one (the upper bound below the smallest effect of "
@@ -50,9 +53,9 @@ TRANSFER_RULE = (
     "members; its weaker checkpoints are reported per strength and never pooled into a comparison); "
     "stronger_different; cross_family. A source whose label fails its zoo check for a student leaves that "
     "student's verdict. Four comparisons (m = 4): (1) self-training helps: self > 0; (2) self >= same_lineage; "
-    "(3) same_lineage > stronger_different at matched strength: estimable only where the two relations' "
-    "strength ranges overlap (held-out bits/byte of source minus student: the strongest same-lineage source at "
-    "least as strong as the weakest stronger-different one, for every student); (4) cross-family is lowest: "
+    "(3) same_lineage > stronger_different at matched strength: per student, only the sources of the two "
+    "relations whose strength (held-out bits/byte of source minus student) lies inside the range both relations "
+    "cover; not estimable when the ranges do not overlap for every student; (4) cross-family is lowest: "
     "min(self, same_lineage, stronger_different) > cross_family. `supported` when all four hold; `not supported` "
     "when any fails (a failed part refutes the conjunction, whatever a missing comparison would show); "
     "`inconclusive` otherwise, including when a comparison is not estimable. Preconditions, each making the "
@@ -71,7 +74,10 @@ INSTRUMENT_RULE = (
     "bound at level alpha / 2 (Bonferroni over the two controls), from the hierarchical bootstrap of "
     "COMPARISON_RULE, above 0. If either control does not, the measurement has not been shown to register the "
     "gain of real data at this budget: findings 1 and 2 are `inconclusive` (never `not supported`), and their "
-    "comparisons are reported as measured. A secondary outcome (the proper score) is read only through its own "
+    "comparisons are reported as measured. Where both controls pass but either one's lower bound stays below "
+    "the SESOI, the instrument has not shown it could register an effect of that size: no comparison may then "
+    "fail because the data rule out the SESOI, nor hold by non-inferiority (both become inconclusive; a "
+    "significant reversal still fails). A secondary outcome (the proper score) is read only through its own "
     "instrument check, the same rule on that outcome.")
 
 HEADLINE_RULE = (
@@ -88,8 +94,11 @@ ROBUSTNESS_RULE = (
     "and on each sampling seed alone (that seed's corpora and fine-tunings; items still resampled). A variant's "
     "verdict combines its comparisons as TRANSFER_RULE does, a comparison the variant cannot estimate keeping "
     "its outcome on all the runs (leaving a source out may remove a design cell, which is no evidence about the "
-    "effect). A verdict that any variant changes is reported as `inconclusive (fragile)`, naming the variants; "
-    "the table lists every variant's verdict and comparisons.")
+    "effect). A variant CHANGES the verdict when it reaches the other definite verdict (supported against not "
+    "supported) or reverses a comparison (holds against fails); a variant that only loses power (turns a "
+    "comparison or the verdict inconclusive) is listed, not counted. A verdict that any variant changes is "
+    "reported as `inconclusive (fragile)`, naming the variants; the table lists every variant's verdict and "
+    "comparisons.")
 
 PROXY_RULE = (
     "Finding 2. One point per (student, source, temperature): the delta averaged over seeds, against each "
@@ -102,11 +111,12 @@ PROXY_RULE = (
     "bootstrap that resamples corpora, each with all its points (a source and a temperature give one corpus, "
     "shared by every student), at level 1 - alpha/k for each of the k primary scores (Bonferroni) and 1 - alpha "
     "for a secondary one. A score PREDICTS when its CI lies entirely above +rho0 or below -rho0; it FAILS TO "
-    "PREDICT when its CI lies inside (-rho0, +rho0) (equivalence) and there are at least N_needed points; it is "
-    "INCONCLUSIVE otherwise. N_needed is the fewest points n for which, at rho = 0, the Fisher-z interval "
+    "PREDICT when its CI lies inside (-rho0, +rho0) (equivalence) and there are at least N_needed corpora; it is "
+    "INCONCLUSIVE otherwise. Points that share a corpus are not independent, so the counts below are of corpora "
+    "(n), not points: N_needed is the fewest corpora n for which, at rho = 0, the Fisher-z interval "
     "tanh(+-z[1 - a/2] / sqrt(n - 3 - c)) at the score's level 1 - a lies inside (-rho0, +rho0): with fewer "
-    "points equivalence is unreachable, and the score is reported as such. MDE = tanh((z[1 - a/2] + z[power]) / "
-    "sqrt(n - 3 - c)). rho0 is stated in params. `supported` when every primary score fails to predict; `not "
+    "corpora equivalence is unreachable, and the score is reported as such. MDE = tanh((z[1 - a/2] + z[power]) "
+    "/ sqrt(n - 3 - c)). rho0 is stated in params. `supported` when every primary score fails to predict; `not "
     "supported` when any primary score predicts; `inconclusive` otherwise; the reason is stated. If finding 1's "
     "instrument check fails (INSTRUMENT_RULE: the positive controls did not register the gain of real data at "
     "this budget), the verdict is `inconclusive`: the benchmark could not have seen a corpus that helps.")
@@ -280,6 +290,71 @@ def cell_means(runs: pd.DataFrame, scores: np.ndarray, point: np.ndarray, group:
     return out
 
 
+def _inflated(center: np.ndarray, resampled: np.ndarray, n: int) -> np.ndarray:
+    """A bootstrap of n units underestimates the variance of their mean by (n - 1) / n: scale the resampled
+    deviation back up (no variation at all from a single unit)."""
+    return center + (np.sqrt(n / (n - 1)) if n > 1 else 0.0) * (resampled - center)
+
+
+def hierarchical_means(runs: pd.DataFrame, scores: np.ndarray, point: np.ndarray, by: list[str],
+                       rng: np.random.Generator) -> tuple[dict, dict, dict]:
+    """Means per (student, *by) and pooled over students, with bootstrap replicates that resample every level
+    the verdicts generalise over, each draw shared wherever the thing drawn is shared:
+
+    - items: already in `scores` (n_boot, runs), one resample for every run;
+    - seeds within a corpus (source, temperature): one draw per corpus, used by every student fine-tuned on it;
+    - sources within a group: one draw of source weights per group (e.g. relation), used by every student;
+    - students: one draw of student weights, used by every group.
+    Each level's resampled deviation is scaled by sqrt(n / (n - 1)) (n: its units), so two seeds or three
+    sources do not pass for a precise mean. Returns (cells keyed (student, source, temperature), groups keyed
+    (student, *by), pooled keyed (*by,)), each value (point estimate, replicates)."""
+    n_boot = scores.shape[0]
+    r = runs.assign(_t=runs["temperature"].fillna(-1.0))
+    # seeds: one draw per corpus and number of seeds
+    picks = {}
+    cells = {}
+    for (student, source, t), g in r.groupby(["student", "source", "_t"], sort=True):
+        idx = g.sort_values("seed").index.to_numpy()
+        key = (source, t, len(idx))
+        if key not in picks:
+            picks[key] = rng.integers(0, len(idx), (n_boot, len(idx)))
+        items = scores[:, idx].mean(1)
+        drawn = np.take_along_axis(scores[:, idx], picks[key], axis=1).mean(1)
+        cells[(student, source, t)] = (float(point[idx].mean()), _inflated(items, drawn, len(idx)))
+    # sources within each group: one weight draw per group, over the union of its sources
+    groups = {}
+    src_weights = {}
+    for key, g in r.groupby(["student", *by], sort=True):
+        rest = tuple(key[1:])
+        strata = sorted({(s, t) for s, t in zip(g["source"], g["_t"])})
+        names = sorted({s for s, _ in strata})
+        if rest not in src_weights:
+            union = sorted(r.loc[(r[by] == pd.Series(rest, index=by)).all(axis=1), "source"].unique())
+            w = rng.multinomial(len(union), np.full(len(union), 1 / len(union)), size=n_boot).astype(float)
+            src_weights[rest] = dict(zip(union, w.T))
+        reps = np.array([cells[(key[0], s, t)][1] for s, t in strata])          # (strata, n_boot)
+        w = np.array([src_weights[rest][s] for s, _ in strata])                 # (strata, n_boot)
+        plain = reps.mean(0)
+        total = w.sum(0)
+        weighted = np.where(total > 0, (w * reps).sum(0) / np.where(total > 0, total, 1.0), plain)
+        est = float(np.mean([cells[(key[0], s, t)][0] for s, t in strata]))
+        groups[key] = (est, _inflated(plain, weighted, len(names)))
+    # students: one weight draw, shared by every group; pooled only over groups every student has
+    students = sorted(r["student"].unique())
+    sw = rng.multinomial(len(students), np.full(len(students), 1 / len(students)), size=n_boot).astype(float).T
+    pooled = {}
+    for rest in sorted({k[1:] for k in groups}):
+        got = [groups.get((s, *rest)) for s in students]
+        if any(v is None for v in got):
+            continue
+        reps = np.array([v[1] for v in got])
+        plain = reps.mean(0)
+        total = sw.sum(0)
+        weighted = (sw * reps).sum(0) / total
+        pooled[rest] = (float(np.mean([v[0] for v in got])), _inflated(plain, weighted, len(students)))
+    return cells, groups, pooled
+
+
 # ------------------------------------------------------------------ finding 1
 
 RELATIONS = ("self", "same_lineage", "stronger_different", "cross_family")
@@ -290,43 +365,54 @@ WEAKER = ("weaker", "checkpoint")  # same-lineage sources weaker than the studen
 
 
 def bootstrap_runs(deltas_by_task: list[np.ndarray], th: Thresholds) -> tuple[np.ndarray, np.ndarray, np.random.Generator]:
-    """(replicates (n_boot, runs), point estimates (runs,), the generator for the seed resampling that follows)."""
+    """(replicates (n_boot, runs), point estimates (runs,), the generator for the draws that follow)."""
     rng = np.random.default_rng(th.seed)
     scores = item_resampled_scores(deltas_by_task, th.bootstrap, rng)
     return scores, np.mean([d.mean(1) for d in deltas_by_task], axis=0), rng
 
 
-def strength_overlap(runs: pd.DataFrame) -> tuple[bool, str]:
-    """TRANSFER_RULE, comparison 3: do same-lineage and stronger-different sources overlap in strength for every
-    student? `runs`: the verdict's runs with gap_bpb (source minus student held-out bits/byte; lower = stronger)."""
+def matched_strength(runs: pd.DataFrame) -> tuple[pd.Series, str]:
+    """TRANSFER_RULE, comparison 3: per student, the same-lineage and stronger-different sources whose strength
+    (gap_bpb: source minus student held-out bits/byte, lower = stronger) lies inside the range both relations
+    cover. Returns (a boolean mask over `runs`, why not estimable: empty when every student has both sides)."""
+    mask = pd.Series(False, index=runs.index)
     for s, g in runs.groupby("student", sort=True):
-        same = g.loc[g["relation"] == "same_lineage", "gap_bpb"].dropna()
-        other = g.loc[g["relation"] == "stronger_different", "gap_bpb"].dropna()
-        if same.empty or other.empty:
-            return False, f"{s} lacks a same-lineage or a stronger-different source"
-        if same.min() > other.max():
-            return False, (f"strengths do not overlap for {s}: its strongest same-lineage source is "
-                           f"{same.min():+.3f} bits/byte from it, its weakest stronger-different one {other.max():+.3f}")
-    return True, "strength ranges overlap"
+        same = g[g["relation"] == "same_lineage"]
+        other = g[g["relation"] == "stronger_different"]
+        if same["gap_bpb"].dropna().empty or other["gap_bpb"].dropna().empty:
+            return mask, f"{s} lacks a same-lineage or a stronger-different source"
+        lo = max(same["gap_bpb"].min(), other["gap_bpb"].min())
+        hi = min(same["gap_bpb"].max(), other["gap_bpb"].max())
+        if lo > hi:
+            return mask, (f"strengths do not overlap for {s}: same lineage spans [{same['gap_bpb'].min():+.3f}, "
+                          f"{same['gap_bpb'].max():+.3f}] bits/byte, stronger-different "
+                          f"[{other['gap_bpb'].min():+.3f}, {other['gap_bpb'].max():+.3f}]")
+        inside = g["relation"].isin(["same_lineage", "stronger_different"]) & g["gap_bpb"].between(lo, hi)
+        mask[g.index[inside]] = True
+    return mask, ""
 
 
 def _finding1_comparisons(means: dict[str, tuple[float, np.ndarray]], th: Thresholds,
-                          matched: tuple[bool, str] = (True, "")) -> dict:
+                          matched: dict[str, tuple[float, np.ndarray]] | None = None, unmatched_why: str = "",
+                          registers_sesoi: bool = True) -> dict:
+    """The four comparisons. `matched`: same_lineage and stronger_different restricted to their common strength
+    range (comparison 3). `registers_sesoi`: whether the controls gained at least the SESOI (INSTRUMENT_RULE);
+    if not, no comparison may fail for lack of an effect, nor hold by non-inferiority."""
     m = len(FINDING1_COMPARISONS)
     a = th.alpha / m
 
-    def compare(x: str, y: str | None, kind: str) -> dict:
-        if x not in means or (y is not None and y not in means):
-            missing = [r for r in (x, y) if r is not None and r not in means]
+    def compare(table: dict, x: str, y: str | None, kind: str) -> dict:
+        if x not in table or (y is not None and y not in table):
+            missing = [r for r in (x, y) if r is not None and r not in table]
             return not_estimable(f"no runs of {', '.join(missing)}")
-        ex, bx = means[x]
-        ey, by = means[y] if y is not None else (0.0, 0.0)
+        ex, bx = table[x]
+        ey, by = table[y] if y is not None else (0.0, 0.0)
         return judge(ex - ey, bx - by, kind, th.sesoi, a, th.power)
 
-    out = {"self_training_helps": compare("self", None, "greater"),
-           "self_at_least_same_lineage": compare("self", "same_lineage", "noninferior"),
-           "same_lineage_beats_stronger_different": (compare("same_lineage", "stronger_different", "greater")
-                                                     if matched[0] else not_estimable(matched[1]))}
+    out = {"self_training_helps": compare(means, "self", None, "greater"),
+           "self_at_least_same_lineage": compare(means, "self", "same_lineage", "noninferior"),
+           "same_lineage_beats_stronger_different": (compare(matched, "same_lineage", "stronger_different", "greater")
+                                                     if matched is not None else not_estimable(unmatched_why))}
     others = ("self", "same_lineage", "stronger_different")
     if "cross_family" in means and all(r in means for r in others):
         est = min(means[r][0] for r in others) - means["cross_family"][0]
@@ -334,131 +420,156 @@ def _finding1_comparisons(means: dict[str, tuple[float, np.ndarray]], th: Thresh
         out["cross_family_lowest"] = judge(est, boot, "greater", th.sesoi, a, th.power)
     else:
         out["cross_family_lowest"] = not_estimable("needs self, same_lineage, stronger_different and cross_family")
+    if not registers_sesoi:
+        for k, c in out.items():
+            absent = c["outcome"] == "fails" and c["why"] == "the data rule out an effect of the SESOI"
+            vacuous = c["outcome"] == "holds" and k == "self_at_least_same_lineage"
+            if absent or vacuous:
+                out[k] = {**c, "outcome": "inconclusive", "outcome_before_instrument": c["outcome"],
+                          "why": "the positive controls did not gain the SESOI (INSTRUMENT_RULE)"}
     return out
 
 
-def _summary_rows(cells: dict, keep: pd.DataFrame, group: list[str]) -> list[dict]:
+def _summary_rows(groups: dict, pooled: dict, runs: pd.DataFrame, by: list[str]) -> list[dict]:
     q = (1 - 0.95) / 2
     rows = []
-    for key, (est, boot) in sorted(cells.items(), key=lambda kv: str(kv[0])):
-        sel = np.logical_and.reduce([keep[c] == k for c, k in zip(group, key)])
-        rows.append({**dict(zip(group, key)), "mean": est, "ci_low": float(np.quantile(boot, q)),
-                     "ci_high": float(np.quantile(boot, 1 - q)), "se": float(boot.std(ddof=1)),
-                     "n_runs": int(sel.sum()), "n_sources": int(keep.loc[sel, "source"].nunique())})
+    for scope, table in (("student", groups), ("pooled", pooled)):
+        for key, (est, boot) in sorted(table.items(), key=lambda kv: str(kv[0])):
+            names = ["student", *by] if scope == "student" else by
+            sel = np.logical_and.reduce([runs[c] == k for c, k in zip(names, key)])
+            row = dict(zip(names, key)) if scope == "student" else {"student": "pooled", **dict(zip(names, key))}
+            rows.append({**row, "mean": est, "ci_low": float(np.quantile(boot, q)),
+                         "ci_high": float(np.quantile(boot, 1 - q)), "se": float(boot.std(ddof=1)),
+                         "n_runs": int(sel.sum()), "n_sources": int(runs.loc[sel, "source"].nunique())})
     return rows
 
 
-def _pooled(cells: dict, students: list[str], key_rest: tuple) -> tuple[float, np.ndarray] | None:
-    got = [cells[(s, *key_rest)] for s in students if (s, *key_rest) in cells]
-    if got and len(got) == len(students):  # pooled only over students that all have it
-        return float(np.mean([g[0] for g in got])), np.mean([g[1] for g in got], axis=0)
-    return None
-
-
 def transfer_verdict(runs: pd.DataFrame, deltas_by_task: list[np.ndarray], th: Thresholds,
-                     strength_gap: np.ndarray | None = None, temperature: float = 1.0) -> dict:
+                     strength_gap: np.ndarray | None = None, temperature: float = 1.0,
+                     registers_sesoi: bool = True) -> dict:
     """Apply TRANSFER_RULE's comparisons (the preconditions are `finding1_verdict`'s).
 
     `runs`: one row per fine-tuning run (index 0..R-1) with student, relation, strength, source, temperature,
     seed and a boolean `in_verdict` (False for runs whose label failed its zoo check, and for the controls).
     `deltas_by_task`: per headline task, the (R, items) per-item deltas. `strength_gap`: per run, source minus
-    student held-out bits/byte (NaN for the controls). Only runs at `temperature` enter."""
+    student held-out bits/byte (NaN for the controls). Only runs at `temperature` enter. `registers_sesoi`: the
+    instrument check's word on whether the controls gained the SESOI."""
     runs = runs.reset_index(drop=True)
     if strength_gap is not None:
         runs = runs.assign(gap_bpb=np.asarray(strength_gap, float))
     scores, point, rng = bootstrap_runs(deltas_by_task, th)
     at_t = runs["in_verdict"] & runs["relation"].isin(RELATIONS) & np.isclose(runs["temperature"], temperature)
     keep = runs[at_t & ~runs["strength"].isin(WEAKER)]
-    cells = cell_means(keep, scores, point, ["student", "relation"], ["source", "temperature"], rng)
+    cells, groups, pooled_groups = hierarchical_means(keep, scores, point, ["relation"], rng)
     students = sorted(keep["student"].unique())
+    if "gap_bpb" in keep:
+        inside, unmatched_why = matched_strength(keep)
+    else:
+        inside, unmatched_why = pd.Series(False, index=keep.index), "no source strengths given"
+    matched_pooled, matched_groups = None, {}
+    if not unmatched_why:
+        _, matched_groups, matched_pooled_ = hierarchical_means(keep[inside], scores, point, ["relation"], rng)
+        matched_pooled = {k[0]: v for k, v in matched_pooled_.items()}
     per_student = {}
     for s in students:
-        means = {rel: v for (st, rel), v in cells.items() if st == s}
-        matched = strength_overlap(keep[keep["student"] == s]) if "gap_bpb" in keep else (False, "no strengths")
-        comps = _finding1_comparisons(means, th, matched)
+        means = {k[1]: v for k, v in groups.items() if k[0] == s}
+        mine = {k[1]: v for k, v in matched_groups.items() if k[0] == s} if matched_pooled is not None else None
+        comps = _finding1_comparisons(means, th, mine, unmatched_why, registers_sesoi)
         per_student[s] = {"comparisons": comps, "verdict": combine([c["outcome"] for c in comps.values()])}
-    pooled_means = {rel: p for rel in RELATIONS if (p := _pooled(cells, students, (rel,))) is not None}
-    matched = strength_overlap(keep) if "gap_bpb" in keep else (False, "no strengths")
-    pooled = _finding1_comparisons(pooled_means, th, matched)
-    summary = _summary_rows(cells, keep, ["student", "relation"])
-    summary += [{**r, "student": "pooled"} for r in _summary_rows(
-        {(rel,): v for rel, v in pooled_means.items()}, keep, ["relation"])]
-    # per strength, the weaker checkpoints included: what each kind of same-lineage source does on its own
+    pooled_means = {k[0]: v for k, v in pooled_groups.items()}
+    pooled = _finding1_comparisons(pooled_means, th, matched_pooled, unmatched_why, registers_sesoi)
+    summary = _summary_rows(groups, pooled_groups, keep, ["relation"])
+    # per strength, the weaker checkpoints included: what each kind of source does on its own
     everything = runs[at_t]
-    by_strength = cell_means(everything, scores, point, ["student", "relation", "strength"],
-                             ["source", "temperature"], rng)
-    strength_rows = _summary_rows(by_strength, everything, ["student", "relation", "strength"])
-    for rel, st in sorted({k[1:] for k in by_strength}):
-        if (p := _pooled(by_strength, students, (rel, st))) is not None:
-            strength_rows += [{**r, "student": "pooled"} for r in _summary_rows(
-                {(rel, st): p}, everything, ["relation", "strength"])]
+    _, by_strength, by_strength_pooled = hierarchical_means(everything, scores, point, ["relation", "strength"], rng)
     out = {"verdict": combine([c["outcome"] for c in pooled.values()]), "rule": TRANSFER_RULE,
            "comparison_rule": COMPARISON_RULE, "thresholds": th.__dict__, "temperature": temperature,
-           "pooled": pooled, "per_student": per_student, "per_relation": summary, "per_strength": strength_rows,
-           "strength_matched": {"estimable": matched[0], "why": matched[1]},
+           "pooled": pooled, "per_student": per_student, "per_relation": summary,
+           "per_strength": _summary_rows(by_strength, by_strength_pooled, everything, ["relation", "strength"]),
+           "strength_matched": {"estimable": not unmatched_why, "why": unmatched_why or "strength ranges overlap",
+                                "sources": sorted(keep.loc[inside, "source"].unique())},
            "ordering_observed": [r for r, _ in sorted(pooled_means.items(), key=lambda kv: -kv[1][0])],
            "ordering_claimed": list(RELATIONS)}
     if "gap_bpb" in runs:
-        out["beyond_strength"] = beyond_strength(runs[at_t], scores[:, at_t.to_numpy()], point[at_t.to_numpy()], th)
+        out["beyond_strength"] = beyond_strength(keep, cells, th)
     return out
 
 
-def beyond_strength(runs: pd.DataFrame, scores: np.ndarray, point: np.ndarray, th: Thresholds) -> dict:
-    """Delta ~ per-student intercepts + gap + own-lineage indicator, by least squares, per item resample.
-    Not estimable when the design is rank deficient or own-lineage and other sources do not overlap in
-    strength (the coefficient would be an extrapolation)."""
-    gap = runs["gap_bpb"].to_numpy(float)
-    sel = runs["relation"].isin(RELATIONS).to_numpy() & np.isfinite(gap)
-    r = runs[sel]
+def beyond_strength(runs: pd.DataFrame, cells: dict, th: Thresholds) -> dict:
+    """Delta ~ per-student intercepts + gap + own-lineage indicator, by least squares over (student, source) cells
+    (seeds averaged; replicates from the hierarchical bootstrap). Not estimable when the design is rank
+    deficient or own-lineage and other sources do not overlap in strength (the coefficient would extrapolate)."""
+    r = runs[runs["relation"].isin(RELATIONS) & runs["gap_bpb"].notna()]
+    r = r.assign(_t=r["temperature"].fillna(-1.0)).drop_duplicates(["student", "source", "_t"])
     own = r["relation"].isin(["self", "same_lineage"]).to_numpy()
     if len(r) < 6 or own.all() or not own.any():
-        return {"lineage_coefficient": not_estimable("needs own-lineage and other sources"), "n_runs": int(sel.sum())}
-    g = gap[sel]
+        return {"lineage_coefficient": not_estimable("needs own-lineage and other sources"), "n_cells": len(r)}
+    g = r["gap_bpb"].to_numpy(float)
     lo_own, hi_own, lo_other, hi_other = g[own].min(), g[own].max(), g[~own].min(), g[~own].max()
     if hi_own < lo_other or hi_other < lo_own:
         return {"lineage_coefficient": not_estimable(
             f"no overlap in strength: own lineage spans [{lo_own:+.3f}, {hi_own:+.3f}] bits/byte, other sources "
-            f"[{lo_other:+.3f}, {hi_other:+.3f}]"), "n_runs": int(sel.sum())}
+            f"[{lo_other:+.3f}, {hi_other:+.3f}]"), "n_cells": len(r)}
     students = sorted(r["student"].unique())
     x = np.column_stack([(r["student"] == s).to_numpy(float) for s in students] + [g, own.astype(float)])
     if np.linalg.matrix_rank(x) < x.shape[1]:
-        return {"lineage_coefficient": not_estimable("rank-deficient design"), "n_runs": int(sel.sum())}
+        return {"lineage_coefficient": not_estimable("rank-deficient design"), "n_cells": len(r)}
+    keys = list(zip(r["student"], r["source"], r["_t"]))
+    y = np.array([cells[k][0] for k in keys])
+    reps = np.array([cells[k][1] for k in keys])  # (cells, n_boot)
     pinv = np.linalg.pinv(x)
-    beta = pinv @ point[sel]
-    boot = (pinv @ scores[:, sel].T)  # (coefficients, n_boot)
+    beta, boot = pinv @ y, pinv @ reps
     return {"lineage_coefficient": judge(beta[-1], boot[-1], "greater", th.sesoi, th.alpha, th.power),
             "gap_slope_points_per_bpb": {"estimate": float(beta[-2]), "ci_low": float(np.quantile(boot[-2], 0.025)),
                                          "ci_high": float(np.quantile(boot[-2], 0.975))},
-            "n_runs": int(sel.sum())}
+            "n_cells": len(r)}
 
 
 def instrument_check(runs: pd.DataFrame, deltas_by_task: list[np.ndarray], th: Thresholds, unit: str = "points"
                      ) -> dict:
-    """Apply INSTRUMENT_RULE: does each positive control raise the TEST headline, pooled over students?"""
+    """Apply INSTRUMENT_RULE: does each positive control raise the TEST headline, pooled over students (and does
+    it gain the SESOI)?"""
     runs = runs.reset_index(drop=True)
     scores, point, rng = bootstrap_runs(deltas_by_task, th)
     ctrl = runs[runs["relation"].isin(CONTROLS)]
-    cells = cell_means(ctrl, scores, point, ["student", "relation"], ["source"], rng)
-    students = sorted(ctrl["student"].unique())
+    _, groups, pooled = hierarchical_means(ctrl, scores, point, ["relation"], rng) if len(ctrl) else ({}, {}, {})
     q = (1 - 0.95) / 2
+    a = th.alpha / len(CONTROLS)
     per_control = {}
     for c in CONTROLS:
-        pooled = _pooled(cells, students, (c,))
-        if pooled is None:
+        if (c,) not in pooled:
             per_control[c] = not_estimable(f"no {c} runs for every student")
             continue
-        j = judge(pooled[0], pooled[1], "greater", 0.0, th.alpha / len(CONTROLS), th.power)
-        per_control[c] = {**j, "ci_low": float(np.quantile(pooled[1], q)), "ci_high": float(np.quantile(pooled[1], 1 - q)),
-                          "per_student": {s: cells[(s, c)][0] for s in students if (s, c) in cells}}
+        est, boot = pooled[(c,)]
+        j = judge(est, boot, "greater", 0.0, a, th.power)
+        per_control[c] = {**j, "ci_low": float(np.quantile(boot, q)), "ci_high": float(np.quantile(boot, 1 - q)),
+                          "gains_sesoi": bool(j["outcome"] == "holds" and j["lower"] >= th.sesoi),
+                          "per_student": {k[0]: v[0] for k, v in groups.items() if k[1] == c}}
     passed = all(per_control[c]["outcome"] == "holds" for c in CONTROLS)
     why = "" if passed else ("the instrument did not detect the gain of real data at this budget: "
                              + "; ".join(f"{c} {v['estimate']:+.3g} {unit}, one-sided lower bound {v['lower']:+.3g}"
                                          for c, v in per_control.items()))
-    return {"rule": INSTRUMENT_RULE, "passed": passed, "why": why, "controls": per_control}
+    return {"rule": INSTRUMENT_RULE, "passed": passed, "why": why, "controls": per_control,
+            "registers_sesoi": bool(passed and all(v.get("gains_sesoi") for v in per_control.values()))}
 
 
-def robustness(runs: pd.DataFrame, deltas_by_task: list[np.ndarray], th: Thresholds, temperature: float = 1.0
-               ) -> pd.DataFrame:
+DEFINITE = ("supported", "not supported")
+
+
+def variant_changes(full: dict, variant: dict) -> tuple[str, bool, list[str]]:
+    """ROBUSTNESS_RULE for one variant: (its verdict, whether it changes the full verdict, the comparisons it
+    reverses). A comparison the variant cannot estimate keeps its full-data outcome; a variant that only loses
+    power (a definite verdict turning inconclusive) is no evidence against it."""
+    kept = [c["outcome"] if c["outcome"] != NOT_ESTIMABLE else full["pooled"][k]["outcome"]
+            for k, c in variant["pooled"].items()]
+    reversed_ = [k for k, c in variant["pooled"].items() if {c["outcome"], full["pooled"][k]["outcome"]} == {"holds", "fails"}]
+    verdict = combine(kept)
+    flips = verdict in DEFINITE and full["verdict"] in DEFINITE and verdict != full["verdict"]
+    return verdict, bool(flips or reversed_), reversed_
+
+
+def robustness(runs: pd.DataFrame, deltas_by_task: list[np.ndarray], th: Thresholds, temperature: float = 1.0,
+               registers_sesoi: bool = True) -> pd.DataFrame:
     """ROBUSTNESS_RULE: the pooled verdict with each source left out, each student left out, each seed alone."""
     runs = runs.reset_index(drop=True)
     gap = runs["gap_bpb"].to_numpy(float) if "gap_bpb" in runs else None
@@ -474,11 +585,11 @@ def robustness(runs: pd.DataFrame, deltas_by_task: list[np.ndarray], th: Thresho
     rows, full = [], None
     for name, sel in variants:
         v = transfer_verdict(runs[sel], [d[sel] for d in deltas_by_task], th,
-                             None if gap is None else gap[sel], temperature)
+                             None if gap is None else gap[sel], temperature, registers_sesoi)
         full = full or v
-        kept = [c["outcome"] if c["outcome"] != NOT_ESTIMABLE else full["pooled"][k]["outcome"]
-                for k, c in v["pooled"].items()]
-        rows.append({"variant": name, "verdict": combine(kept), "runs": int(sel.sum()),
+        verdict, changes, reversed_ = variant_changes(full, v)
+        rows.append({"variant": name, "verdict": verdict, "runs": int(sel.sum()), "changes_it": changes,
+                     "reversed": ", ".join(reversed_),
                      **{k: f"{c['outcome']} ({c['estimate']:+.2f} [{c['lower']:+.2f}, {c['upper']:+.2f}])"
                         for k, c in v["pooled"].items()}})
     return pd.DataFrame(rows)
@@ -494,7 +605,7 @@ def finding1_verdict(verdict: dict, instrument: dict, headline_ok: bool, headlin
         why.append(headline_why)
     fragile = []
     if robust is not None and len(robust):
-        fragile = robust.loc[robust["verdict"] != verdict["verdict"], "variant"].tolist()
+        fragile = robust.loc[robust["changes_it"], "variant"].tolist()
     final = verdict["verdict"]
     if why:
         final = "inconclusive"
@@ -540,7 +651,7 @@ PROXY_ROLES = ("primary", "secondary")
 
 
 def equivalence_points(level: float, rho0: float, n_covariates: int) -> int:
-    """PROXY_RULE's N_needed: the fewest points n for which, at rho = 0, the Fisher-z interval at `level`,
+    """PROXY_RULE's N_needed: the fewest corpora n for which, at rho = 0, the Fisher-z interval at `level`,
     tanh(+-z[1 - a/2] / sqrt(n - 3 - c)), lies inside (-rho0, +rho0). With fewer, no data can show equivalence."""
     z = _z(1 - (1 - level) / 2)
     dof = int(np.floor((z / np.arctanh(rho0)) ** 2)) + 1  # the smallest dof with z / sqrt(dof) < atanh(rho0)
@@ -575,10 +686,11 @@ def proxy_association(points: pd.DataFrame, score: str, outcome: str, covariates
     cov = _dummies(d, covariates)
     members = _clusters(d, clusters)
     q = (1 - level) / 2
+    n_eff = len(members)  # independent units: corpora, not the points that share them
     n_needed = equivalence_points(level, th.proxy_rho0, cov.shape[1])
-    mde = correlation_mde(level, th.power, n, cov.shape[1])  # detectable with the stated power
-    out = {"n": n, "n_clusters": len(members), "level": level, "rho": float("nan"), "ci_low": float("nan"),
-           "ci_high": float("nan"), "mde": mde, "n_needed": n_needed, "equivalence_reachable": n >= n_needed}
+    mde = correlation_mde(level, th.power, n_eff, cov.shape[1])  # detectable with the stated power
+    out = {"n": n, "n_clusters": n_eff, "level": level, "rho": float("nan"), "ci_low": float("nan"),
+           "ci_high": float("nan"), "mde": mde, "n_needed": n_needed, "equivalence_reachable": n_eff >= n_needed}
     if n < 6:
         return {**out, "outcome": "inconclusive", "why": f"only {n} points"}
     x, y = d[score].to_numpy(float), d[outcome].to_numpy(float)
@@ -598,8 +710,8 @@ def proxy_association(points: pd.DataFrame, score: str, outcome: str, covariates
     r0 = th.proxy_rho0
     if lo > r0 or hi < -r0:
         outcome_, why = "predicts", f"its CI lies beyond +-{r0:g}"
-    elif n < n_needed:
-        outcome_, why = "inconclusive", f"equivalence unreachable with {n} points: it needs {n_needed}"
+    elif n_eff < n_needed:
+        outcome_, why = "inconclusive", f"equivalence unreachable with {n_eff} corpora: it needs {n_needed}"
     elif -r0 < lo and hi < r0:
         outcome_, why = "fails to predict", f"its CI lies inside (-{r0:g}, +{r0:g})"
     else:
@@ -830,8 +942,8 @@ MEMORIZATION_RULE = (
     "source, so comparisons stay paired) and, within each temperature, the seeds. Capability: the headline "
     "delta on the TEST items of finding 1, items and seeds resampled; non-inferior when its one-sided lower "
     "bound is above -margin (analysis.noninferiority_points), inferior when its upper bound is below -margin. "
-    "Verdict on `self`, per measure: `supported` when the drop's point estimate is at least 0.95 and capability "
-    "is non-inferior; `not supported` when the drop's upper bound is below 0.95 or capability is inferior; "
+    "Verdict on `self`, per measure: `supported` when the drop's one-sided lower bound (level alpha) is at least "
+    "0.95 and capability is non-inferior; `not supported` when the drop's upper bound is below 0.95 or capability is inferior; "
     "`inconclusive` otherwise. Preconditions, each making a verdict `inconclusive`: something to forget (at "
     "least memorization.min_memorized memorized held-out sequences for extraction; a before level with its "
     "lower 95 % bound above 0 for the advantage) and the validity gate (the share of the model's own BOS-sample "
@@ -910,6 +1022,7 @@ def memorization_verdict(values: pd.DataFrame, column: str, capability: dict, n_
             "relative_drop": float(drop),
             "drop_ci": [float(np.quantile(dboot, q)), float(np.quantile(dboot, 1 - q))] if ok else [np.nan] * 2,
             "drop_upper": float(np.quantile(dboot, 1 - th.alpha)) if ok else float("nan"),
+            "drop_lower": float(np.quantile(dboot, th.alpha)) if ok else float("nan"),
             "drop_mde": float(z * dboot.std(ddof=1)) if ok else float("nan"), "capability": cap_j,
             "capability_ci": ([float(np.quantile(cap[1], q)), float(np.quantile(cap[1], 1 - q))]
                               if cap is not None else [float("nan")] * 2)}
@@ -927,7 +1040,7 @@ def memorization_verdict(values: pd.DataFrame, column: str, capability: dict, n_
         why.append("no self-training runs")
     elif not why:
         cap = s["capability"]["outcome"]
-        if s["relative_drop"] >= target and cap == "holds":
+        if s["drop_lower"] >= target and cap == "holds":
             verdict = "supported"
         elif s["drop_upper"] < target or cap == "fails":
             verdict = "not supported"

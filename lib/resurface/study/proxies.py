@@ -78,7 +78,7 @@ CLUSTERS = ["source", "temperature"]  # one corpus, shared by every student: the
 
 def design(cfg, runs) -> dict:
     """What the rule can conclude before any score is seen: the points and corpora the runs give, the covariate
-    columns partialled out (c), and per role the CI level, N_needed (the points equivalence needs) and the MDE."""
+    columns partialled out (c), and per role the CI level, N_needed (the corpora equivalence needs) and the MDE."""
     a = cfg.analysis
     synth = runs[~runs["relation"].isin(["real_text", "replay"])]
     points = synth.drop_duplicates(["student", "source", "relation", "temperature"])
@@ -86,23 +86,27 @@ def design(cfg, runs) -> dict:
     k = max(1, len(PRIMARY))
     out = {"n_points": n, "n_corpora": int(len(points.drop_duplicates(CLUSTERS))), "covariate_columns": c,
            "bonferroni_k": len(PRIMARY), "rho0": a.proxy_rho0, "power": a.power}
+    n_eff = out["n_corpora"]  # the rule counts corpora: points that share one are not independent
     for role, level in (("primary", 1 - a.alpha / k), ("secondary", 1 - a.alpha)):
         need = verdicts.equivalence_points(level, a.proxy_rho0, c)
-        out[role] = {"level": level, "n_needed": need, "equivalence_reachable": n >= need,
-                     "mde": verdicts.correlation_mde(level, a.power, n, c)}
+        out[role] = {"level": level, "n_needed": need, "equivalence_reachable": n_eff >= need,
+                     "mde": verdicts.correlation_mde(level, a.power, n_eff, c)}
     return out
 
 
 def upstream_checks(zoo_checks: dict, transfer: dict) -> dict:
     """What finding 2 takes from the notebooks before it: whether the capability axis passed (notebook 00's
     findings, else notebook 02's) and whether finding 1's instrument saw the gain of real data (notebook 02's
-    `instrument`; a findings file without it counts as passed)."""
+    `instrument`; a findings file without it is refused: finding 2 is never read through an instrument nobody
+    checked)."""
     axis = zoo_checks.get("capability_axis_passed", transfer.get("capability_axis_ok"))
     if axis is None:
         raise ValueError("neither findings/00_zoo_checks.json nor findings/02_transfer.json says whether the "
                          "capability axis passed; run 00_zoo again")
-    instrument = transfer.get("instrument") or {}
-    ok = bool(instrument.get("passed", True))
+    instrument = transfer.get("instrument")
+    if not isinstance(instrument, dict) or "passed" not in instrument:
+        raise ValueError("findings/02_transfer.json has no instrument check (INSTRUMENT_RULE); run 02_transfer again")
+    ok = bool(instrument["passed"])
     why = [str(instrument.get("why") or "")] if not ok else []
     if axis and transfer.get("capability_axis_ok") is False:  # HEADLINE_RULE: the controls moved no task on dev
         ok = False
