@@ -30,7 +30,8 @@ def test_strength_labels_cross_relation_with_strength():
     cfg = load_config("default")
     s = "lineage-small"
     assert [strength_label(cfg, s, r) for r in cfg.transfer.sources_for(s)] == [
-        "self", "weaker", "equal", "stronger", "stronger_different", "cross"]
+        "self", "weaker", "equal", "equal", "equal", "stronger", "stronger_different", "stronger_different",
+        "stronger_different", "cross", "cross", "cross"]  # three sources per relation (replicated)
     assert strength_label(cfg, s, "real-text") == "control"
 
 

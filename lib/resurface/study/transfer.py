@@ -17,7 +17,8 @@ import pandas as pd
 from resurface.analysis import verdicts
 from resurface.analysis.findings import headline
 from resurface.build.synthetic import synthetic_corpus
-from resurface.build.zoo import Zoo
+from resurface.build.zoo import Zoo, model_size
+from resurface.compute.pool import Job, build_all
 from resurface.frame.cache import Cache
 from resurface.frame.config import StudyConfig
 from resurface.build.evaluations import item_margins
@@ -63,13 +64,16 @@ def add_outcomes(runs: pd.DataFrame, deltas: dict[str, list[np.ndarray]]) -> pd.
     return runs
 
 
-def base_margins(cfg: StudyConfig, cache: Cache, zoo: Zoo, students: list[str], tasks: list[str], split: str
-                 ) -> dict[str, list[np.ndarray]]:
-    """Per student, the untouched student's per-item margins on the `split` items of each task (evaluated once
-    and cached; the dev evaluations are notebook 00's and 01's where they exist)."""
-    items = eval_tasks(cfg, cache, zoo, split)
-    return {s: [np.asarray(item_margins(base_evaluation(cache, zoo, items, s))[t], float) for t in tasks]
-            for s in students}
+def base_margins(cfg: StudyConfig, cache: Cache, zoo: Zoo, students: list[str], tasks: list[str]
+                 ) -> dict[str, dict[str, list[np.ndarray]]]:
+    """Per split (dev, test) and student, the untouched student's per-item margins on each task. The evaluations
+    are built in the worker pool (`cfg.workers` at a time; notebook 00's and 01's are reused where they exist)."""
+    items = {split: eval_tasks(cfg, cache, zoo, split) for split in ("dev", "test")}
+    jobs = [Job(model_size(cfg.zoo.models[s]), f"{s} {split}", base_evaluation, (zoo, items[split], s))
+            for split in items for s in students]
+    built = build_all(cache, jobs, cfg.workers, desc="untouched students' margins").results
+    return {split: {s: [np.asarray(item_margins(built[f"{s} {split}"])[t], float) for t in tasks] for s in students}
+            for split in items}
 
 
 def synthetic_corpus_table(cfg: StudyConfig, cache: Cache, zoo: Zoo) -> pd.DataFrame:
