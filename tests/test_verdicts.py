@@ -370,3 +370,5 @@ def test_controls_below_the_sesoi_cannot_license_a_failure_for_lack_of_effect():
     c1 = guarded["pooled"]["self_training_helps"]
     assert c1["outcome"] == "inconclusive" and c1["outcome_before_instrument"] == "fails"
     assert guarded["pooled"]["self_at_least_same_lineage"]["outcome"] != "holds"
+    assert free["beyond_strength"]["lineage_coefficient"]["outcome"] == "fails"  # the same guard on the regression
+    assert guarded["beyond_strength"]["lineage_coefficient"]["outcome"] == "inconclusive"

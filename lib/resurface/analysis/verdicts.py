@@ -420,14 +420,18 @@ def _finding1_comparisons(means: dict[str, tuple[float, np.ndarray]], th: Thresh
         out["cross_family_lowest"] = judge(est, boot, "greater", th.sesoi, a, th.power)
     else:
         out["cross_family_lowest"] = not_estimable("needs self, same_lineage, stronger_different and cross_family")
-    if not registers_sesoi:
-        for k, c in out.items():
-            absent = c["outcome"] == "fails" and c["why"] == "the data rule out an effect of the SESOI"
-            vacuous = c["outcome"] == "holds" and k == "self_at_least_same_lineage"
-            if absent or vacuous:
-                out[k] = {**c, "outcome": "inconclusive", "outcome_before_instrument": c["outcome"],
-                          "why": "the positive controls did not gain the SESOI (INSTRUMENT_RULE)"}
-    return out
+    return {k: _below_sesoi_guard(c, k == "self_at_least_same_lineage") for k, c in out.items()} \
+        if not registers_sesoi else out
+
+
+def _below_sesoi_guard(c: dict, noninferiority: bool) -> dict:
+    """INSTRUMENT_RULE: controls that did not gain the SESOI cannot license a failure for lack of an effect of
+    that size, nor a non-inferiority."""
+    absent = c["outcome"] == "fails" and c["why"] == "the data rule out an effect of the SESOI"
+    if absent or (noninferiority and c["outcome"] == "holds"):
+        return {**c, "outcome": "inconclusive", "outcome_before_instrument": c["outcome"],
+                "why": "the positive controls did not gain the SESOI (INSTRUMENT_RULE)"}
+    return c
 
 
 def _summary_rows(groups: dict, pooled: dict, runs: pd.DataFrame, by: list[str]) -> list[dict]:
@@ -492,6 +496,9 @@ def transfer_verdict(runs: pd.DataFrame, deltas_by_task: list[np.ndarray], th: T
            "ordering_claimed": list(RELATIONS)}
     if "gap_bpb" in runs:
         out["beyond_strength"] = beyond_strength(keep, cells, th)
+        if not registers_sesoi:
+            out["beyond_strength"]["lineage_coefficient"] = _below_sesoi_guard(
+                out["beyond_strength"]["lineage_coefficient"], False)
     return out
 
 
@@ -542,6 +549,9 @@ def instrument_check(runs: pd.DataFrame, deltas_by_task: list[np.ndarray], th: T
             continue
         est, boot = pooled[(c,)]
         j = judge(est, boot, "greater", 0.0, a, th.power)
+        if j["outcome"] != "holds":  # the instrument asks one thing only: is the gain's lower bound above 0?
+            j = {**j, "outcome": "inconclusive" if j["outcome"] != "fails" else "fails",
+                 "why": f"its one-sided lower bound ({j['lower']:+.3g}) is not above 0"}
         per_control[c] = {**j, "ci_low": float(np.quantile(boot, q)), "ci_high": float(np.quantile(boot, 1 - q)),
                           "gains_sesoi": bool(j["outcome"] == "holds" and j["lower"] >= th.sesoi),
                           "per_student": {k[0]: v[0] for k, v in groups.items() if k[1] == c}}
@@ -574,7 +584,7 @@ def robustness(runs: pd.DataFrame, deltas_by_task: list[np.ndarray], th: Thresho
     runs = runs.reset_index(drop=True)
     gap = runs["gap_bpb"].to_numpy(float) if "gap_bpb" in runs else None
     variants = [("all runs", np.ones(len(runs), bool))]
-    synth = runs[runs["relation"].isin(RELATIONS) & (runs["relation"] != "self")]
+    synth = runs[runs["relation"].isin(RELATIONS) & (runs["relation"] != "self") & ~runs["strength"].isin(WEAKER)]
     # a source left out as a source: a student's own runs (self) stay, even where that student is another's source
     variants += [(f"without source {s}", ~((runs["source"] == s) & (runs["relation"] != "self")).to_numpy())
                  for s in sorted(synth["source"].unique())]

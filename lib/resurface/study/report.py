@@ -205,6 +205,13 @@ def figures_in_order(out: Path) -> list[tuple[Path, str]]:
             if p.startswith("figures/") and (out / f"{p}.png").exists()]
 
 
+def _machine_line(out: Path) -> str:
+    """The machine this report's run was measured on (the notebooks' wall times are in the Timings section)."""
+    env = environment()
+    return (f"Measured on: {env['cpu']}, {env['cpus']} cores" + (f", GPU {env['gpu']}" if env["gpu"] else ", no GPU")
+            + f"; Python {env['python']}, torch {env['packages'].get('torch', '?')}.")
+
+
 def _csv(out: Path, name: str) -> pd.DataFrame | None:
     f = out / "tables" / f"{name}.csv"
     return pd.read_csv(f) if f.exists() else None
@@ -251,7 +258,10 @@ def in_the_order_of_the_study(out: Path) -> list[str]:
     if f1 and f1.get("resurfacing"):
         r = f1["resurfacing"]
         parts += ["", "## 5 · Is it resurfacing?", "", f"**{r['verdict']}**" + (f": {r['why']}" if r.get("why") else ""),
-                  "", "(figure `transfer_resurfacing` below; table `tables/transfer_resurfacing.csv`)"]
+                  ""]
+        if (out / "figures" / "transfer_resurfacing.png").exists():
+            parts += ["![transfer_resurfacing](figures/transfer_resurfacing.png)", "",
+                      f"*{CAPTIONS['transfer_resurfacing']}* (table `tables/transfer_resurfacing.csv`)"]
     cor = _csv(out, "proxies_correlations")
     if cor is not None:
         parts += ["", "## 6 · Finding 2: proxies, with corpora resampled together", "",
@@ -268,11 +278,11 @@ def build_report(profile: str) -> Path:
              "do not edit by hand. Executed notebooks: " +
              ", ".join(f"[{p.name}]({p.name})" for p in sorted(out.glob("[0-9][0-9]_*.ipynb"))) +
              (" (as HTML: " + ", ".join(f"[{p.name}]({p.name})" for p in htmls) + ")" if htmls else "") + ".", "",
-             "The design (README, section *A fair test*): canary-free students with a sibling, relation labels "
+             "The design (README, section *A test that could come out either way*): canary-free students with a sibling, relation labels "
              "checked per student and crossed with strength, a recipe chosen on the positive controls' held-out "
              "bits/byte, headline tasks that rise along a capability axis and that the controls move on dev "
              "items, an instrument check on test items before any relational verdict, and rules fixed before the "
-             "results.", "",
+             "results.", "", _machine_line(out), "",
              "## The three claims, and what this run found", ""]
     rows = verdict_rows(out)
     if rows:
