@@ -42,4 +42,7 @@ def test_scores_equal_plain_simple_evaluate_without_the_environment_report(smoke
     ll = np.array([choice_logloss(c) for c in choices["minimal_pairs"]])
     np.testing.assert_allclose(ll, np.log1p(np.exp(-np.array(margins["minimal_pairs"]))), rtol=1e-9, atol=1e-12)
     four = np.array([choice_logloss(c) for c in choices["next_sentence"]])
-    assert (four > 0).all() and len(choices["next_sentence"][0]) == 5  # four choices and the target
+    assert len(choices["next_sentence"][0]) == 5  # four choices and the target
+    want = [np.logaddexp.reduce(c[:-1]) - c[int(c[-1])] for c in choices["next_sentence"]]
+    np.testing.assert_allclose(four, want, rtol=1e-9, atol=1e-12)
+    assert (four >= 0).all()  # a probability of at most one

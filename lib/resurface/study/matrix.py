@@ -69,11 +69,12 @@ def eval_tasks(cfg: StudyConfig, cache: Cache, zoo: Zoo, split: str = "test") ->
 
 
 def run_plan(cfg: StudyConfig, cache: Cache, zoo: Zoo, runs: list[dict], tasks: Artifact,
-             desc: str = "transfer matrix") -> tuple[pd.DataFrame, dict]:
+             desc: str = "transfer matrix", extra: list[Job] = ()) -> tuple[pd.DataFrame, dict]:
     """Run (or reuse) every run of `runs`, evaluated on `tasks`; return the tidy table and the artifacts.
 
-    `prebuild` builds what is missing, `cfg.workers` at a time; the loop then reads it all back."""
-    prebuild(cfg, cache, zoo, tasks, runs)
+    `prebuild` builds what is missing (and the `extra` jobs a later step will read), `cfg.workers` at a time;
+    the loop then reads it all back."""
+    prebuild(cfg, cache, zoo, tasks, runs, extra)
     students_ = sorted({r["student"] for r in runs})
     base_arts = {s: base_evaluation(cache, zoo, tasks, s) for s in students_}
     rows, students, evals = [], {}, {}
@@ -147,7 +148,8 @@ def base_evaluation(cache: Cache, zoo: Zoo, tasks: Artifact, student: str) -> Ar
                     f"{student}-base-{tasks.meta.get('split', 'test')}", b.backend, b.model_args)
 
 
-def prebuild(cfg: StudyConfig, cache: Cache, zoo: Zoo, tasks: Artifact, runs: list[dict]) -> None:
+def prebuild(cfg: StudyConfig, cache: Cache, zoo: Zoo, tasks: Artifact, runs: list[dict], extra: list[Job] = ()
+             ) -> None:
     """Build the runs' corpora, then their students and evaluations, `cfg.workers` at a time.
 
     Two waves, so that no fine-tuning waits for a corpus another worker is still sampling; within
@@ -156,7 +158,7 @@ def prebuild(cfg: StudyConfig, cache: Cache, zoo: Zoo, tasks: Artifact, runs: li
     # keyed by text: a control's temperature is NaN, and NaN != NaN would keep every copy of it as its own key
     corpora = {f"sample {r['source']} T{r['temperature']} seed {r['seed']}": r for r in runs}
     students = sorted({r["student"] for r in runs})
-    wave1 = [Job(model_size(models[s]), f"{s}-base", base_evaluation, (zoo, tasks, s)) for s in students]
+    wave1 = [Job(model_size(models[s]), f"{s}-base", base_evaluation, (zoo, tasks, s)) for s in students] + list(extra)
     wave1 += [Job(model_size(models[parse_model_ref(r["source"])[0]]) if r["source"] not in CONTROL_SOURCES else 0.0,
                   label, corpus_for, (zoo, r)) for label, r in corpora.items()]
     wave2 = [Job(model_size(models[r["student"]]) * r["budget"], f"student {r}", _student, (zoo, tasks, r))

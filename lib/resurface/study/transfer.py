@@ -29,11 +29,20 @@ from resurface.study.recipe import matrix_recipe
 def run_matrix(cfg: StudyConfig, cache: Cache, zoo: Zoo, recipe: tuple[str, int] | None = None
                ) -> tuple[pd.DataFrame, dict]:
     """The matrix of finding 1 on the TEST items, with the recipe notebook 01 chose (`recipe`: its product;
-    without it, the choice is recomputed from the cached grid)."""
+    without it, the choice is recomputed from the cached grid). The untouched students' DEV evaluations, which
+    the resurfacing bins read, are built in the same pool."""
     recipe = tuple(recipe) if recipe is not None else matrix_recipe(cfg, cache, zoo)
-    table, arts = run_plan(cfg, cache, zoo, plan(cfg, recipe), eval_tasks(cfg, cache, zoo))
+    table, arts = run_plan(cfg, cache, zoo, plan(cfg, recipe), eval_tasks(cfg, cache, zoo), extra=_margin_jobs(
+        cfg, cache, zoo, list(cfg.transfer.students), ("dev",)))
     arts["recipe"] = recipe
     return table, arts
+
+
+def _margin_jobs(cfg: StudyConfig, cache: Cache, zoo: Zoo, students: list[str], splits) -> list[Job]:
+    """The untouched students' evaluations on each split, as pool jobs (labelled `student split`)."""
+    items = {split: eval_tasks(cfg, cache, zoo, split) for split in splits}
+    return [Job(model_size(cfg.zoo.models[s]), f"{s} {split}", base_evaluation, (zoo, items[split], s))
+            for split in splits for s in students]
 
 
 def run_table(table: pd.DataFrame, labels: pd.DataFrame, tasks: list[str]) -> pd.DataFrame:
@@ -66,14 +75,13 @@ def add_outcomes(runs: pd.DataFrame, deltas: dict[str, list[np.ndarray]]) -> pd.
 
 def base_margins(cfg: StudyConfig, cache: Cache, zoo: Zoo, students: list[str], tasks: list[str]
                  ) -> dict[str, dict[str, list[np.ndarray]]]:
-    """Per split (dev, test) and student, the untouched student's per-item margins on each task. The evaluations
-    are built in the worker pool (`cfg.workers` at a time; notebook 00's and 01's are reused where they exist)."""
-    items = {split: eval_tasks(cfg, cache, zoo, split) for split in ("dev", "test")}
-    jobs = [Job(model_size(cfg.zoo.models[s]), f"{s} {split}", base_evaluation, (zoo, items[split], s))
-            for split in items for s in students]
-    built = build_all(cache, jobs, cfg.workers, desc="untouched students' margins").results
+    """Per split (dev, test) and student, the untouched student's per-item margins on each task (the
+    evaluations `run_matrix` built; anything missing is built in the worker pool)."""
+    splits = ("dev", "test")
+    built = build_all(cache, _margin_jobs(cfg, cache, zoo, students, splits), cfg.workers,
+                      desc="untouched students' margins").results
     return {split: {s: [np.asarray(item_margins(built[f"{s} {split}"])[t], float) for t in tasks] for s in students}
-            for split in items}
+            for split in splits}
 
 
 def synthetic_corpus_table(cfg: StudyConfig, cache: Cache, zoo: Zoo) -> pd.DataFrame:
