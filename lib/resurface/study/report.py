@@ -278,7 +278,8 @@ def build_report(profile: str) -> Path:
              "do not edit by hand. Executed notebooks: " +
              ", ".join(f"[{p.name}]({p.name})" for p in sorted(out.glob("[0-9][0-9]_*.ipynb"))) +
              (" (as HTML: " + ", ".join(f"[{p.name}]({p.name})" for p in htmls) + ")" if htmls else "") + ".", "",
-             "The design (README, section *A test that could come out either way*): canary-free students with a sibling, relation labels "
+             "The design (README, section *A test that could come out either way*): canary-free students with "
+             "replicated sources (each relation through several models), relation labels "
              "checked per student and crossed with strength, a recipe chosen on the positive controls' held-out "
              "bits/byte, headline tasks that rise along a capability axis and that the controls move on dev "
              "items, an instrument check on test items before any relational verdict, and rules fixed before the "
