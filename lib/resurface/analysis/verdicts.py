@@ -5,11 +5,13 @@ bits, per-run deltas) and returns verdicts with their effect sizes, confidence b
 detectable effects. The rules are written out as text (the `*_RULE` strings) and printed in the notebooks
 *before* the results; tests apply them to synthetic data where the right answer is known.
 
-Two ideas run through all of it:
-- **Items and seeds are both sources of noise.** A benchmark delta is measured on a finite set of items,
-  shared by every run, and on a finite set of fine-tuning seeds. Confidence bounds come from a hierarchical
-  bootstrap that resamples items (the same resample for every run, so comparisons stay paired) and, within
-  each (student, source, temperature) cell, the seeds.
+Three ideas run through all of it:
+- **The instrument comes first.** No relational verdict is read unless the positive controls (real text,
+  replay) moved the same measurement on test items (`instrument_check`).
+- **Every level a claim generalises over is a source of noise.** A benchmark delta is measured on a finite set
+  of items, fine-tuning seeds, sources per relation and students. Confidence bounds come from a hierarchical
+  bootstrap (`hierarchical_means`) that resamples each, drawing once wherever the thing drawn is shared (one
+  item resample for every run, one seed draw per corpus for every student fine-tuned on it).
 - **An underpowered comparison is `inconclusive`, never a failure.** A claim `A > B` *holds* when the
   one-sided lower bound of A - B is above zero; it *fails* when the data rule out an effect that would matter
   (the upper bound below the smallest effect of interest, SESOI, stated in params before any result, with an
