@@ -95,3 +95,12 @@ def test_memorization_figure_and_report_agree_with_the_finding():
         if v["per_source"]:
             assert ax.lines[0].get_ydata()[0] == pytest.approx(v["before"])
             assert f"({v['measure']}, {v['verdict']}): before {v['before']:.3f}" in report
+
+
+def test_a_report_of_findings_judged_by_earlier_rules_says_so():
+    """outputs/gemma predates the instrument check: its report says so above the findings; the default's does not."""
+    from resurface.study.report import _stale_notice
+    gemma = OUT.parent / "gemma"
+    assert "instrument" not in json.loads((gemma / "findings" / "02_transfer.json").read_text())
+    assert _stale_notice(gemma) and "earlier version of the rules" in (gemma / "REPORT.md").read_text()
+    assert _stale_notice(OUT) == [] and "earlier version of the rules" not in (OUT / "REPORT.md").read_text()

@@ -212,6 +212,16 @@ def _machine_line(out: Path) -> str:
             + f"; Python {env['python']}, torch {env['packages'].get('torch', '?')}.")
 
 
+def _stale_notice(out: Path) -> list[str]:
+    """Findings written before the instrument check existed were judged by earlier rules: say so, above them."""
+    f1 = _load(out, "02_transfer")
+    if f1 is None or "instrument" in f1:
+        return []
+    return ["**These findings were computed by an earlier version of the rules** (without the instrument check, "
+            "the hierarchical bootstrap over sources and students, and `not estimable`); the design text above "
+            "describes the current rules. Re-run the profile to judge its results by them.", ""]
+
+
 def _csv(out: Path, name: str) -> pd.DataFrame | None:
     f = out / "tables" / f"{name}.csv"
     return pd.read_csv(f) if f.exists() else None
@@ -283,7 +293,7 @@ def build_report(profile: str) -> Path:
              "checked per student and crossed with strength, a recipe chosen on the positive controls' held-out "
              "bits/byte, headline tasks that rise along a capability axis and that the controls move on dev "
              "items, an instrument check on test items before any relational verdict, and rules fixed before the "
-             "results.", "", _machine_line(out), "",
+             "results.", "", _machine_line(out), "", *_stale_notice(out),
              "## The three claims, and what this run found", ""]
     rows = verdict_rows(out)
     if rows:
