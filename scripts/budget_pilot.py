@@ -24,6 +24,8 @@ def main() -> None:
     ap.add_argument("--budgets", default="393216,786432", help="student tokens per run, comma-separated")
     ap.add_argument("--schedules", default="continue", help="fine-tuning schedules, comma-separated")
     ap.add_argument("--tasks", default="minimal_pairs,word_cloze")
+    ap.add_argument("--lr", type=float, default=None, help="peak learning rate of `rewarm` (default: the profile's)")
+    ap.add_argument("--out", default="budget_pilot.csv", help="file name under outputs/bench/")
     args = ap.parse_args()
     budgets = [int(b) for b in args.budgets.split(",")]
     base = load_config("default")
@@ -31,12 +33,13 @@ def main() -> None:
     cfg = load_config("default", {"recipe.students": students, "recipe.sources": {s: [] for s in students},
                                   "recipe.budgets": budgets, "recipe.schedules": args.schedules.split(","),
                                   "recipe.fallback": None, "recipe.seeds": [0, 1, 2],
-                                  "sampling.tokens_per_corpus": max(budgets)})
+                                  "sampling.tokens_per_corpus": max(budgets),
+                                  **({"finetune.lr": args.lr} if args.lr else {})})
     cache = Cache(cache_root(cfg.cache_dir))
     the_zoo = zoo.build_zoo(cfg, cache)
     t0 = time.time()
     grid, _ = recipe.run_grid(cfg, cache, the_zoo, args.tasks.split(","))
-    out = ROOT / "outputs" / "bench" / "budget_pilot.csv"
+    out = ROOT / "outputs" / "bench" / args.out
     grid.to_csv(out, index=False)
     print(grid.groupby(["schedule", "budget", "relation"])[["headline_delta", "bpb_gain", "item_se"]]
           .agg(["mean", "std", "count"]).round(4).to_string())

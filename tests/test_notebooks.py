@@ -152,11 +152,20 @@ def test_failing_notebook_is_named(tmp_path):
     nb.metadata["kernelspec"] = {"name": "resurface", "display_name": "resurface", "language": "python"}
     nbformat.write(nb, nbdir / "07_broken.ipynb")
     (nbdir / "pipeline.yaml").write_text("notebooks:\n  07_broken: {reads: [], writes: []}\n")
+    # a good executed copy and the log of an earlier run, which a failed run must not destroy
+    out = tmp_path / "out" / "smoke"
+    out.mkdir(parents=True)
+    (out / "07_broken.ipynb").write_text("the good copy")
+    (out / "run.log").write_text("2026-01-01 00:00:00 runner: an earlier run\n")
     env = {**os.environ, "RESURFACE_OUTPUTS": str(tmp_path / "out"), "RESURFACE_NOTEBOOKS": str(nbdir)}
     proc = subprocess.run(["./run_all.sh", "--profile", "smoke"], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=600)
     assert proc.returncode != 0
     assert "notebook 07_broken.ipynb failed at" in proc.stderr and "boom" in proc.stderr
+    assert (out / "07_broken.ipynb").read_text() == "the good copy" and "is untouched" in proc.stderr
+    assert "boom" in (out / "07_broken.failed.ipynb").read_text()
+    log = (out / "run.log").read_text()
+    assert log.startswith("2026-01-01 00:00:00 runner: an earlier run\n") and "07_broken.ipynb failed" in log
 
 
 def test_the_pipeline_orders_the_notebooks_and_runs_the_ready_ones_side_by_side():

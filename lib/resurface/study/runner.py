@@ -43,13 +43,35 @@ def notebooks(folder: Path, pipe: Pipeline, only: str | None = None) -> list[str
 KERNEL_START_RACE = "Kernel died before replying to kernel_info"
 
 
+def failed_copy(out: Path, nb: Path) -> Path:
+    """Where a failed execution of `nb` is kept: beside the last good executed copy, which it never replaces."""
+    return out / f"{nb.stem}.failed.ipynb"
+
+
 def run_notebook(nb: Path, out: Path, profile: str, overrides: dict, progress: bool = True) -> None:
-    """Execute `nb` into `out/<name>` with a fresh kernel; raise papermill's error naming the failing cell."""
+    """Execute `nb` into `out/<name>` with a fresh kernel; raise papermill's error naming the failing cell.
+
+    The kernel writes into a staging copy; only a run that finishes replaces `out/<name>`, so a failed run
+    (a missing cache, a broken cell) leaves the last good executed notebook in place and keeps its own copy,
+    with the error, as `<name>.failed.ipynb`."""
     import papermill
+    staging = out / ".running" / nb.name
+    staging.parent.mkdir(parents=True, exist_ok=True)
+    failed_copy(out, nb).unlink(missing_ok=True)
+    try:
+        _execute(papermill, nb, staging, profile, overrides, progress)
+    except BaseException:
+        if staging.exists():
+            os.replace(staging, failed_copy(out, nb))
+        raise
+    os.replace(staging, out / nb.name)
+
+
+def _execute(papermill, nb: Path, target: Path, profile: str, overrides: dict, progress: bool) -> None:
     for attempt in (1, 2):
         try:
             papermill.execute_notebook(
-                str(nb), str(out / nb.name), parameters={"profile": profile, "overrides": overrides},
+                str(nb), str(target), parameters={"profile": profile, "overrides": overrides},
                 kernel_name="resurface", cwd=str(nb.parent), progress_bar=progress, log_output=False,
                 # every cell has run and its outputs are saved; a graceful shutdown only waited ~3 s per
                 # notebook for the interpreter to tear down torch and transformers
@@ -125,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     # imports it; this process imported it with papermill already, so its own cell counter stays).
     import tqdm.auto  # noqa: F401  (imported before the switch: this process keeps its bars)
     os.environ["TQDM_DISABLE"] = "1"
-    run_log = out / "run.log"  # one per run: the kernels append every build and reuse to it
+    run_log = out / "run.log"  # every run of the profile: the kernels append every build and reuse to it
     say = _logger(run_log, f"run of profile `{args.profile}` ({' '.join(argv or sys.argv[1:]) or 'defaults'})")
     start = time.perf_counter()
     follower = follow_progress(run_log)
@@ -136,8 +158,10 @@ def main(argv: list[str] | None = None) -> int:
         follower.flush()
         if failed:
             nb, exc = failed
+            kept = (f"; the last good executed copy {out / nb.name} is untouched"
+                    if (out / nb.name).exists() else "")
             msg = (f"{NAME}: notebook {nb.name} failed {describe_failure(exc)}; the executed copy with the error "
-                   f"is {out / nb.name}")
+                   f"is {failed_copy(out, nb)}{kept}")
             print(msg, file=sys.stderr)
             say(msg, echo=False)
             return 1
@@ -186,10 +210,12 @@ class follow_progress:
 
 
 def _logger(path: Path, first: str):
-    """`say(line)`: print it, and append it, time-stamped, to the run log (started afresh with `first`)."""
+    """`say(line)`: print it, and append it, time-stamped, to the run log. The log keeps every run of the
+    profile (an `--only` run adds to it, never replaces it); each run starts with a `first` line."""
     def stamp() -> str:
         return time.strftime("%Y-%m-%d %H:%M:%S")
-    path.write_text(f"{stamp()} runner: {first}\n")
+    with path.open("a") as fh:
+        fh.write(f"{stamp()} runner: {first}\n")
 
     def say(line: str, echo: bool = True) -> None:
         if echo:
