@@ -56,6 +56,17 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "  torch"; .venv/bin/python -m pip install --quiet torch==2.13.0
   echo "  requirements.txt (+ the test packages)"; .venv/bin/python -m pip install --quiet -r requirements.txt -r requirements-test.txt
   echo "  resurface (editable)"; .venv/bin/python -m pip install --quiet --no-deps -e .
-  .venv/bin/python -m ipykernel install --sys-prefix --name resurface --display-name "Python (resurface)" >/dev/null
   echo "$want" > "$stamp"
+fi
+# The notebooks' kernel. Its own log stays at errors: otherwise every kernel start prints ipykernel's warning about
+# local TCP ports at the terminal (the kernel talks only to this machine's runner).
+kernel=.venv/share/jupyter/kernels/resurface/kernel.json
+if ! grep -q 'log_level=ERROR' "$kernel" 2>/dev/null; then
+  .venv/bin/python -m ipykernel install --sys-prefix --name resurface --display-name "Python (resurface)" >/dev/null
+  .venv/bin/python - "$kernel" <<'PY'
+import json, sys
+spec = json.load(open(sys.argv[1]))
+spec["argv"].append("--IPKernelApp.log_level=ERROR")
+json.dump(spec, open(sys.argv[1], "w"), indent=1)
+PY
 fi

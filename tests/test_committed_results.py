@@ -104,3 +104,26 @@ def test_a_report_of_findings_judged_by_earlier_rules_says_so():
     assert "instrument" not in json.loads((gemma / "findings" / "02_transfer.json").read_text())
     assert _stale_notice(gemma) and "earlier version of the rules" in (gemma / "REPORT.md").read_text()
     assert _stale_notice(OUT) == [] and "earlier version of the rules" not in (OUT / "REPORT.md").read_text()
+
+
+def _code_cells(path: Path) -> list[str]:
+    cells = json.loads(path.read_text())["cells"]
+    return ["".join(c["source"]) for c in cells if c["cell_type"] == "code"
+            and "injected-parameters" not in c.get("metadata", {}).get("tags", [])]
+
+
+@pytest.mark.parametrize("profile", sorted(p.name for p in OUT.parent.iterdir() if (p / "REPORT.md").exists()))
+def test_committed_executed_notebooks_ran_the_notebooks_of_this_repository(profile):
+    """Every committed executed notebook's code is its source notebook's (papermill's injected parameters aside),
+    so executed copies cannot drift from the code unnoticed; a profile whose report says its notebooks ran an
+    earlier version is the only exception, and it must say so."""
+    from resurface.study.report import _stale_notice
+    out = OUT.parent / profile
+    executed = sorted(out.glob("[0-9][0-9]_*.ipynb"))
+    assert executed, f"outputs/{profile} has no executed notebook"
+    source = Path(__file__).resolve().parents[1] / "notebooks"
+    drifted = [nb.name for nb in executed if _code_cells(nb) != _code_cells(source / nb.name)]
+    if _stale_notice(out):
+        assert "executed notebooks ran an earlier version" in (out / "REPORT.md").read_text()
+    else:
+        assert not drifted, f"outputs/{profile}: {drifted} ran other code than notebooks/; re-run the profile"

@@ -164,6 +164,7 @@ def test_failing_notebook_is_named(tmp_path):
     assert "notebook 07_broken.ipynb failed at" in proc.stderr and "boom" in proc.stderr
     assert (out / "07_broken.ipynb").read_text() == "the good copy" and "is untouched" in proc.stderr
     assert "boom" in (out / "07_broken.failed.ipynb").read_text()
+    assert "without encryption" not in proc.stdout + proc.stderr  # no kernel warnings at the terminal
     log = (out / "run.log").read_text()
     assert log.startswith("2026-01-01 00:00:00 runner: an earlier run\n") and "07_broken.ipynb failed" in log
 

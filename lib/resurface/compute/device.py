@@ -63,7 +63,7 @@ def autocast():
 
 # Logits held at once by a scoring pass, in elements (1 GiB of float32). A batch of 32 x 128 positions over Gemma's
 # 262k-word vocabulary is 4.3 GB of logits, and the loss or the normalisation copies them once or twice more: that
-# made one real-weights process peak at 17 GB (issue 22). A pass never holds more than this; a small vocabulary
+# made one real-weights process peak at 17 GB. A pass never holds more than this; a small vocabulary
 # (every embedded profile: <= 8192 words x 64 x 128 = 67M) keeps its batch, so its numbers do not move.
 LOGIT_BUDGET = 2 ** 28
 

@@ -258,5 +258,6 @@ def quiet_libraries() -> None:
     datasets.disable_progress_bars()
     datasets.logging.set_verbosity_error()
     transformers.logging.set_verbosity_error()
-    for name in ("lm-eval", "lm_eval", "httpx", "sentence_transformers"):
+    # fontTools logs every glyph subset a PDF figure embeds (about a hundred lines per figure cell)
+    for name in ("lm-eval", "lm_eval", "httpx", "sentence_transformers", "fontTools", "matplotlib", "PIL"):
         logging.getLogger(name).setLevel(logging.ERROR)

@@ -218,8 +218,9 @@ def _stale_notice(out: Path) -> list[str]:
     if f1 is None or "instrument" in f1:
         return []
     return ["**These findings were computed by an earlier version of the rules** (without the instrument check, "
-            "the hierarchical bootstrap over sources and students, and `not estimable`); the design text above "
-            "describes the current rules. Re-run the profile to judge its results by them.", ""]
+            "the hierarchical bootstrap over sources and students, and `not estimable`), and its executed notebooks "
+            "ran an earlier version of the notebooks; the design text above describes the current rules. Re-run "
+            "the profile to judge its results by them.", ""]
 
 
 def _csv(out: Path, name: str) -> pd.DataFrame | None:

@@ -186,6 +186,34 @@ def _json_default(o):
     raise TypeError(type(o))
 
 
+def profile_summary(cfg, resolved: Path) -> str:
+    """The profile in a few lines (what a reader needs to follow the notebook); every value is in `resolved`."""
+    models = cfg.zoo.models
+    kinds: dict[str, list[str]] = {}
+    for name, m in models.items():
+        kinds.setdefault(m.kind, []).append(name)
+    t = cfg.transfer
+    per = (t.sources.values() if isinstance(t.sources, dict) else [t.sources or []]) if t else []
+    sources = sorted({s for names in per for s in names})
+    lines = [f"  {cfg.description}",
+             "  zoo: " + "; ".join(f"{k} {', '.join(v)}" for k, v in kinds.items())]
+    if t:
+        lines.append(f"  students: {', '.join(t.students)}; {len(sources)} sources; seeds {list(t.seeds)}")
+    s = cfg.sampling
+    lines.append(f"  sampling: T {list(s.temperatures)}, top_p {s.top_p}, {s.tokens_per_corpus:,} tokens per corpus")
+    if cfg.recipe:
+        r = cfg.recipe
+        lines.append(f"  recipe grid: {', '.join(r.schedules)} x budgets {list(r.budgets)} x seeds {list(r.seeds)}; "
+                     f"fallback {list(r.fallback) if r.fallback else None}")
+    b = cfg.benchmarks
+    lines.append(f"  benchmarks: {', '.join(b.tasks)} ({b.items_per_task} items per split)")
+    a = cfg.analysis
+    lines.append(f"  analysis: alpha {a.alpha}, power {a.power}, SESOI {a.sesoi_points} points, "
+                 f"{a.bootstrap} bootstrap resamples")
+    lines.append(f"  every parameter: {resolved}")
+    return "\n".join(lines)
+
+
 def start(profile: str, overrides: dict | None = None, notebook: str = "notebook", verbose: bool = True) -> Study:
     """Validate `profile` (+ overrides) and prepare the run; raise ConfigError before writing anything."""
     try:
@@ -219,7 +247,7 @@ def start(profile: str, overrides: dict | None = None, notebook: str = "notebook
     if verbose:
         print(f"profile: {cfg.profile} | cache: {root} | outputs: {out} | torch threads: {threads} | "
               f"device: {placement}")
-        print(yaml.safe_dump(resolved, sort_keys=False, width=110))
+        print(profile_summary(cfg, out / "params.resolved.yaml"))
     cache = Cache(root)
     from resurface.study.pipeline import current
     pipe = current()
