@@ -12,7 +12,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "lib" / "resurface"
-LAYERS = ["frame", "compute", "lm", "build", "analysis", "study"]
+LAYERS = ["names", "frame", "compute", "lm", "build", "analysis", "study"]
 
 
 def lint_imports(lib: Path) -> subprocess.CompletedProcess:
@@ -93,3 +93,16 @@ def test_tools_live_beside_the_package(script):
     assert (ROOT / "scripts" / f"{script}.py").exists()
     for p in PACKAGE.rglob("*.py"):
         assert f"import {script}" not in p.read_text() and f"{script} import" not in p.read_text(), p
+
+
+def test_relations_and_tasks_are_named_once():
+    """The relation and task tables in resurface.names are what every layer reads: no layer keeps its own list."""
+    import re
+    from resurface import names
+    from resurface.build.benchmarks import MAKERS
+    assert set(MAKERS) == set(names.EMBEDDED_TASKS)
+    assert set(names.PRIMARY_METRIC) >= set(names.EMBEDDED_TASKS)
+    pattern = re.compile(r"\(\s*\"self\",\s*\"same_lineage\"|\"real_text\",\s*\"replay\"|\"minimal_pairs\",\s*\"word_cloze\"")
+    own_lists = [str(p.relative_to(ROOT)) for p in (ROOT / "lib" / "resurface").rglob("*.py")
+                 if p.parent.name != "names" and pattern.search(p.read_text())]
+    assert not own_lists, f"modules with their own list of relations or tasks: {own_lists}"

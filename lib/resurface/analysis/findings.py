@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import pandas as pd
 
+from resurface.names import CONTROLS
+
 HEADLINE_METRICS = ("acc", "acc_norm")  # the headline averages every accuracy task (not perplexity)
 
 
@@ -19,7 +21,6 @@ def headline(table: pd.DataFrame, tasks: list[str] | None = None) -> pd.DataFram
     return acc.groupby(keys, dropna=False)["delta"].mean().rename("headline_delta").reset_index()
 
 
-CONTROL_RELATIONS = ["real_text", "replay"]
 
 
 def base_scores(base: dict[str, list[dict]]) -> pd.DataFrame:
@@ -30,7 +31,7 @@ def base_scores(base: dict[str, list[dict]]) -> pd.DataFrame:
 
 def control_summary(runs: pd.DataFrame) -> pd.DataFrame:
     """Mean, spread and count of the controls' headline deltas, per student: does any text help at all?"""
-    controls = runs[runs["relation"].isin(CONTROL_RELATIONS)]
+    controls = runs[runs["relation"].isin(CONTROLS)]
     return controls.groupby(["student", "relation"])["headline_delta"].agg(["mean", "std", "size"])
 
 

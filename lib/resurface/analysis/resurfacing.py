@@ -16,10 +16,10 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from resurface.analysis.verdicts import RELATIONS, Thresholds, _inflated
+from resurface.analysis.verdicts import Thresholds, _inflated
+from resurface.names import CONTROLS, SOURCE_RELATIONS as RELATIONS
 
 BIN_NAMES = ("wrong-far", "wrong-near", "right-near", "right-far")
-CONTROLS = ("real_text", "replay")
 GROUPS = RELATIONS + CONTROLS
 
 RESURFACING_RULE = (

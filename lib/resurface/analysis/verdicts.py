@@ -26,6 +26,8 @@ from statistics import NormalDist
 import numpy as np
 import pandas as pd
 
+from resurface.names import CONTROLS, SOURCE_RELATIONS as RELATIONS  # noqa: F401 (the rules' vocabulary)
+
 # ------------------------------------------------------------------ the rules, as printed in the notebooks
 
 COMPARISON_RULE = (
@@ -359,8 +361,6 @@ def hierarchical_means(runs: pd.DataFrame, scores: np.ndarray, point: np.ndarray
 
 # ------------------------------------------------------------------ finding 1
 
-RELATIONS = ("self", "same_lineage", "stronger_different", "cross_family")
-CONTROLS = ("real_text", "replay")
 FINDING1_COMPARISONS = ("self_training_helps", "self_at_least_same_lineage", "same_lineage_beats_stronger_different",
                         "cross_family_lowest")
 WEAKER = ("weaker", "checkpoint")  # same-lineage sources weaker than the student: reported, never pooled
@@ -415,7 +415,7 @@ def _finding1_comparisons(means: dict[str, tuple[float, np.ndarray]], th: Thresh
            "self_at_least_same_lineage": compare(means, "self", "same_lineage", "noninferior"),
            "same_lineage_beats_stronger_different": (compare(matched, "same_lineage", "stronger_different", "greater")
                                                      if matched is not None else not_estimable(unmatched_why))}
-    others = ("self", "same_lineage", "stronger_different")
+    others = tuple(r for r in RELATIONS if r != "cross_family")
     if "cross_family" in means and all(r in means for r in others):
         est = min(means[r][0] for r in others) - means["cross_family"][0]
         boot = np.min([means[r][1] for r in others], axis=0) - means["cross_family"][1]

@@ -29,7 +29,7 @@ import re
 from pathlib import Path
 
 from resurface.frame.cache import Artifact, Cache
-from resurface.frame.config import EMBEDDED_TASKS
+from resurface.names import EMBEDDED_TASKS, TASK_KINDS
 from resurface.build.corpora import load_corpus
 
 HIGHER_IS_BETTER = {"acc": True, "acc_norm": True, "bits_per_byte": False, "word_perplexity": False}
@@ -168,6 +168,11 @@ def make_ppl_docs(docs: list[str], n: int, seed: int) -> list[dict]:
     return [{"text": p} for p in paras[:n]]
 
 
+# what builds each task of names.TASKS_TABLE from the benchmark documents
+MAKERS = {"minimal_pairs": make_minimal_pairs, "word_cloze": make_word_cloze, "next_sentence": make_next_sentence,
+          "heldout_ppl": make_ppl_docs}
+
+
 def _yaml(task: str, data_file: Path, kind: str) -> str:
     head = (f"task: {task}\ndataset_path: json\ndataset_kwargs:\n  data_files:\n    test: {json.dumps(str(data_file))}\n"
             "test_split: test\n")
@@ -201,14 +206,10 @@ def build_tasks(cache: Cache, lineage_corpus: Artifact, tasks: list[str], items:
 
     def build(tmp: Path) -> dict:
         bench_docs = bench_documents(lineage_corpus, seed, split)
-        makers = {"minimal_pairs": (make_minimal_pairs, items_by_task.get("minimal_pairs", items), "pairs"),
-                  "word_cloze": (make_word_cloze, items_by_task.get("word_cloze", items), "mc"),
-                  "next_sentence": (make_next_sentence, items_by_task.get("next_sentence", items), "mc"),
-                  "heldout_ppl": (make_ppl_docs, ppl_docs, "ppl")}
         counts = {}
         for t in tasks:
-            fn, n, kind = makers[t]
-            rows = fn(bench_docs, n, seed)
+            n = ppl_docs if TASK_KINDS[t] == "ppl" else items_by_task.get(t, items)
+            rows = MAKERS[t](bench_docs, n, seed)
             with open(tmp / f"{t}.jsonl", "w") as fh:
                 for r in rows:
                     fh.write(json.dumps(r) + "\n")
@@ -222,7 +223,7 @@ def write_task_yamls(tasks_art: Artifact, dest: Path) -> list[str]:
     """lm-eval needs absolute data paths: write the YAMLs at run time, pointing into the cache."""
     dest.mkdir(parents=True, exist_ok=True)
     names = []
-    for t, kind in (("minimal_pairs", "pairs"), ("word_cloze", "mc"), ("next_sentence", "mc"), ("heldout_ppl", "ppl")):
+    for t, kind in TASK_KINDS.items():
         f = tasks_art.path / f"{t}.jsonl"
         if f.exists():
             (dest / f"{TASK_PREFIX}{t}.yaml").write_text(_yaml(TASK_PREFIX + t, f.resolve(), kind))

@@ -19,6 +19,7 @@ from resurface.compute.device import rows_per_pass
 from resurface.frame.cache import Artifact, Cache, file_sha256
 from resurface.lm.models import load_model
 from resurface.lm.training import document_start_id, mean_loss, pack_documents, tokenize_texts
+from resurface.names import ACCURACY_TASKS
 
 
 def sample_texts(texts: list[str], n: int, seed: int, max_chars: int = 1000) -> list[str]:
@@ -127,7 +128,7 @@ def benchmark_embeddings(cache: Cache, zoo, tasks: Artifact) -> Artifact:
     """Embeddings of the benchmarks' correct answers (a sample of `proxies.embed_texts`)."""
     cfg = zoo.cfg
     texts = [(it["context"] + " " + it["choices"][it["label"]]).strip()
-             for t in ("minimal_pairs", "word_cloze", "next_sentence")
+             for t in ACCURACY_TASKS
              if (tasks.path / f"{t}.jsonl").exists() for it in task_items(tasks, t)]
     return embed(cache, "benchmarks", sample_texts(texts, cfg.proxies.embed_texts, cfg.seed), [tasks])
 

@@ -18,21 +18,14 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from resurface.frame.paths import PARAMS_DIR, ROOT
+from resurface.names import (ACCURACY_TASKS, CONTROLS, EMBEDDED_TASKS, PRIMARY_METRIC,  # noqa: F401 (re-exported)
+                             RELATIONS)
 
 CORPUS_SOURCES = ("sotu", "brown", "moby_dick", "wordnet")  # training corpora (kjv is scanned, never trained on)
 CORPUS_ROLES = ("lineage", "cross_family")
 ARCHITECTURES = ("gpt_neox", "llama", "gpt2")
 MODEL_KINDS = ("lineage", "stronger_different", "cross_family")
-RELATIONS = ("self", "same_lineage", "stronger_different", "cross_family", "real_text", "replay")
-CONTROLS = ("real_text", "replay")  # not model sources: real held-out text, and the student's own pretraining data
-EMBEDDED_TASKS = ("minimal_pairs", "word_cloze", "next_sentence", "heldout_ppl")
 SCHEDULES = ("continue", "constant", "rewarm")
-# the metric each task is judged on: a task must have one before anything is computed
-PRIMARY_METRIC = {"minimal_pairs": "acc", "word_cloze": "acc", "next_sentence": "acc_norm", "heldout_ppl": "bits_per_byte",
-                  # lm-eval's standard tasks (Hub profiles): the metric the Pythia paper reports for each
-                  "lambada_openai": "acc", "piqa": "acc_norm", "winogrande": "acc", "arc_easy": "acc_norm",
-                  "arc_challenge": "acc_norm", "sciq": "acc_norm", "hellaswag": "acc_norm", "logiqa": "acc_norm",
-                  "wsc": "acc"}
 
 
 class ConfigError(ValueError):
@@ -202,7 +195,7 @@ class FinetuneConfig(Strict):
 class BenchmarkConfig(Strict):
     tasks: list[str] = Field(min_length=1)
     items_per_task: int = Field(1000, gt=0)
-    items_by_task: dict[Literal["minimal_pairs", "word_cloze", "next_sentence"], Annotated[int, Field(gt=0)]] = Field(
+    items_by_task: dict[Literal[ACCURACY_TASKS], Annotated[int, Field(gt=0)]] = Field(
         default_factory=dict, description="per-task item counts that override items_per_task "
                                           "(the 4-way task costs about four times as much per item)")
     ppl_documents: int = Field(200, gt=0)

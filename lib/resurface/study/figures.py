@@ -7,24 +7,15 @@ matplotlib.use("Agg") if not matplotlib.get_backend().lower().startswith(("modul
 import matplotlib.pyplot as plt  # noqa: E402
 import seaborn as sns  # noqa: E402
 
+from resurface.names import CONTROLS, RELATION_COLOURS, RELATION_LABELS, RELATIONS  # noqa: E402
+
 SINGLE_COLUMN = 3.4  # inches, a typical two-column paper
 DOUBLE_COLUMN = 7.0
 
-# Okabe-Ito, colour-blind safe; one fixed colour per relation across every figure.
-RELATION_COLORS = {
-    "self": "#D55E00",
-    "same_lineage": "#E69F00",
-    "stronger_different": "#0072B2",
-    "cross_family": "#009E73",
-    "real_text": "#7F7F7F",
-    "replay": "#000000",
-}
-RELATION_ORDER = list(RELATION_COLORS)
-RELATION_LABELS = {"self": "self", "same_lineage": "same lineage", "stronger_different": "stronger, different",
-                   "cross_family": "cross-family", "real_text": "real text", "replay": "replay"}
+RELATION_ORDER = list(RELATIONS)
 
 
-LABEL_COLORS = {RELATION_LABELS[r]: c for r, c in RELATION_COLORS.items()}
+LABEL_COLORS = {RELATION_LABELS[r]: c for r, c in RELATION_COLOURS.items()}
 
 
 def readable_relations(df):
@@ -64,7 +55,7 @@ def relation_deltas(summary, title: str, ylabel: str = "Δ accuracy vs untouched
     fig, ax = figure("single", aspect=0.8)
     x = np.arange(len(rows))
     err = np.vstack([s["mean"] - s["ci_low"], s["ci_high"] - s["mean"]])
-    ax.bar(x, s["mean"], color=[RELATION_COLORS[r] for r in rows], alpha=0.85)
+    ax.bar(x, s["mean"], color=[RELATION_COLOURS[r] for r in rows], alpha=0.85)
     ax.errorbar(x, s["mean"], yerr=np.nan_to_num(err), fmt="none", ecolor="black", capsize=3, lw=1)
     ax.axhline(0, color="black", lw=0.6)
     ax.set_xticks(x, [RELATION_LABELS[r] for r in rows], rotation=25, ha="right")
@@ -81,7 +72,7 @@ def per_task_deltas(table, title: str = "Per task, mean Δ with 95 % CI"):
     for ax, task in zip(axes, tasks):
         d = table[table["task"] == task]
         sns.pointplot(data=d, x="relation", y="delta", order=order, hue="relation", hue_order=order,
-                      palette=RELATION_COLORS, errorbar=("ci", 95), ax=ax, legend=False, linestyle="none")
+                      palette=RELATION_COLOURS, errorbar=("ci", 95), ax=ax, legend=False, linestyle="none")
         ax.axhline(0, color="black", lw=0.6)
         unit = "points" if d["metric"].iloc[0].startswith("acc") else "bits/byte, lower-is-better flipped"
         ax.set_title(f"{task} ({d['metric'].iloc[0]})")
@@ -119,7 +110,7 @@ def memorization_before_after(verdicts: list[dict], title: str = "Memorization b
         for x, src in enumerate(order):
             r = ps[src]
             ax.errorbar(x, r["after"], yerr=[[r["after"] - r["after_ci"][0]], [r["after_ci"][1] - r["after"]]],
-                        fmt="o", capsize=2, lw=0.8, color=RELATION_COLORS.get(r["relation"], "grey"))
+                        fmt="o", capsize=2, lw=0.8, color=RELATION_COLOURS.get(r["relation"], "grey"))
         ax.set_xticks(range(len(order)), [f"{s}\n({RELATION_LABELS.get(ps[s]['relation'], ps[s]['relation'])})"
                                           for s in order], rotation=30, ha="right", fontsize=6)
         ax.axhline(0, color="grey", lw=0.5)
@@ -139,7 +130,7 @@ def capability_vs_drop(verdict: dict, title: str = "Capability kept vs memorizat
         if not (np.isfinite(d) and np.isfinite(c)):
             continue
         ax.errorbar(d, c, xerr=[[d - dlo], [dhi - d]], yerr=[[c - clo], [chi - c]], fmt="o", capsize=2, lw=0.8,
-                    color=RELATION_COLORS.get(r["relation"], "grey"), label=f"{src}")
+                    color=RELATION_COLOURS.get(r["relation"], "grey"), label=f"{src}")
     ax.legend(fontsize=6)
     ax.axhline(0, color="black", lw=0.6)
     ax.axhline(-verdict["noninferiority_points"], color="grey", lw=0.6, ls=":", label="non-inferiority margin")
@@ -191,7 +182,7 @@ def recipe_grid(summary, title: str = "Recipe grid on dev items: mean Δ by sche
             x = np.arange(len(schedules)) - 0.35 + width * (k + 0.5)
             rel = name.split(" ")[0]
             ax.errorbar(x, g["headline_delta"], yerr=1.96 * g["item_se"].fillna(0), fmt="o" if "T=0" not in name
-                        else "s", color=RELATION_COLORS.get(rel, "grey"), ms=3, lw=0.8, capsize=1.5,
+                        else "s", color=RELATION_COLOURS.get(rel, "grey"), ms=3, lw=0.8, capsize=1.5,
                         label=name.replace(rel, RELATION_LABELS.get(rel, rel), 1))
         ax.axhline(0, color="black", lw=0.6)
         ax.set_xticks(range(len(schedules)), schedules)
@@ -205,7 +196,7 @@ def recipe_grid(summary, title: str = "Recipe grid on dev items: mean Δ by sche
 
 def strength_vs_delta(runs, title: str = "Improvement against source strength, by relation"):
     """Per run: source minus student held-out bits/byte (left = stronger source) against the headline delta."""
-    d = runs[runs["gap_bpb"].notna() & ~runs["relation"].isin(["real_text", "replay"])]
+    d = runs[runs["gap_bpb"].notna() & ~runs["relation"].isin(CONTROLS)]
     fig, ax = figure("single", aspect=0.8)
     d, order = readable_relations(d)
     sns.scatterplot(data=d, x="gap_bpb", y="headline_delta", hue="relation", hue_order=order,
@@ -232,16 +223,16 @@ def resurfacing_bins(table, title: str = "Where fine-tuning's gains and losses f
     fig, axes = figure("double", aspect=0.36, ncols=2)
     x = np.arange(len(bins))
     width = 0.5 / max(1, len(groups))
-    relations = [g for g in groups if g not in ("real_text", "replay")]
+    relations = [g for g in groups if g not in CONTROLS]
     panels = [(axes[0], "net_shift", "ci_low", "ci_high", groups, "net shift vs untouched student\n(points)"),
               (axes[1], "excess", "excess_ci_low", "excess_ci_high", relations, "excess over the controls\n(points)")]
     for ax, col, lo, hi, series, ylabel in panels:
         for k, g in enumerate(series):
             s = d[d["group"] == g].set_index("bin").reindex(bins)
             xs = x - 0.25 + width * (k + 0.5)
-            control = g in ("real_text", "replay")
+            control = g in CONTROLS
             err = np.clip(np.nan_to_num(np.vstack([s[col] - s[lo], s[hi] - s[col]])), 0, None)
-            ax.errorbar(xs, s[col], yerr=err, color=RELATION_COLORS.get(g, "grey"), lw=0.9,
+            ax.errorbar(xs, s[col], yerr=err, color=RELATION_COLOURS.get(g, "grey"), lw=0.9,
                         ls="--" if control else "-", marker="s" if control else "o", ms=3, capsize=2,
                         label=RELATION_LABELS.get(g, g) + (" (control)" if control else ""))
         ax.axhline(0, color="black", lw=0.6)

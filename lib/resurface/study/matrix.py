@@ -15,9 +15,8 @@ from resurface.build.synthetic import corpus_texts, real_text_corpus, replay_cor
 from resurface.build.zoo import Zoo, model_size
 from resurface.compute.pool import Job, build_all
 from resurface.frame.cache import Artifact, Cache
-from resurface.frame.config import CONTROLS, PRIMARY_METRIC, StudyConfig, parse_model_ref
-
-CONTROL_SOURCES = {"real-text": "real_text", "replay": "replay"}  # source name in a plan -> relation
+from resurface.frame.config import PRIMARY_METRIC, StudyConfig, parse_model_ref
+from resurface.names import CONTROL_SOURCES, CONTROLS
 
 
 def relation(cfg: StudyConfig, student: str, source_ref: str) -> str:
@@ -186,7 +185,7 @@ def item_deltas(runs: pd.DataFrame, arts: dict, tasks: list[str], kind: str = "i
 
 def strength_label(cfg: StudyConfig, student: str, source_ref: str) -> str:
     """What a source promises about its strength relative to the student, from the zoo's structure."""
-    if source_ref in CONTROLS or source_ref == "real-text":
+    if source_ref in CONTROLS or source_ref in CONTROL_SOURCES:
         return "control"
     name, step = parse_model_ref(source_ref)
     if name == student and step is None:

@@ -25,6 +25,7 @@ from resurface.build.synthetic import synthetic_corpus
 from resurface.build.zoo import model_size
 from resurface.compute.pool import Job, build_all
 from resurface.frame.cache import Cache
+from resurface.names import CONTROLS
 
 # name -> (kind, role). The primary scores, the paper's two intrinsic proxies, decide finding 2 (PROXY_RULE, which
 # names them); the secondary ones are reported beside them and judged the same way.
@@ -49,7 +50,7 @@ def proxy_table(cfg, cache: Cache, zoo, runs, tasks):
     import pandas as pd
 
 
-    synth = runs[~runs["relation"].isin(["real_text", "replay"])]
+    synth = runs[~runs["relation"].isin(CONTROLS)]
     keys = ["student", "source", "relation", "temperature"]
     points = (synth.groupby(keys).agg(headline_delta=("headline_delta", "mean"), seed=("seed", "min"),
                                       n_seeds=("seed", "size")).reset_index())
@@ -80,7 +81,7 @@ def design(cfg, runs) -> dict:
     """What the rule can conclude before any score is seen: the points and corpora the runs give, the covariate
     columns partialled out (c), and per role the CI level, N_needed (the corpora equivalence needs) and the MDE."""
     a = cfg.analysis
-    synth = runs[~runs["relation"].isin(["real_text", "replay"])]
+    synth = runs[~runs["relation"].isin(CONTROLS)]
     points = synth.drop_duplicates(["student", "source", "relation", "temperature"])
     n, c = len(points), int(sum(points[col].nunique() - 1 for col in COVARIATES))
     k = max(1, len(PRIMARY))

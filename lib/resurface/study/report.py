@@ -16,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from resurface.frame.paths import outputs_dir
+from resurface.names import CONTROLS, SOURCE_RELATIONS
 from resurface.study.pipeline import current as current_pipeline
 
 CAPTIONS = {
@@ -70,7 +71,7 @@ def verdict_rows(out: Path) -> list[dict]:
     if f1:
         rel = {r["relation"]: r for r in f1["per_relation"] if r["student"] == "pooled"}
         nums = "; ".join(f"{r}: {_fmt_ci(rel.get(r))}" for r in
-                         ("self", "same_lineage", "stronger_different", "cross_family") if r in rel)
+                         SOURCE_RELATIONS if r in rel)
         comps = "; ".join(f"{k.replace('_', ' ')} {_cmp(c)}" for k, c in f1["pooled"].items())
         why = f" ({f1['why']})" if f1.get("why") else ""
         rows.append({"finding": "1. Utility is relational", "paper": f1["claim"], "verdict": f1["verdict"] + why,
@@ -103,7 +104,7 @@ def verdict_rows(out: Path) -> list[dict]:
             s = v["per_source"].get(d.get("twin"), {}) if d.get("twin") else {}
             ctrl = "; ".join(f"{src} drop {_num(r['relative_drop'], '.2f')} [{_num(r['drop_ci'][0], '.2f')}, "
                              f"{_num(r['drop_ci'][1], '.2f')}]" for src, r in v["per_source"].items()
-                             if r["relation"] in ("real_text", "replay"))
+                             if r["relation"] in CONTROLS)
             if s:
                 parts.append(f"{name} ({v['measure']}, {v['verdict']}): before {_num(v['before'], '.3f')}, after "
                              f"self-training {_num(s['after'], '.3f')} [{_num(s['after_ci'][0], '.3f')}, "
