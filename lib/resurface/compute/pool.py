@@ -248,7 +248,8 @@ def progress(desc: str, done: int, total: int, t0: float) -> None:
 
 def _done(desc: str, jobs: int, built: int, workers: int, t0: float) -> dict:
     seconds = time.perf_counter() - t0
-    log.info("%s: built %d of %d in %.0f s on %d worker(s)", desc, built, jobs, seconds, workers)
+    log.info("%s: built %d of %d in %.0f s on %d worker(s)", desc, built, jobs, seconds, workers,
+             extra={"summary": True})  # the one line of a stage an executed notebook shows (session.start)
     return {"jobs": jobs, "built": built, "workers": workers, "seconds": seconds}
 
 

@@ -43,6 +43,13 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def notebook_lines(record: logging.LogRecord) -> bool:
+    """What the executed notebook shows of the logs: warnings, and one summary line per finished stage. Every
+    build, reuse and progress line goes to run.log only (log_to_file): hundreds of `reused` lines for other
+    notebooks' artifacts told a reader nothing."""
+    return record.levelno >= logging.WARNING or getattr(record, "summary", False)
+
+
 def log_to_file(path: Path, notebook: str) -> None:
     """Every build, reuse and timing of this process also goes to `path` (outputs/<profile>/run.log), one line
     each, stamped with the time and the notebook; notebooks side by side append to the same file."""
@@ -231,6 +238,7 @@ def start(profile: str, overrides: dict | None = None, notebook: str = "notebook
     set_build_threads(cfg.build_threads)
     warm_up(cfg.workers, cfg.device)  # the pool's fork server: before torch is imported here, to overlap
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout, force=True)
+    logging.getLogger().handlers[0].addFilter(notebook_lines)
     quiet_libraries()
     from resurface.lm.training import set_threads
     threads = set_threads(cfg.threads)
