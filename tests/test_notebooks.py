@@ -123,7 +123,7 @@ def test_smoke_study_products(smoke_run):
         text = (out / nb.name).read_text()
         assert "it/s]" not in text and "%|" not in text, f"progress bars in {nb.name}"
         # quiet: builds and reuses stay in run.log, the notebook shows one line per stage and no library logging
-        assert "reused " not in text and "building " not in text and "fontTools" not in text, nb.name
+        assert '"reused ' not in text and '"building ' not in text and "fontTools" not in text, nb.name
     from resurface.compute.pool import usable_cores
     if usable_cores() > 1:  # pretraining and fine-tuning ran in the worker pool, not in the kernel
         built = timings[(timings["status"] == "built") & timings["stage"].isin(["finetune", "evaluate", "memorization"])]

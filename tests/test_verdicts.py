@@ -38,7 +38,7 @@ def test_a_comparison_without_spread_claims_no_power():
 
 STRENGTH = {"self": "self", "same_lineage": "equal", "stronger_different": "stronger_different",
             "cross_family": "cross", "real_text": "control", "replay": "control"}
-GAP = {"self": (0.0,), "same_lineage": (0.0, -0.01, -0.05), "stronger_different": (-0.03, -0.06, -0.1),
+GAP = {"self": (0.0,), "same_lineage": (0.0, -0.03, -0.05), "stronger_different": (-0.02, -0.04, -0.1),
        "cross_family": (0.1, 0.15, 0.2), "real_text": (np.nan,), "replay": (np.nan,)}
 
 
@@ -152,12 +152,12 @@ def test_beyond_strength_is_not_estimable_without_overlap():
 
 
 def test_instrument_check_gates_the_verdict():
-    good, d = _synthetic_matrix({**PAPER, "real_text": 3.0, "replay": 3.0}, n_items=3000)
+    good, d = _synthetic_matrix({**PAPER, "real_text": 3.0, "replay": 3.0}, n_items=8000)
     inst = V.instrument_check(good, d, TH)
     assert inst["passed"] and all(c["outcome"] == "holds" for c in inst["controls"].values())
     v = V.transfer_verdict(good, d, TH)
     assert V.finding1_verdict(v, inst, True, "")["verdict"] == "supported"
-    flat, d = _synthetic_matrix({**PAPER, "real_text": 3.0, "replay": 0.0}, n_items=3000)
+    flat, d = _synthetic_matrix({**PAPER, "real_text": 3.0, "replay": 0.0}, n_items=8000)
     inst = V.instrument_check(flat, d, TH)
     assert not inst["passed"] and inst["controls"]["replay"]["outcome"] != "holds"
     final = V.finding1_verdict(V.transfer_verdict(flat, d, TH), inst, True, "")
@@ -372,3 +372,24 @@ def test_controls_below_the_sesoi_cannot_license_a_failure_for_lack_of_effect():
     assert guarded["pooled"]["self_at_least_same_lineage"]["outcome"] != "holds"
     assert free["beyond_strength"]["lineage_coefficient"]["outcome"] == "fails"  # the same guard on the regression
     assert guarded["beyond_strength"]["lineage_coefficient"]["outcome"] == "inconclusive"
+
+
+def test_a_comparison_resting_on_one_unit_is_not_replicated():
+    """One sampling seed per corpus, or one source of a relation, leaves a level of the bootstrap without
+    variance (sqrt(n / (n - 1)) has nothing to scale): the comparison is inconclusive and names the level,
+    however narrow its bounds."""
+    assert "INCONCLUSIVE (not replicated)" in V.COMPARISON_RULE
+    runs, d = _synthetic_matrix(PAPER, n_items=8000, seeds=1)
+    pooled = V.transfer_verdict(runs, d, TH)["pooled"]
+    assert all(c["outcome"] == "inconclusive" and "one sampling seed per corpus" in c["why"]
+               for c in pooled.values()), pooled
+    assert pooled["self_training_helps"]["outcome_before_replication"] == "holds"
+    runs, d = _synthetic_matrix(PAPER, n_items=8000)
+    one = (runs["source"].str.endswith("-1")).to_numpy()
+    sub = runs[one].reset_index(drop=True)
+    pooled = V.transfer_verdict(sub, [d[0][one]], TH)["pooled"]
+    assert pooled["self_training_helps"]["outcome"] == "holds"  # self is replicated over the four students
+    assert pooled["self_at_least_same_lineage"]["why"] == "not replicated: one source of same_lineage"
+    assert "one source of stronger_different" in pooled["cross_family_lowest"]["why"]
+    # the guard reads the runs: two sources per relation and two seeds are enough to be judged
+    assert V.unreplicated(runs, V.RELATIONS, pooled=True) == []

@@ -45,8 +45,11 @@ COMPARISON_RULE = (
     "upper bound is below -SESOI. Everything else is INCONCLUSIVE. The bounds and the MDE carry Monte-Carlo "
     "error from the finite bootstrap (estimated from 20 batches of the replicates, and reported): an outcome "
     "that changes when the bounds and the MDE move by 2 Monte-Carlo SEs is INCONCLUSIVE (knife-edge), and so "
-    "is a bootstrap without spread (no item changed in any run). A comparison whose runs are missing is NOT "
-    "ESTIMABLE.")
+    "is a bootstrap without spread (no item changed in any run). A comparison that rests on a single unit at a "
+    "level the claim generalises over (one source of a relation, each student's own model counting as a source "
+    "of self; one sampling seed per corpus; one student, for the pooled comparisons) has no estimate of that "
+    "level's variance: it is INCONCLUSIVE (not replicated) whatever its bounds, and names the level. A "
+    "comparison whose runs are missing is NOT ESTIMABLE.")
 
 TRANSFER_RULE = (
     "Finding 1, per student and pooled over students (the pooled verdict is the headline). Outcome: the "
@@ -426,6 +429,35 @@ def _finding1_comparisons(means: dict[str, tuple[float, np.ndarray]], th: Thresh
         if not registers_sesoi else out
 
 
+COMPARISON_RELATIONS = {"self_training_helps": ("self",), "self_at_least_same_lineage": ("self", "same_lineage"),
+                        "same_lineage_beats_stronger_different": ("same_lineage", "stronger_different"),
+                        "cross_family_lowest": RELATIONS}
+
+
+def unreplicated(runs: pd.DataFrame, relations: tuple[str, ...], pooled: bool) -> list[str]:
+    """COMPARISON_RULE: the levels at which the runs of `relations` hold a single unit (one source of a relation,
+    one sampling seed per corpus, one student when pooled), so the bootstrap cannot see their variance."""
+    r = runs[runs["relation"].isin(relations)]
+    if r.empty:
+        return []
+    # self's sources are the students' own models: one per student
+    n_sources = {rel: g["student" if rel == "self" else "source"].nunique() for rel, g in r.groupby("relation")}
+    levels = [f"one source of {rel}" for rel in relations if n_sources.get(rel, 2) < 2 and (rel != "self" or pooled)]
+    if r.groupby(["student", "source", "temperature"], dropna=False)["seed"].nunique().min() < 2:
+        levels.append("one sampling seed per corpus")
+    if pooled and r["student"].nunique() < 2:
+        levels.append("one student")
+    return levels
+
+
+def _replication_guard(c: dict, levels: list[str]) -> dict:
+    """COMPARISON_RULE: a comparison resting on a single unit at some level is inconclusive (not replicated)."""
+    if not levels or c["outcome"] not in ("holds", "fails"):
+        return c
+    return {**c, "outcome": "inconclusive", "outcome_before_replication": c["outcome"],
+            "why": "not replicated: " + ", ".join(levels)}
+
+
 def _below_sesoi_guard(c: dict, noninferiority: bool) -> dict:
     """INSTRUMENT_RULE: controls that did not gain the SESOI cannot license a failure for lack of an effect of
     that size, nor a non-inferiority."""
@@ -448,6 +480,12 @@ def _summary_rows(groups: dict, pooled: dict, runs: pd.DataFrame, by: list[str])
                          "ci_high": float(np.quantile(boot, 1 - q)), "se": float(boot.std(ddof=1)),
                          "n_runs": int(sel.sum()), "n_sources": int(runs.loc[sel, "source"].nunique())})
     return rows
+
+
+def _replicated(comps: dict, runs: pd.DataFrame, matched: pd.DataFrame, pooled: bool) -> dict:
+    """The replication guard of COMPARISON_RULE on each comparison (comparison 3 reads the matched runs)."""
+    return {k: _replication_guard(c, unreplicated(matched if k == "same_lineage_beats_stronger_different" else runs,
+                                                  COMPARISON_RELATIONS[k], pooled)) for k, c in comps.items()}
 
 
 def transfer_verdict(runs: pd.DataFrame, deltas_by_task: list[np.ndarray], th: Thresholds,
@@ -481,9 +519,11 @@ def transfer_verdict(runs: pd.DataFrame, deltas_by_task: list[np.ndarray], th: T
         means = {k[1]: v for k, v in groups.items() if k[0] == s}
         mine = {k[1]: v for k, v in matched_groups.items() if k[0] == s} if matched_pooled is not None else None
         comps = _finding1_comparisons(means, th, mine, unmatched_why, registers_sesoi)
+        comps = _replicated(comps, keep[keep["student"] == s], keep[inside & (keep["student"] == s)], pooled=False)
         per_student[s] = {"comparisons": comps, "verdict": combine([c["outcome"] for c in comps.values()])}
     pooled_means = {k[0]: v for k, v in pooled_groups.items()}
     pooled = _finding1_comparisons(pooled_means, th, matched_pooled, unmatched_why, registers_sesoi)
+    pooled = _replicated(pooled, keep, keep[inside], pooled=True)
     summary = _summary_rows(groups, pooled_groups, keep, ["relation"])
     # per strength, the weaker checkpoints included: what each kind of source does on its own
     everything = runs[at_t]
