@@ -80,6 +80,16 @@ def test_memorization_rule_supports_a_full_drop_with_capability_kept():
     v = _verdict(_values(0.0))
     assert v["verdict"] == "supported" and v["per_source"]["twin"]["relative_drop"] == 1.0
     assert v["per_source"]["twin"]["capability"]["outcome"] == "holds"
+    # the control forgot as much: the rule attributes the drop to the fine-tuning regime, beside the verdict
+    assert v["controls_also_drop"] == ["real-text"] and "fine-tuning regime" in v["attribution"]
+
+
+def test_a_drop_the_controls_do_not_share_is_attributed_to_nothing_else():
+    values = _values(0.0)
+    ctrl = values["relation"] == "real_text"
+    values.loc[ctrl, "extracted"] = 1.0  # real text keeps every memorized sequence
+    v = _verdict(values)
+    assert v["controls_also_drop"] == [] and v["attribution"] == "no control drops by the target"
 
 
 def test_memorization_rule_fails_a_partial_drop_or_lost_capability():

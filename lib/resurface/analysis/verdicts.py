@@ -1098,7 +1098,13 @@ def memorization_verdict(values: pd.DataFrame, column: str, capability: dict, n_
             verdict = "not supported"
         else:
             why.append("the drop or the capability bound straddles its threshold")
+    # the rule's last sentence, computed: controls whose drop is also at least the target (lower bound)
+    regime = sorted(src for src, r in per_source.items() if r["relation"] in CONTROLS and r["drop_lower"] >= target)
     return {"verdict": verdict, "why": "; ".join(why), "rule": MEMORIZATION_RULE, "measure": column,
+            "controls_also_drop": regime,
+            "attribution": ("the drop belongs to this fine-tuning regime, not to self-training alone: "
+                            + ", ".join(regime) + " also drop(s) by the target" if regime else
+                            "no control drops by the target"),
             "target_drop": target, "noninferiority_points": margin, "n_memorized": int(n_memorized),
             "before": float(before), "before_ci": [before_lo, float(np.quantile(bboot, 1 - q))]
             if np.isfinite(bboot).all() else [float("nan")] * 2, "gate_share": float(gate_share), "gate_max": gate_max,

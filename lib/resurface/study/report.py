@@ -110,7 +110,8 @@ def verdict_rows(out: Path) -> list[dict]:
                              f"self-training {_num(s['after'], '.3f')} [{_num(s['after_ci'][0], '.3f')}, "
                              f"{_num(s['after_ci'][1], '.3f')}], relative drop {_num(s['relative_drop'], '.2f')} "
                              f"[{_num(s['drop_ci'][0], '.2f')}, {_num(s['drop_ci'][1], '.2f')}], Δ accuracy "
-                             f"{_cmp(s['capability'])}; controls: {ctrl}")
+                             f"{_cmp(s['capability'])}; controls: {ctrl}"
+                             + (f" ({v['attribution']})" if v.get("attribution") else ""))
             else:
                 parts.append(f"{name} ({v['measure']}, {v['verdict']}): {v['why']}")
         rows.append({"finding": "3. Capability and memorization decouple", "paper": f3["claim"],
