@@ -5,6 +5,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from resurface.study import cli
 
 from conftest import ROOT
@@ -70,3 +72,25 @@ def test_a_bundle_carries_the_profiles_corpus_packages_and_the_offline_steps(tmp
     for name in cli.bundle_sources("workshop"):
         assert corpora.bundled_package(corpora.SOURCES[name]) is not None
     assert "kjv" in cli.bundle_sources("gemma")
+
+
+def test_a_bundle_cache_carries_the_profiles_artifacts_only(tmp_path, monkeypatch, capsys):
+    """--with-cache copies what the profile's last run built or reused (its timings.csv), not the whole cache;
+    without a run of the profile it stops with one sentence before writing anything."""
+    cache, outs = tmp_path / "cache", tmp_path / "outputs"
+    for rel in ("zoo/a-1", "students/s-2", "students/other-profile-3"):
+        (cache / rel).mkdir(parents=True)
+        (cache / rel / "model.safetensors").write_bytes(b"x" * 1000)
+    monkeypatch.setenv("RESURFACE_CACHE", str(cache))
+    monkeypatch.setenv("RESURFACE_OUTPUTS", str(outs))
+    with pytest.raises(SystemExit, match="run the profile first"):
+        cli.main(["bundle", str(tmp_path / "b"), "--profile", "workshop", "--no-wheels", "--with-cache"])
+    assert not (tmp_path / "b").exists()
+    (outs / "workshop" / "tables").mkdir(parents=True)
+    (outs / "workshop" / "tables" / "timings.csv").write_text(
+        "notebook,stage,artifact,seconds,status,build_seconds,worker\n00_zoo,zoo,zoo/a-1,1,built,1,0\n"
+        "02_transfer,finetune,students/s-2,1,reused,1,0\n02_transfer,notebook,02_transfer,5,wall,,0\n")
+    assert cli.main(["bundle", str(tmp_path / "b"), "--profile", "workshop", "--no-wheels", "--with-cache"]) == 0
+    got = sorted(str(p.relative_to(tmp_path / "b" / "cache")) for p in (tmp_path / "b" / "cache").glob("*/*"))
+    assert got == ["students/s-2", "zoo/a-1"]
+    assert "of which the profile's cache 0 MB" in capsys.readouterr().out

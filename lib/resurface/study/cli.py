@@ -74,6 +74,19 @@ def bundle_sources(profile: str) -> list[str]:
     return list(dict.fromkeys(names))
 
 
+def profile_artifacts(profile: str) -> list[str]:
+    """The cache folders a profile's last run built or reused (its `tables/timings.csv`, one row per artifact and
+    notebook): what a bundle's cache must carry, and nothing else the machine happens to hold."""
+    import csv
+    from resurface.frame.paths import outputs_dir
+    timings = outputs_dir(profile) / "tables" / "timings.csv"
+    if not timings.exists():
+        raise SystemExit(f"resurface bundle: {timings} does not exist; run the profile first "
+                         f"(./run_all.sh --profile {profile}), then bundle its cache")
+    with timings.open() as fh:
+        return sorted({r["artifact"] for r in csv.DictReader(fh) if r["status"] in ("built", "reused")})
+
+
 def bundle_command(args) -> int:
     """A workshop bundle: what participants' laptops need to install and run `profile` with the network off.
 
@@ -85,6 +98,7 @@ def bundle_command(args) -> int:
     import os
     import tempfile
     import tomllib
+    wanted = profile_artifacts(args.profile) if args.with_cache else []  # before anything is written
     dest = Path(args.dest).resolve()
     (dest / "npm").mkdir(parents=True, exist_ok=True)
     before = os.environ.get("RESURFACE_PACKAGES")
@@ -108,8 +122,13 @@ def bundle_command(args) -> int:
         # pip itself and the build backend too: the editable install of the project builds it, offline
         subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "-d", str(dest / "wheels"),
                         "torch==2.13.0", "pip", *build, *[a for r in reqs for a in ("-r", r)]], check=True)
-    if args.with_cache:
-        shutil.copytree(cache_root(), dest / "cache", dirs_exist_ok=True)
+    cache_mb = 0.0
+    if args.with_cache:  # only what the profile's run read: not every other profile's students
+        root = cache_root()
+        for rel in wanted:
+            if (root / rel).is_dir():
+                shutil.copytree(root / rel, dest / "cache" / rel, dirs_exist_ok=True)
+        cache_mb = sum(p.stat().st_size for p in (dest / "cache").rglob("*") if p.is_file()) / 2 ** 20
     # the project itself, as committed (laptops without network cannot clone it)
     subprocess.run(["git", "-C", str(ROOT), "archive", "--format=tar.gz", "--prefix=resurface/", "-o",
                     str(dest / "resurface.tar.gz"), "HEAD"], check=True)
@@ -124,7 +143,9 @@ def bundle_command(args) -> int:
         f"RESURFACE_PROFILE={args.profile} .venv/bin/jupyter lab\n"
         "```\n\nEvery package is checked against its pinned SHA-256 when it is used.\n")
     size = sum(p.stat().st_size for p in dest.rglob("*") if p.is_file())
-    print(f"bundle for `{args.profile}`: {dest} ({size / 2 ** 20:.0f} MB); see {dest / 'INSTALL.md'}")
+    print(f"bundle for `{args.profile}`: {dest} ({size / 2 ** 20:.0f} MB"
+          + (f", of which the profile's cache {cache_mb:.0f} MB" if args.with_cache else "")
+          + f"); see {dest / 'INSTALL.md'}")
     return 0
 
 
