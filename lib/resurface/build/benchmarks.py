@@ -173,7 +173,7 @@ MAKERS = {"minimal_pairs": make_minimal_pairs, "word_cloze": make_word_cloze, "n
           "heldout_ppl": make_ppl_docs}
 
 
-def _yaml(task: str, data_file: Path, kind: str) -> str:
+def task_yaml(task: str, data_file: Path, kind: str) -> str:
     head = (f"task: {task}\ndataset_path: json\ndataset_kwargs:\n  data_files:\n    test: {json.dumps(str(data_file))}\n"
             "test_split: test\n")
     if kind == "ppl":
@@ -226,7 +226,7 @@ def write_task_yamls(tasks_art: Artifact, dest: Path) -> list[str]:
     for t, kind in TASK_KINDS.items():
         f = tasks_art.path / f"{t}.jsonl"
         if f.exists():
-            (dest / f"{TASK_PREFIX}{t}.yaml").write_text(_yaml(TASK_PREFIX + t, f.resolve(), kind))
+            (dest / f"{TASK_PREFIX}{t}.yaml").write_text(task_yaml(TASK_PREFIX + t, f.resolve(), kind))
             names.append(TASK_PREFIX + t)
     return names
 

@@ -20,7 +20,7 @@ import random
 import zipfile
 from pathlib import Path
 
-from resurface.build.benchmarks import TASK_PREFIX, _yaml
+from resurface.build.benchmarks import TASK_PREFIX, task_yaml
 from resurface.build.gguf import download_wheel
 from resurface.frame.cache import Artifact, Cache
 from resurface.names import REGISTRY_TASKS, RegistryTask
@@ -136,7 +136,7 @@ def registry_yaml(task: str, data_file: Path) -> str:
     (log-likelihood of the true last word; `acc` is whether greedy decoding produces it)."""
     kind = REGISTRY_TASKS[task].kind
     if kind == "mc":
-        return _yaml(TASK_PREFIX + task, data_file, "mc")
+        return task_yaml(TASK_PREFIX + task, data_file, "mc")
     return (f"task: {TASK_PREFIX + task}\ndataset_path: json\ndataset_kwargs:\n  data_files:\n"
             f"    test: {json.dumps(str(data_file))}\ntest_split: test\noutput_type: loglikelihood\n"
             "doc_to_text: context\ndoc_to_target: \"{{' ' + target}}\"\n"
