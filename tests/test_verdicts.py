@@ -290,8 +290,22 @@ def test_headline_gate_keeps_the_tasks_the_controls_move():
     _, flat = _synthetic_matrix({"real_text": 0.0, "replay": 0.0}, n_items=3000, seed=1)
     gate = V.headline_gate(["moved", "flat"], {"moved": d[0], "flat": flat[0]}, runs, TH).set_index("task")
     assert gate.loc["moved", "in_headline"] and not gate.loc["flat", "in_headline"]
+    assert gate.loc["moved", "students"] == 4 and gate.loc["moved", "real_text_dev_gain"] > 2
     off_axis = V.headline_gate([], {"moved": d[0]}, runs, TH)
     assert not off_axis["in_headline"].any() and off_axis["controls_move_it"].all()
+
+
+def test_headline_gate_needs_the_gain_pooled_over_students_not_one_student():
+    """Controls that move one student and set the others back: that student alone passes the gate, the
+    students pooled (what the instrument check tests on test items) do not."""
+    runs, up = _synthetic_matrix({"real_text": 4.0, "replay": 4.0}, n_items=3000)
+    _, down = _synthetic_matrix({"real_text": -1.5, "replay": -1.5}, n_items=3000, seed=1)
+    one = (runs["student"] == "a").to_numpy()
+    mixed = np.where(one[:, None], up[0], down[0])
+    gate = V.headline_gate(["t"], {"t": mixed}, runs, TH).iloc[0]
+    assert not gate["in_headline"] and gate["real_text_dev_gain"] < 1
+    alone = V.headline_gate(["t"], {"t": mixed[one]}, runs[one].reset_index(drop=True), TH).iloc[0]
+    assert alone["in_headline"] and alone["students"] == 1
 
 
 def test_t_quantile_matches_the_table():

@@ -105,7 +105,9 @@ class ForwardPassLM(TemplateLM):
             pairs.update((c, c + cont))
         self._encode_all(sorted(pairs), None)
         self._encode_all(sorted(bare), False)
-        return super().loglikelihood(requests, disable_tqdm=disable_tqdm)
+        # lm-eval's own "Tokenizing inputs" bar only re-reads the encodings above: one evaluation is one job
+        # of a pool that reports its own progress, so that bar is never shown
+        return super().loglikelihood(requests, disable_tqdm=True)
 
     def _encode_all(self, strings: list[str], add_special_tokens: bool | None) -> None:
         """Fill tok_encode's memo for many strings at once, with tok_encode's own rules."""

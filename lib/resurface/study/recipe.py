@@ -14,7 +14,7 @@ import pandas as pd
 
 from resurface.frame.cache import Cache
 from resurface.frame.config import StudyConfig
-from resurface.study.matrix import build_plan, eval_tasks, item_deltas, run_plan
+from resurface.study.matrix import build_plan, eval_tasks, item_deltas, plan, run_plan
 from resurface.analysis.findings import headline
 from resurface.build.zoo import Zoo
 from resurface.analysis import verdicts
@@ -51,23 +51,31 @@ def chosen_recipe(cfg: StudyConfig, cache: Cache, zoo: Zoo) -> dict:
     return choose(cfg, runs)
 
 
-def headline_gate(cfg: StudyConfig, grid: pd.DataFrame, arts: dict, pick: dict, axis_tasks: list[str],
-                  axis_ok: bool) -> tuple[pd.DataFrame, list[str], bool, str]:
-    """HEADLINE_RULE on the dev items: do the positive controls, under the chosen recipe, move each task that
-    rose along the capability axis (notebook 00's `axis_tasks`, `axis_ok`)? Returns (the gate's table, headline
-    tasks, whether any task passed, why not)."""
-    ctrl = grid[grid["relation"].isin(verdicts.CONTROLS) & (grid["schedule"] == pick["schedule"])
-                & (grid["budget"] == pick["budget"])].reset_index(drop=True)
+def controls_on_dev(cfg: StudyConfig, cache: Cache, zoo: Zoo, pick: dict) -> tuple[pd.DataFrame, dict]:
+    """The positive controls under the chosen recipe for every student and seed of the matrix (the runs
+    notebook 02's instrument check reads on test items), evaluated on the DEV items: one row per run."""
+    runs = [r for r in plan(cfg, (pick["schedule"], pick["budget"])) if r["relation"] in verdicts.CONTROLS]
+    table, arts = run_plan(cfg, cache, zoo, runs, eval_tasks(cfg, cache, zoo, "dev"), desc="controls, dev items")
+    return headline(table, zoo_checks.accuracy_tasks(cfg)), arts
+
+
+def headline_gate(cfg: StudyConfig, controls: pd.DataFrame, arts: dict, axis_tasks: list[str], axis_ok: bool
+                  ) -> tuple[pd.DataFrame, list[str], bool, str]:
+    """HEADLINE_RULE on the dev items: does each control, pooled over the students (`controls`, `arts`: from
+    `controls_on_dev`), move each task that rose along the capability axis (notebook 00's `axis_tasks`,
+    `axis_ok`)? Returns (the gate's table, headline tasks, whether any task passed, why not)."""
+    controls = controls.reset_index(drop=True)
     tasks = zoo_checks.accuracy_tasks(cfg)
-    deltas = dict(zip(tasks, item_deltas(ctrl, arts, tasks)))
+    deltas = dict(zip(tasks, item_deltas(controls, arts, tasks)))
     a = cfg.analysis
     th = verdicts.Thresholds(alpha=a.alpha, power=a.power, bootstrap=a.bootstrap, seed=cfg.seed)
-    gate = verdicts.headline_gate(axis_tasks if axis_ok else [], deltas, ctrl, th)
+    gate = verdicts.headline_gate(axis_tasks if axis_ok else [], deltas, controls, th)
     passed = gate.loc[gate["in_headline"], "task"].tolist()
     if passed:
         return gate, passed, True, ""
     why = ("no benchmark task rose along the capability axis" if not axis_ok else
-           "the positive controls moved no capability-axis task on the dev items (HEADLINE_RULE)")
+           "the positive controls, pooled over the students, moved no capability-axis task on the dev items "
+           "(HEADLINE_RULE)")
     return gate, axis_tasks, False, why
 
 
