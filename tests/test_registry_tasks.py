@@ -105,3 +105,29 @@ def test_yamls_load_in_lm_eval(wheel, tmp_path):
     doc = next(iter(lambada.test_docs()))
     assert lambada.OUTPUT_TYPE == "loglikelihood" and lambada.doc_to_target(doc) == " " + doc["target"]
     assert {m["metric"] for m in lambada.config.metric_list} == {"acc", "perplexity"}
+
+
+@pytest.mark.slow
+def test_registry_tasks_ride_with_the_embedded_ones_through_lm_eval(wheel, smoke_zoo, smoke_cache, tmp_path):
+    """A profile's `benchmarks.registry` tasks land in the same task artifact as its embedded ones (capped at
+    the profile's item counts, licences kept) and lm-eval scores every item of both kinds."""
+    from resurface.build.benchmarks import build_tasks, write_task_yamls
+    from resurface.build.evaluations import run_lm_eval, tidy_results
+    from resurface.names import PRIMARY_METRIC
+    art = build_tasks(Cache(smoke_cache), smoke_zoo.corpora["lineage"], ["minimal_pairs"], 10, 4, 0,
+                      {"hellaswag": 6}, split="dev", registry=["hellaswag", "lambada"])
+    assert art.meta["items"] == {"minimal_pairs": 10, "hellaswag": 6, "lambada": 6}
+    assert art.meta["licences"] == {t: REGISTRY_TASKS[t].licence for t in ("hellaswag", "lambada")}
+    names = write_task_yamls(art, tmp_path / "tasks")
+    assert names == ["rs_hellaswag", "rs_lambada", "rs_minimal_pairs"]
+    results, items, _, _ = run_lm_eval(smoke_zoo.model_path("lineage-small"), tmp_path / "tasks", names, 8)
+    assert {t: len(v) for t, v in items.items()} == {"minimal_pairs": 10, "hellaswag": 6, "lambada": 6}
+    scored = {r["task"]: r["metric"] for r in tidy_results(results) if r["metric"] == PRIMARY_METRIC[r["task"]]}
+    assert scored == {"minimal_pairs": "acc", "hellaswag": "acc_norm", "lambada": "acc"}
+
+
+def test_a_task_of_one_continuation_has_its_log_loss_and_likelihood_as_outcomes():
+    from resurface.build.evaluations import choice_logloss, item_margin
+    assert choice_logloss([-2.5, 0]) == 2.5  # LAMBADA: minus the last word's log-likelihood
+    assert item_margin({"filtered_resps": [(-2.5, False)], "target": " word"}) == -2.5
+    assert item_margin({"filtered_resps": [(-1.0, False), (-3.0, False)], "target": 0}) == 2.0

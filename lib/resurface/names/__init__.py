@@ -58,7 +58,6 @@ TASK_KINDS = {t.name: t.kind for t in TASKS_TABLE}
 STANDARD_TASK_METRICS = {"lambada_openai": "acc", "piqa": "acc_norm", "winogrande": "acc", "arc_easy": "acc_norm",
                          "arc_challenge": "acc_norm", "sciq": "acc_norm", "hellaswag": "acc_norm",
                          "logiqa": "acc_norm", "wsc": "acc"}
-PRIMARY_METRIC = {**{t.name: t.metric for t in TASKS_TABLE}, **STANDARD_TASK_METRICS}
 
 
 @dataclass(frozen=True)
@@ -83,3 +82,6 @@ REGISTRY_TASKS_TABLE = (
     RegistryTask("lambada", f"{_OE}/lambada/bpb_0shot/requests.jsonl.gz", "greedy", "acc", 0.0, "CC BY 4.0"),
 )
 REGISTRY_TASKS = {t.name: t for t in REGISTRY_TASKS_TABLE}
+# a registry task keeps the metric lm-eval's standard task of that name is judged on
+PRIMARY_METRIC = {**{t.name: t.metric for t in TASKS_TABLE}, **STANDARD_TASK_METRICS,
+                  **{t.name: t.metric for t in REGISTRY_TASKS_TABLE}}

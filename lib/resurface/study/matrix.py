@@ -64,7 +64,7 @@ def plan(cfg: StudyConfig, recipe: tuple[str, int] | None = None) -> list[dict]:
 def eval_tasks(cfg: StudyConfig, cache: Cache, zoo: Zoo, split: str = "test") -> Artifact:
     b = cfg.benchmarks
     return build_tasks(cache, zoo.corpora["lineage"], list(b.tasks), b.items_per_task, b.ppl_documents, cfg.seed,
-                       b.items_by_task, split=split)
+                       b.items_by_task, split=split, registry=list(b.registry))
 
 
 def run_plan(cfg: StudyConfig, cache: Cache, zoo: Zoo, runs: list[dict], tasks: Artifact,

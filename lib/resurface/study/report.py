@@ -294,8 +294,8 @@ def build_report(profile: str) -> Path:
              "The design (README, section *A test that could come out either way*): canary-free students with "
              "replicated sources (each relation through several models), relation labels "
              "checked per student and crossed with strength, a recipe chosen on the positive controls' held-out "
-             "bits/byte, headline tasks that rise along a capability axis and that the controls move on dev "
-             "items, an instrument check on test items before any relational verdict, and rules fixed before the "
+             "bits/byte, headline tasks that rise along a capability axis, leave every student room to move, and "
+             "that the controls, pooled over the students, move on dev items, an instrument check on test items before any relational verdict, and rules fixed before the "
              "results.", "", _machine_line(out), "", *_stale_notice(out),
              "## The three claims, and what this run found", ""]
     rows = verdict_rows(out)
@@ -330,6 +330,8 @@ def build_report(profile: str) -> Path:
                   _table_md(piv.reset_index())]
     for name, title in (("zoo_label_checks", "Relation labels, checked per student (source − student bits/byte)"),
                         ("zoo_capability_axis", "The capability axis on dev items (points)"),
+                        ("zoo_headroom", "Headroom: each untouched student on dev items, against chance and ceiling "
+                                         "(points)"),
                         ("recipe_grid", "The recipe grid on dev items")):
         f = out / "tables" / f"{name}.csv"
         if f.exists():

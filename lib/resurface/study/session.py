@@ -213,7 +213,7 @@ def profile_summary(cfg, resolved: Path) -> str:
         lines.append(f"  recipe grid: {', '.join(r.schedules)} x budgets {list(r.budgets)} x seeds {list(r.seeds)}; "
                      f"fallback {list(r.fallback) if r.fallback else None}")
     b = cfg.benchmarks
-    lines.append(f"  benchmarks: {', '.join(b.tasks)} ({b.items_per_task} items per split)")
+    lines.append(f"  benchmarks: {', '.join([*b.tasks, *b.registry])} ({b.items_per_task} items per split)")
     a = cfg.analysis
     lines.append(f"  analysis: alpha {a.alpha}, power {a.power}, SESOI {a.sesoi_points} points, "
                  f"{a.bootstrap} bootstrap resamples")

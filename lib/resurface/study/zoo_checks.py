@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from resurface.analysis import verdicts
-from resurface.build.benchmarks import build_tasks, split_heldout
+from resurface.build.benchmarks import build_tasks, split_heldout, task_items
 from resurface.build.evaluations import evaluate, item_scores
 from resurface.build.tokenizers import load_tokenizer
 from resurface.build.zoo import Zoo, model_size
@@ -23,7 +23,7 @@ from resurface.frame.cache import Artifact, Cache
 from resurface.frame.config import PRIMARY_METRIC, StudyConfig, parse_model_ref
 from resurface.lm.models import load_model
 from resurface.lm.training import document_bits as bits_of
-from resurface.study.matrix import relation, strength_label
+from resurface.study.matrix import base_evaluation, relation, strength_label
 
 
 def study_pairs(cfg: StudyConfig) -> list[tuple[str, str]]:
@@ -79,11 +79,13 @@ def label_checks(cfg: StudyConfig, cache: Cache, zoo: Zoo) -> pd.DataFrame:
 def dev_tasks(cfg: StudyConfig, cache: Cache, zoo: Zoo) -> Artifact:
     b = cfg.benchmarks
     return build_tasks(cache, zoo.corpora["lineage"], list(b.tasks), b.items_per_task, b.ppl_documents, cfg.seed,
-                       b.items_by_task, split="dev")
+                       b.items_by_task, split="dev", registry=list(b.registry))
 
 
 def accuracy_tasks(cfg: StudyConfig) -> list[str]:
-    return [t for t in cfg.benchmarks.tasks if PRIMARY_METRIC.get(t) in ("acc", "acc_norm")]
+    """The benchmark tasks judged on accuracy: lm-eval's (embedded or standard), then the registry's."""
+    b = cfg.benchmarks
+    return [t for t in [*b.tasks, *b.registry] if PRIMARY_METRIC.get(t) in ("acc", "acc_norm")]
 
 
 def _evaluate_ref(cache: Cache, zoo: Zoo, tasks: Artifact, ref: str) -> Artifact:
@@ -105,13 +107,36 @@ def capability_check(cfg: StudyConfig, cache: Cache, zoo: Zoo) -> pd.DataFrame:
     return verdicts.capability_axis(axis, items, accuracy_tasks(cfg))
 
 
-def headline_from(check: pd.DataFrame, cfg: StudyConfig) -> tuple[list[str], bool]:
-    """(headline tasks, whether the capability axis passed) from `capability_check`'s table.
+def headroom_check(cfg: StudyConfig, cache: Cache, zoo: Zoo) -> pd.DataFrame:
+    """Apply HEADROOM_RULE: every untouched student on the dev items, per accuracy task, against chance (from
+    the items' numbers of choices) and ceiling."""
+    tasks = dev_tasks(cfg, cache, zoo)
+    students = list(cfg.transfer.students)
+    jobs = [Job(model_size(cfg.zoo.models[s]), s, base_evaluation, (zoo, tasks, s)) for s in students]
+    done = build_all(cache, jobs, cfg.workers, desc="untouched students on dev items").results
+    rows = []
+    for t in accuracy_tasks(cfg):
+        items = task_items(tasks, t) if (tasks.path / f"{t}.jsonl").exists() else []
+        chance = 100 * float(np.mean([1 / len(i["choices"]) if "choices" in i else 0.0 for i in items])) if items else 0.0
+        for s in students:
+            scores = item_scores(done[s])[t]
+            rows.append({"student": s, "task": t, "items": len(scores), "accuracy": 100 * float(np.mean(scores)),
+                         "chance": chance})
+    a = cfg.analysis
+    return verdicts.headroom(pd.DataFrame(rows), a.headroom_above_chance_points, a.headroom_below_ceiling_points)
 
-    The tasks are those that rose along the axis; all accuracy tasks when there is no axis, or when none rose
-    (then the axis did not pass, and no verdict of findings 1-2 can be more than `inconclusive`)."""
-    passed = sorted(check.loc[check["task_in_headline"], "task"].unique()) if not check.empty else []
-    return passed or accuracy_tasks(cfg), check.empty or bool(passed)
+
+def headline_from(check: pd.DataFrame, cfg: StudyConfig, room: pd.DataFrame | None = None) -> tuple[list[str], bool]:
+    """(headline tasks, whether they passed) from `capability_check`'s and `headroom_check`'s tables.
+
+    The tasks are those that rose along the axis (every accuracy task when the profile has no axis) and where
+    every student has headroom; all accuracy tasks when none passes (then no verdict of findings 1-2 can be
+    more than `inconclusive`)."""
+    every = accuracy_tasks(cfg)
+    rose = set(check.loc[check["task_in_headline"], "task"]) if not check.empty else set(every)
+    roomy = set(room.loc[room["task_in_headline"], "task"]) if room is not None and not room.empty else set(every)
+    passed = [t for t in every if t in rose and t in roomy]
+    return passed or every, bool(passed)
 
 
 def tokens_seen(cfg: StudyConfig) -> dict[str, int]:
@@ -128,5 +153,5 @@ def tokens_seen(cfg: StudyConfig) -> dict[str, int]:
 
 
 def headline(cfg: StudyConfig, cache: Cache, zoo: Zoo) -> tuple[list[str], bool]:
-    """notebook 00's capability axis, read back from the cache: (headline tasks, axis passed)."""
-    return headline_from(capability_check(cfg, cache, zoo), cfg)
+    """notebook 00's capability axis and headroom, read back from the cache: (headline tasks, both passed)."""
+    return headline_from(capability_check(cfg, cache, zoo), cfg, headroom_check(cfg, cache, zoo))
