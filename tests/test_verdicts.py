@@ -165,6 +165,12 @@ def test_instrument_check_gates_the_verdict():
     assert "instrument did not detect" in final["why"]
     no_controls, d = _synthetic_matrix(PAPER, n_items=300)
     assert not V.instrument_check(no_controls, d, TH)["passed"]
+    # a profile without replay data is judged on the controls it runs, at alpha / 1
+    real_only, d = _synthetic_matrix({**PAPER, "real_text": 3.0}, n_items=8000)
+    inst = V.instrument_check(real_only, d, TH)
+    assert inst["passed"] and list(inst["controls"]) == ["real_text"]
+    flat_only, d = _synthetic_matrix({**PAPER, "real_text": 0.0}, n_items=8000)
+    assert not V.instrument_check(flat_only, d, TH)["passed"]
 
 
 def _pooled(outcomes: dict[str, str], verdict: str) -> dict:

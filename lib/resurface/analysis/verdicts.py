@@ -75,13 +75,14 @@ TRANSFER_RULE = (
     "extrapolation).")
 
 INSTRUMENT_RULE = (
-    "The instrument check, before any relational verdict. The positive controls (fine-tuning on real held-out "
-    "text, and on replay of the student's own pretraining data) must raise the TEST headline: for each control, "
-    "the headline delta pooled over students (each student's runs averaged over seeds) has its one-sided lower "
-    "bound at level alpha / 2 (Bonferroni over the two controls), from the hierarchical bootstrap of "
-    "COMPARISON_RULE, above 0. If either control does not, the measurement has not been shown to register the "
+    "The instrument check, before any relational verdict. The positive controls the profile runs (fine-tuning "
+    "on real held-out text, and on replay of the student's own pretraining data where the profile has that "
+    "data) must raise the TEST headline: for each control, the headline delta pooled over students (each "
+    "student's runs averaged over seeds) has its one-sided lower bound at level alpha / k (Bonferroni over the "
+    "k controls), from the hierarchical bootstrap of COMPARISON_RULE, above 0. A profile without a control "
+    "fails the check. If any control does not pass, the measurement has not been shown to register the "
     "gain of real data at this budget: findings 1 and 2 are `inconclusive` (never `not supported`), and their "
-    "comparisons are reported as measured. Where both controls pass but either one's lower bound stays below "
+    "comparisons are reported as measured. Where every control passes but any one's lower bound stays below "
     "the SESOI, the instrument has not shown it could register an effect of that size: no comparison may then "
     "fail because the data rule out the SESOI, nor hold by non-inferiority (both become inconclusive; a "
     "significant reversal still fails). A secondary outcome (the proper score) is read only through its own "
@@ -92,7 +93,7 @@ HEADLINE_RULE = (
     "controls move it on the DEV items by the instrument check's own rule: under the chosen recipe, the "
     "controls are fine-tuned for every student and seed of the matrix (the very runs the instrument check "
     "reads), and INSTRUMENT_RULE is applied to that task's DEV items (each control pooled over students, one-sided "
-    "lower bound at alpha / 2 above 0, students, sources, seeds and items resampled). The gate thus estimates on "
+    "lower bound at alpha / k above 0, students, sources, seeds and items resampled). The gate thus estimates on "
     "dev items the quantity the instrument check tests on test items, never on fewer students. If no task "
     "passes both, the capability-axis tasks stay in the headline and findings 1 and 2 cannot be more than "
     "`inconclusive`: the benchmarks were not shown to register what real data changes.")
@@ -593,9 +594,12 @@ def instrument_check(runs: pd.DataFrame, deltas_by_task: list[np.ndarray], th: T
     ctrl = runs[runs["relation"].isin(CONTROLS)]
     _, groups, pooled = hierarchical_means(ctrl, scores, point, ["relation"], rng) if len(ctrl) else ({}, {}, {})
     q = (1 - 0.95) / 2
-    a = th.alpha / len(CONTROLS)
+    present = [c for c in CONTROLS if c in set(ctrl["relation"])]  # a profile may lack one (no replay data)
+    a = th.alpha / max(len(present), 1)
     per_control = {}
-    for c in CONTROLS:
+    if not present:
+        per_control = {c: not_estimable("the profile runs no positive control") for c in CONTROLS}
+    for c in present:
         if (c,) not in pooled:
             per_control[c] = not_estimable(f"no {c} runs for every student")
             continue
@@ -607,7 +611,7 @@ def instrument_check(runs: pd.DataFrame, deltas_by_task: list[np.ndarray], th: T
         per_control[c] = {**j, "ci_low": float(np.quantile(boot, q)), "ci_high": float(np.quantile(boot, 1 - q)),
                           "gains_sesoi": bool(j["outcome"] == "holds" and j["lower"] >= th.sesoi),
                           "per_student": {k[0]: v[0] for k, v in groups.items() if k[1] == c}}
-    passed = all(per_control[c]["outcome"] == "holds" for c in CONTROLS)
+    passed = bool(present) and all(per_control[c]["outcome"] == "holds" for c in present)
     why = "" if passed else ("the instrument did not detect the gain of real data at this budget: "
                              + "; ".join(f"{c} {v['estimate']:+.3g} {unit}, one-sided lower bound {v['lower']:+.3g}"
                                          for c, v in per_control.items()))
