@@ -40,7 +40,14 @@ def test_required_profiles_exist():
     ({"workers": 0}, ["workers", "at least 1", "0"]),
     ({"workers": "many"}, ["workers", "many"]),
     ({"threads": -2}, ["threads", "at least 1"]),
+    ({"transfer.relations": ["self", "task_text"]}, ["task_text", "registry"]),
+    ({"benchmarks.registry": ["hellaswagg"]}, ["registry", "hellaswagg", "hellaswag"]),
+    ({"benchmarks.registry": ["word_cloze"]}, ["registry", "word_cloze"]),
+    ({"recipe.schedules": ["continue@3e-5"]}, ["continue@3e-5", "only `rewarm`"]),
+    ({"recipe.schedules": ["rewarm@fast"]}, ["rewarm@fast", "not a learning rate"]),
 ])
+
+
 def test_impossible_values_name_key_value_and_allowed(overrides, words):
     with pytest.raises(ConfigError) as exc:
         load_config("smoke", overrides)
@@ -50,6 +57,21 @@ def test_impossible_values_name_key_value_and_allowed(overrides, words):
     assert msg.count(". ") == 0 or msg.count(". ") == 1 and "Did you mean" in msg, f"not one sentence: {msg}"
 
 
+def test_a_schedule_with_its_own_learning_rate_reaches_the_fine_tuning(monkeypatch):
+    """`rewarm@3e-05` in a recipe grid fine-tunes at that peak rate; a plain name keeps finetune.lr."""
+    from types import SimpleNamespace
+    from resurface.study import matrix
+    cfg = load_config("smoke", {"recipe.schedules": ["rewarm@3e-05", "rewarm"]})
+    seen = []
+    monkeypatch.setattr(matrix, "finetune", lambda cache, name, model, sub, corpus, texts, budget, ft, *a: seen.append(
+        (name, ft.schedule, ft.lr)))
+    zoo = SimpleNamespace(cfg=cfg, models={"lineage-small": None})
+    corpus = SimpleNamespace(name="c")
+    for schedule in cfg.recipe.schedules:
+        matrix.student_for(None, zoo, {"student": "lineage-small", "source": "x", "schedule": schedule, "budget": 64,
+                                       "seed": 0}, corpus)
+    assert seen == [("lineage-small--c--rewarm@3e-05-64", "rewarm", 3e-05),
+                    ("lineage-small--c--rewarm-64", "rewarm", cfg.finetune.lr)]
 def test_unknown_key_gets_did_you_mean():
     with pytest.raises(ConfigError, match=r"Unknown parameter `zoo.models.lineage-small.layrs`; did you mean `layers`"):
         load_config("smoke", {"zoo.models.lineage-small.layrs": 3})

@@ -131,3 +131,19 @@ def test_a_task_of_one_continuation_has_its_log_loss_and_likelihood_as_outcomes(
     assert choice_logloss([-2.5, 0]) == 2.5  # LAMBADA: minus the last word's log-likelihood
     assert item_margin({"filtered_resps": [(-2.5, False)], "target": " word"}) == -2.5
     assert item_margin({"filtered_resps": [(-1.0, False), (-3.0, False)], "target": 0}) == 2.0
+
+
+def test_the_task_text_control_reads_the_third_split_only(wheel, tmp_path):
+    """The task-text control's documents are the third split's items with their answers: none of them is a
+    dev or test item."""
+    from types import SimpleNamespace
+    from resurface.build.synthetic import corpus_texts, task_text_corpus
+    cache = Cache(tmp_path / "cache")
+    zoo = SimpleNamespace(cfg=SimpleNamespace(seed=0, benchmarks=SimpleNamespace(registry=["piqa", "lambada"])))
+    texts = corpus_texts(task_text_corpus(cache, zoo))
+    rows = {s: [json.loads(l) for t in ("lambada", "piqa") for l in
+                (R.build_registry_tasks(cache, ["piqa", "lambada"], s, 0).path / f"{t}.jsonl").read_text().splitlines()]
+            for s in R.SPLITS}
+    assert texts == [R.task_text(r) for r in rows["task_text"]] and len(texts) == 5 + 6
+    scored = {R.task_text(r) for s in ("dev", "test") for r in rows[s]}
+    assert not scored & set(texts)

@@ -98,5 +98,23 @@ def replay_corpus(cache: Cache, zoo: Zoo) -> Artifact:
                               stage="sample")
 
 
+def task_text_corpus(cache: Cache, zoo: Zoo) -> Artifact:
+    """The control that says whether fine-tuning can teach the benchmark at all: the registry tasks' third
+    split (items neither dev nor test), each item's context followed by its correct answer, as plain text."""
+    from resurface.build.registry_tasks import build_registry_tasks, task_text
+    b = zoo.cfg.benchmarks
+    items = build_registry_tasks(cache, list(b.registry), "task_text", zoo.cfg.seed)
+
+    def build(tmp: Path) -> dict:
+        from datasets import Dataset
+        texts = [task_text(json.loads(line)) for t in sorted(b.registry)
+                 for line in (items.path / f"{t}.jsonl").read_text().splitlines()]
+        Dataset.from_dict({"text": texts}).save_to_disk(str(tmp / "data"))
+        return {"documents": len(texts), "chars": sum(map(len, texts)), "tasks": sorted(b.registry)}
+
+    return cache.get_or_build("synthetic", "task-text", {"tasks": sorted(b.registry), "seed": zoo.cfg.seed}, build,
+                              inputs=[items], stage="sample")
+
+
 def corpus_texts(art: Artifact) -> list[str]:
     return list(load_synthetic(art.path)["text"])

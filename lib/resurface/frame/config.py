@@ -15,17 +15,40 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from resurface.frame.paths import PARAMS_DIR, ROOT
-from resurface.names import (ACCURACY_TASKS, CONTROLS, EMBEDDED_TASKS, PRIMARY_METRIC,  # noqa: F401 (re-exported)
-                             REGISTRY_TASKS, RELATIONS)
+from resurface.names import (ACCURACY_TASKS, CONTROLS, DEFAULT_RELATIONS, EMBEDDED_TASKS,  # noqa: F401 (re-exported)
+                             PRIMARY_METRIC, REGISTRY_TASKS, RELATIONS)
 
 CORPUS_SOURCES = ("sotu", "brown", "moby_dick", "wordnet")  # training corpora (kjv is scanned, never trained on)
 CORPUS_ROLES = ("lineage", "cross_family")
 ARCHITECTURES = ("gpt_neox", "llama", "gpt2")
 MODEL_KINDS = ("lineage", "stronger_different", "cross_family")
 SCHEDULES = ("continue", "constant", "rewarm")
+
+
+def split_schedule(name: str) -> tuple[str, float | None]:
+    """A recipe's schedule, optionally with its own peak learning rate: `rewarm` or `rewarm@3e-5`."""
+    schedule, _, lr = name.partition("@")
+    return schedule, (float(lr) if lr else None)
+
+
+def _schedule_name(name: str) -> str:
+    schedule, _, lr = name.partition("@")
+    if schedule not in SCHEDULES:
+        raise ValueError(f"schedule `{name}` is not one of {list(SCHEDULES)} (optionally `@<learning rate>`)")
+    if lr:
+        try:
+            value = float(lr)
+        except ValueError:
+            raise ValueError(f"schedule `{name}`: `{lr}` is not a learning rate") from None
+        if schedule != "rewarm" or not 0 < value < 1:
+            raise ValueError(f"schedule `{name}`: only `rewarm` takes its own peak learning rate, between 0 and 1")
+    return name
+
+
+ScheduleName = Annotated[str, AfterValidator(_schedule_name)]
 
 
 class ConfigError(ValueError):
@@ -230,7 +253,7 @@ class TransferConfig(Strict):
     students: list[str] = Field(min_length=1)
     # one list for every student, or a list per student (a sibling's self is its own final weights)
     sources: list[str] | dict[str, list[str]] = Field(min_length=1)
-    relations: list[Literal[RELATIONS]] = Field(default_factory=lambda: list(RELATIONS))
+    relations: list[Literal[RELATIONS]] = Field(default_factory=lambda: list(DEFAULT_RELATIONS))
     seeds: list[int] = Field(min_length=1)
 
     def sources_for(self, student: str) -> list[str]:
@@ -240,13 +263,14 @@ class TransferConfig(Strict):
 class RecipeConfig(Strict):
     """The sensitivity grid of notebook 01 (dev items only); the rule picks the matrix's schedule and budget."""
     students: list[str] = Field(min_length=1)
-    schedules: list[Literal[SCHEDULES]] = Field(min_length=1)
+    schedules: list[ScheduleName] = Field(min_length=1, description="`continue`, `constant` or `rewarm`; "
+                                          "`rewarm@3e-5` re-warms to its own peak learning rate (a grid over rates)")
     budgets: list[Annotated[int, Field(gt=0)]] = Field(min_length=1, description="student tokens per run")
     sources: dict[str, list[str]] = Field(description="per grid student, the model sources besides the controls")
     temperatures: list[float] = Field(min_length=1)
     seeds: list[int] = Field(min_length=1, description="fine-tuning seeds of every grid run (the rule reads the "
                              "controls over these: at least 3 for a choice, fewer and the fallback is used)")
-    fallback: tuple[Literal[SCHEDULES], Annotated[int, Field(gt=0)]] | None = Field(
+    fallback: tuple[ScheduleName, Annotated[int, Field(gt=0)]] | None = Field(
         None, description="[schedule, budget] used when no recipe is distinguishable (RECIPE_RULE); fixed "
         "before the grid runs. Default: the first schedule at the largest budget")
 
@@ -350,6 +374,9 @@ class StudyConfig(Strict):
             value = getattr(self, knob)
             if value != "auto" and value < 1:
                 raise ValueError(f"{knob} must be `auto` or at least 1, not {value}")
+        if "task_text" in self.transfer.relations and not self.benchmarks.registry:
+            raise ValueError("the task_text control fine-tunes on registry items (a third split of "
+                             "benchmarks.registry), but the profile names no registry task")
         models = self.zoo.models
         if not any(m.is_hub for m in models.values()):  # an offline profile
             unknown = [t for t in self.benchmarks.tasks if t not in EMBEDDED_TASKS]

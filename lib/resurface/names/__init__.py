@@ -16,6 +16,7 @@ class Relation:
     colour: str               # Okabe-Ito, colour-blind safe; one fixed colour across every figure
     control: bool = False     # a positive control: real text, not a model's samples
     plan_source: str | None = None  # a control's source name in a fine-tuning plan
+    by_default: bool = True   # in a profile that does not list its relations
 
 
 RELATIONS_TABLE = (
@@ -26,11 +27,14 @@ RELATIONS_TABLE = (
     # the positive controls: real held-out text, and replay of the student's own pretraining data
     Relation("real_text", "real text", "#7F7F7F", control=True, plan_source="real-text"),
     Relation("replay", "replay", "#000000", control=True, plan_source="replay"),
+    # real benchmarks only: items of a third split (neither dev nor test) as plain text with their answers
+    Relation("task_text", "task text", "#CC79A7", control=True, plan_source="task-text", by_default=False),
 )
 
 RELATIONS = tuple(r.name for r in RELATIONS_TABLE)                          # every relation, in display order
 SOURCE_RELATIONS = tuple(r.name for r in RELATIONS_TABLE if not r.control)  # the paper's ordering, best first
 CONTROLS = tuple(r.name for r in RELATIONS_TABLE if r.control)
+DEFAULT_RELATIONS = tuple(r.name for r in RELATIONS_TABLE if r.by_default)
 RELATION_LABELS = {r.name: r.label for r in RELATIONS_TABLE}
 RELATION_COLOURS = {r.name: r.colour for r in RELATIONS_TABLE}
 CONTROL_SOURCES = {r.plan_source: r.name for r in RELATIONS_TABLE if r.control}  # plan source name -> relation

@@ -11,11 +11,12 @@ from resurface.build.benchmarks import build_tasks
 from resurface.build.evaluations import (evaluate, item_loglosses, item_scores, item_margins, load_results, oriented_delta,
                                          paired_stderr, primary)
 from resurface.build.students import finetune
-from resurface.build.synthetic import corpus_texts, real_text_corpus, replay_corpus, synthetic_corpus
+from resurface.build.synthetic import (corpus_texts, real_text_corpus, replay_corpus, synthetic_corpus,
+                                      task_text_corpus)
 from resurface.build.zoo import Zoo, model_size
 from resurface.compute.pool import Job, build_all
 from resurface.frame.cache import Artifact, Cache
-from resurface.frame.config import PRIMARY_METRIC, StudyConfig, parse_model_ref
+from resurface.frame.config import PRIMARY_METRIC, StudyConfig, parse_model_ref, split_schedule
 from resurface.names import CONTROL_SOURCES, CONTROLS
 
 
@@ -107,6 +108,8 @@ def corpus_for(cache: Cache, zoo: Zoo, run: dict) -> Artifact:
         return real_text_corpus(cache, zoo)
     if run["source"] == "replay":
         return replay_corpus(cache, zoo)
+    if run["source"] == "task-text":
+        return task_text_corpus(cache, zoo)
     return synthetic_corpus(cache, zoo, run["source"], run["temperature"], run["seed"])
 
 
@@ -122,7 +125,8 @@ def run_names(run: dict, corpus: Artifact) -> tuple[str, str]:
 def student_for(cache: Cache, zoo: Zoo, run: dict, corpus: Artifact) -> Artifact:
     """Step 2: the student fine-tuned on the corpus with the run's schedule, token budget and seed."""
     cfg = zoo.cfg
-    ft = cfg.finetune.model_copy(update={"schedule": run["schedule"]})
+    schedule, lr = split_schedule(run["schedule"])
+    ft = cfg.finetune.model_copy(update={"schedule": schedule, **({"lr": lr} if lr else {})})
     return finetune(cache, run_names(run, corpus)[0], zoo.models[run["student"]], "main", corpus, corpus_texts,
                     run["budget"], ft, cfg.zoo.seq_len, run["seed"])
 
