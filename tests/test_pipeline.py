@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -113,3 +114,40 @@ def test_the_memorization_notebook_may_fetch_the_texts_it_scans(tmp_path):
     cache = Cache(tmp_path)
     cache.restrict("04_memorization", pipeline.load().builders())
     assert cache.get_or_build("sources", "kjv", {}, lambda tmp: {"ok": 1}).meta == {"ok": 1}
+
+
+def _fake_upstream(out: Path, config: dict) -> None:
+    """02_transfer's inputs as empty files, with provenance records of the notebooks that wrote them."""
+    from resurface.study.pipeline import record_provenance
+    for name in ("findings/00_zoo_checks.json", "findings/01_recipe.json"):
+        (out / name).parent.mkdir(parents=True, exist_ok=True)
+        (out / name).write_text("{}")
+    for nb in ("00_zoo", "01_recipe"):
+        record_provenance(out, nb, config, ROOT / "notebooks" / f"{nb}.ipynb")
+
+
+def test_products_from_other_parameters_or_another_notebook_are_stale(tmp_path):
+    from resurface.frame.config import config_dict, load_config
+    from resurface.study.pipeline import load
+    pipe = load(ROOT / "notebooks" / "pipeline.yaml")
+    config = config_dict(load_config("smoke"))
+    _fake_upstream(tmp_path, config)
+    assert pipe.stale_inputs("02_transfer", tmp_path, config, ROOT / "notebooks") == {}
+    changed = config_dict(load_config("smoke", {"recipe.budgets": [4096]}))
+    stale = pipe.stale_inputs("02_transfer", tmp_path, changed, ROOT / "notebooks")
+    assert list(stale) == ["00_zoo", "01_recipe"] and "recipe.budgets changed" in stale["01_recipe"]
+    edited = tmp_path / "nbs"
+    shutil.copytree(ROOT / "notebooks", edited)
+    (edited / "01_recipe.ipynb").write_text((edited / "01_recipe.ipynb").read_text().replace("## 5 ·", "## 5. ", 1))
+    assert pipe.stale_inputs("02_transfer", tmp_path, config, edited) == {
+        "01_recipe": "ran from another version of 01_recipe.ipynb"}
+
+
+def test_only_refuses_products_of_other_parameters_naming_the_notebook_to_rerun(tmp_path):
+    """Change 01's recipe through params and ask for 02 alone: the runner names 01 before any kernel starts."""
+    from resurface.frame.config import config_dict, load_config
+    _fake_upstream(tmp_path / "out" / "smoke", config_dict(load_config("smoke")))
+    proc = _run_all(tmp_path, "--only", "02", "--set", "recipe.budgets=[4096]")
+    assert proc.returncode == 1, proc.stderr
+    assert "02_transfer reads the products of 00_zoo, which ran under other parameters" in proc.stderr
+    assert "run 00_zoo first" in proc.stderr and not (tmp_path / "out" / "smoke" / "02_transfer.ipynb").exists()

@@ -7,6 +7,7 @@ notebook that does), so a later notebook reads what an earlier one made and neve
 """
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,6 +81,23 @@ class Pipeline:
             if not all(p.exists() for p in files_of(out, product)):
                 missing.setdefault(self.writer(product), []).append(product)
         return missing
+
+    def stale_inputs(self, name: str, out: Path, config: dict, folder: Path) -> dict[str, str]:
+        """The notebooks whose products `name` reads that ran under other parameters than `config`, or from
+        another version of their notebook, than what `out/provenance.json` recorded: {notebook: why}. A
+        notebook with no record (products from before records were kept) is taken as it is."""
+        record = read_provenance(out)
+        stale = {}
+        for up in self.needs(name):
+            if up not in record:
+                continue
+            changed = changed_keys(record[up]["config"], config)
+            if changed:
+                shown = ", ".join(changed[:3]) + (f" and {len(changed) - 3} more" if len(changed) > 3 else "")
+                stale[up] = f"ran under other parameters ({shown} changed since)"
+            elif record[up]["notebook_sha256"] != file_sha256(folder / f"{up}.ipynb"):
+                stale[up] = f"ran from another version of {up}.ipynb"
+        return stale
 
     def check_products(self, name: str, written: list[str]) -> None:
         """Raise PipelineError when the notebook wrote a product it did not declare, or not one it declared."""
@@ -157,3 +175,37 @@ def flow_table(pipe: Pipeline) -> str:
         writes = names(step.writes) + (f"; for some profiles {names(step.may_write)}" if step.may_write else "")
         rows.append(f"| `{step.name}` | {step.question} | {names(step.reads)} | {writes} |")
     return "\n".join(rows)
+
+
+PROVENANCE = "provenance.json"
+
+
+def file_sha256(path: Path) -> str:
+    import hashlib
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def read_provenance(out: Path) -> dict:
+    f = out / PROVENANCE
+    return json.loads(f.read_text()) if f.exists() else {}
+
+
+def record_provenance(out: Path, name: str, config: dict, notebook: Path) -> None:
+    """After a notebook ran: the resolved parameters and the notebook's hash its products came from."""
+    record = read_provenance(out)
+    record[name] = {"config": config, "notebook_sha256": file_sha256(notebook)}
+    tmp = out / f".{PROVENANCE}.tmp"
+    tmp.write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
+    os.replace(tmp, out / PROVENANCE)
+
+
+def changed_keys(before: dict, after: dict, prefix: str = "") -> list[str]:
+    """The dotted keys whose values differ between two resolved profiles."""
+    keys = []
+    for k in sorted(set(before) | set(after)):
+        a, b = before.get(k), after.get(k)
+        if isinstance(a, dict) and isinstance(b, dict):
+            keys += changed_keys(a, b, f"{prefix}{k}.")
+        elif a != b:
+            keys.append(f"{prefix}{k}")
+    return keys

@@ -18,9 +18,9 @@ import sys
 import time
 from pathlib import Path
 
-from resurface.frame.config import ConfigError, load_config, parse_overrides
+from resurface.frame.config import ConfigError, config_dict, load_config, parse_overrides
 from resurface.frame.paths import outputs_dir
-from resurface.study.pipeline import Pipeline, PipelineError, load, notebooks_folder
+from resurface.study.pipeline import Pipeline, PipelineError, load, notebooks_folder, record_provenance
 
 NAME = "run_all.sh"  # what the user typed; messages name it
 
@@ -101,6 +101,7 @@ def run_group(group: list[Path], out: Path, profile: str, overrides: dict, say=p
             run_notebook(nb, out, profile, overrides, progress=len(group) == 1)
             if pipe is not None:
                 pipe.check_products(nb.stem, written_products(out, nb.stem))
+                record_provenance(out, nb.stem, config_dict(load_config(profile, overrides)), nb)
         except Exception as exc:  # papermill's PapermillExecutionError, a kernel that died, a broken declaration
             return nb, exc
         say(f"    {nb.name} done in {time.perf_counter() - t0:.0f} s")
@@ -137,6 +138,12 @@ def main(argv: list[str] | None = None) -> int:
                 first = sorted(missing)[0]
                 raise PipelineError(f"{name} reads {', '.join(missing[first])} from {first}, which {out} does not "
                                     f"hold; run {first} first ({NAME} --profile {args.profile} --only {first[:2]})")
+            stale = {w: why for w, why in pipe.stale_inputs(name, out, config_dict(cfg), folder).items()
+                     if w not in chosen}
+            if stale:
+                first = sorted(stale)[0]
+                raise PipelineError(f"{name} reads the products of {first}, which {stale[first]}; run {first} "
+                                    f"first ({NAME} --profile {args.profile} --only {first[:2]})")
     except PipelineError as exc:
         print(f"resurface: {exc}", file=sys.stderr)
         return 1
