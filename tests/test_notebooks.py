@@ -58,7 +58,7 @@ def quoted_rules(nb: Path) -> dict[str, str]:
 
 def test_every_verdict_rule_is_stated_in_a_notebook_word_for_word_as_the_code_applies_it():
     """The markdown a reader reads before the results says exactly what the code applies: every rule of
-    analysis/verdicts.py and analysis/resurfacing.py is quoted in a notebook, and every quote equals its rule
+    analysis/verdicts/ and analysis/resurfacing.py is quoted in a notebook, and every quote equals its rule
     (whitespace aside)."""
     from resurface.analysis import resurfacing, verdicts
     rules = {name: getattr(m, name) for m in (verdicts, resurfacing) for name in dir(m) if name.endswith("_RULE")}

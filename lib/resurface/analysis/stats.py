@@ -1,4 +1,4 @@
-"""Percentile bootstrap of a mean (the memorization summary; the fair-test rules live in verdicts.py)."""
+"""Percentile bootstrap of a mean (the memorization summary; the fair-test rules live in analysis/verdicts/)."""
 from __future__ import annotations
 
 import numpy as np

@@ -276,7 +276,7 @@ class RecipeConfig(Strict):
 
 
 class AnalysisConfig(Strict):
-    """Thresholds of the pre-registered rules (lib/resurface/analysis/verdicts.py), fixed before any result."""
+    """Thresholds of the pre-registered rules (lib/resurface/analysis/verdicts/), fixed before any result."""
     alpha: float = Field(0.05, gt=0, lt=0.5)
     power: float = Field(0.8, gt=0.5, lt=1)
     sesoi_points: float = Field(0.5, gt=0, description="smallest accuracy effect of interest, in points")
