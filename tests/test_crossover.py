@@ -28,9 +28,18 @@ def test_each_student_gaining_more_from_its_own_text_is_a_crossover():
 
 
 def test_a_better_source_for_both_students_is_no_crossover():
-    """Source `b` helps both students by the same amount: the interaction cancels it."""
-    r = crossover({"a": _runs("a", "b", 0.5, 3.0), "b": _runs("b", "a", 3.0, 0.5, seed=1)}, PASSED)
-    assert r["outcome"] == "inconclusive" and abs(r["interaction"]) < 0.5
+    """Source `b` helps both students by the same amount: the interaction cancels it; with enough precision
+    the data rule out a relational effect of the SESOI, with too little they cannot."""
+    noisy = crossover({"a": _runs("a", "b", 0.5, 3.0), "b": _runs("b", "a", 3.0, 0.5, seed=1)}, PASSED)
+    assert noisy["outcome"] == "inconclusive" and abs(noisy["interaction"]) < 0.5
+    precise = crossover({"a": _runs("a", "b", 0.5, 3.0, seeds=6, noise=0.05, item_se=0.05),
+                         "b": _runs("b", "a", 3.0, 0.5, seeds=6, noise=0.05, item_se=0.05, seed=1)}, PASSED)
+    assert precise["outcome"] == "fails" and "SESOI" in precise["why"]
+
+
+def test_a_crossover_of_harms_is_named_as_such():
+    r = crossover({"a": _runs("a", "b", -0.5, -3.0), "b": _runs("b", "a", -0.3, -2.8, seed=1)}, PASSED)
+    assert r["outcome"] == "holds (as harm)"
     reversed_ = crossover({"a": _runs("a", "b", 0.0, 3.0), "b": _runs("b", "a", 0.0, 3.0, seed=1)}, PASSED)
     assert reversed_["outcome"] == "fails"
 
@@ -63,11 +72,14 @@ def test_the_command_reads_two_profiles_products_and_writes_the_rule_before_the_
     assert cli.main(["crossed", "crossed-smollm2", "gemma"]) == 1  # the second profile has not run
     monkeypatch.setattr("resurface.frame.config.load_config", lambda p: type("C", (), {
         "transfer": type("T", (), {"students": [{"crossed-smollm2": "smollm2", "x": "gemma"}[p]]}),
-        "analysis": type("A", (), {"alpha": 0.05, "power": 0.8})}))
+        "analysis": type("A", (), {"alpha": 0.05, "power": 0.8, "sesoi_points": 0.5})}))
     out = tmp_path / "x"
     (out / "tables").mkdir(parents=True)
     (out / "findings").mkdir()
     _runs("gemma", "smollm2", 2.0, 0.0, seed=1).to_csv(out / "tables" / "transfer_runs.csv", index=False)
+    (out / "findings" / "02_transfer.json").write_text(json.dumps({"instrument": {"passed": True},
+                                                                  "headline_tasks": ["piqa"]}))
+    assert cli.main(["crossed", "crossed-smollm2", "x"]) == 1  # other headline tasks than crossed-smollm2's
     (out / "findings" / "02_transfer.json").write_text(json.dumps({"instrument": {"passed": True}}))
     assert cli.main(["crossed", "crossed-smollm2", "x"]) == 0
     report = (tmp_path / "crossed-crossed-smollm2-x" / "REPORT.md").read_text()

@@ -74,6 +74,12 @@ def test_items_splits_and_the_task_text_control(wheel, tmp_path):
         text = R.task_text(rows["task_text"][0])
         assert text.endswith(rows["task_text"][0].get("target") or
                              rows["task_text"][0]["choices"][rows["task_text"][0]["label"]])
+    # a capped split is a random sample of it, not its lowest ids
+    capped = R.build_registry_tasks(cache, ["hellaswag"], "test", seed=0, max_items=5)
+    ids = [int(json.loads(l)["id"]) for l in (capped.path / "hellaswag.jsonl").read_text().splitlines()]
+    test_ids = sorted(int(r["id"]) for r in (json.loads(l) for l in
+                                               (arts["test"].path / "hellaswag.jsonl").read_text().splitlines()))
+    assert len(ids) == 5 and sorted(ids) != test_ids[:5]
     # the same seed gives the same split; another seed another one
     again = R.split_items(list(range(100)), 0, (0.25, 0.5, 0.25))
     assert again == R.split_items(list(range(100)), 0, (0.25, 0.5, 0.25))
@@ -144,6 +150,8 @@ def test_the_task_text_control_reads_the_third_split_only(wheel, tmp_path):
     rows = {s: [json.loads(l) for t in ("lambada", "piqa") for l in
                 (R.build_registry_tasks(cache, ["piqa", "lambada"], s, 0).path / f"{t}.jsonl").read_text().splitlines()]
             for s in R.SPLITS}
-    assert texts == [R.task_text(r) for r in rows["task_text"]] and len(texts) == 5 + 6
+    assert sorted(texts) == sorted(R.task_text(r) for r in rows["task_text"]) and len(texts) == 5 + 6
+    # round robin: the first items alternate between the tasks
+    assert {texts[0].startswith("story"), texts[1].startswith("story")} == {True, False}
     scored = {R.task_text(r) for s in ("dev", "test") for r in rows[s]}
     assert not scored & set(texts)

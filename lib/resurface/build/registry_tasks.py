@@ -90,7 +90,9 @@ def read_items(path: Path, task: RegistryTask) -> list[dict]:
 
 
 def split_items(items: list[dict], seed: int, fractions: tuple[float, float, float]) -> dict[str, list[dict]]:
-    """dev / test / task_text by a seeded shuffle of whole items (fractions of the items, in SPLITS' order)."""
+    """dev / test / task_text by a seeded shuffle of whole items (fractions of the items, in SPLITS' order). Each
+    split keeps the shuffled order, so its first n items are a random sample of it (request files are ordered by
+    source: the lowest ids would cluster)."""
     if len(fractions) != 3 or abs(sum(fractions) - 1) > 1e-9 or min(fractions) < 0:
         raise RegistryTaskError(f"split fractions {fractions} must be three shares of 1")
     order = list(range(len(items)))
@@ -98,7 +100,7 @@ def split_items(items: list[dict], seed: int, fractions: tuple[float, float, flo
     n_dev = round(fractions[0] * len(items))
     n_test = round(fractions[1] * len(items))
     cut = {"dev": order[:n_dev], "test": order[n_dev:n_dev + n_test], "task_text": order[n_dev + n_test:]}
-    return {s: [items[i] for i in sorted(idx)] for s, idx in cut.items()}
+    return {s: [items[i] for i in idx] for s, idx in cut.items()}
 
 
 def task_text(item: dict) -> str:
@@ -115,7 +117,7 @@ def build_registry_tasks(cache: Cache, tasks: list[str], split: str, seed: int,
         raise RegistryTaskError(f"split `{split}` is not one of {SPLITS}")
     requests = fetch_requests(cache, tasks)
     cfg = {"tasks": sorted(tasks), "split": split, "seed": seed, "fractions": list(fractions),
-           "max_items": max_items}
+           "max_items": max_items, "order": "shuffled"}
 
     def build(tmp: Path) -> dict:
         counts = {}

@@ -107,12 +107,16 @@ def task_text_corpus(cache: Cache, zoo: Zoo) -> Artifact:
 
     def build(tmp: Path) -> dict:
         from datasets import Dataset
-        texts = [task_text(json.loads(line)) for t in sorted(b.registry)
-                 for line in (items.path / f"{t}.jsonl").read_text().splitlines()]
+        # round robin over the tasks, so that a budget smaller than the corpus reads every task, not mostly the
+        # largest one (HellaSwag's third split alone is ~2,500 items)
+        per_task = [[task_text(json.loads(line)) for line in (items.path / f"{t}.jsonl").read_text().splitlines()]
+                    for t in sorted(b.registry)]
+        texts = [rows[i] for i in range(max(map(len, per_task))) for rows in per_task if i < len(rows)]
         Dataset.from_dict({"text": texts}).save_to_disk(str(tmp / "data"))
         return {"documents": len(texts), "chars": sum(map(len, texts)), "tasks": sorted(b.registry)}
 
-    return cache.get_or_build("synthetic", "task-text", {"tasks": sorted(b.registry), "seed": zoo.cfg.seed}, build,
+    return cache.get_or_build("synthetic", "task-text", {"tasks": sorted(b.registry), "seed": zoo.cfg.seed,
+                                                         "order": "round robin"}, build,
                               inputs=[items], stage="sample")
 
 

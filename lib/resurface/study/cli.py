@@ -166,7 +166,7 @@ def crossed_command(args) -> int:
     from resurface.analysis.crossover import crossover
     from resurface.frame.config import load_config
     from resurface.frame.paths import outputs_dir
-    runs, passed, alpha, power = {}, {}, None, None
+    runs, passed, alpha, power, sesoi, headlines = {}, {}, None, None, None, {}
     for profile in args.profiles:
         out = outputs_dir(profile)
         table, finding = out / "tables" / "transfer_runs.csv", out / "findings" / "02_transfer.json"
@@ -181,9 +181,15 @@ def crossed_command(args) -> int:
             return 1
         student = cfg.transfer.students[0]
         runs[student] = pd.read_csv(table)
-        passed[student] = bool(json.loads(finding.read_text())["instrument"]["passed"])
-        alpha, power = cfg.analysis.alpha, cfg.analysis.power
-    result = crossover(runs, passed, alpha, power)
+        found = json.loads(finding.read_text())
+        passed[student] = bool(found["instrument"]["passed"])
+        headlines[profile] = sorted(found.get("headline_tasks") or [])
+        alpha, power, sesoi = cfg.analysis.alpha, cfg.analysis.power, cfg.analysis.sesoi_points
+    if len({tuple(h) for h in headlines.values()}) > 1:  # contrasts on different tasks do not average
+        print(f"resurface: the two profiles' headline tasks differ ({headlines}); the crossed contrast needs the "
+              "same tasks for both students", file=sys.stderr)
+        return 1
+    result = crossover(runs, passed, alpha, power, sesoi)
     dest = outputs_dir("crossed-" + "-".join(args.profiles))
     (dest / "findings").mkdir(parents=True, exist_ok=True)
     (dest / "findings" / "crossed.json").write_text(json.dumps({"profiles": args.profiles, **result}, indent=1) + "\n")
