@@ -30,7 +30,8 @@ def select_canaries(cache: Cache, source_name: str, tokenizer_art: Artifact, cou
            "dev_fraction": dev_fraction, "seed": seed, "form": "inline", "controls": controls}
 
     def build(tmp: Path) -> dict:
-        tok = load_tokenizer(tokenizer_art.path)
+        # a tokenizer trained here, or a zoo model's (a planted twin's base keeps it beside its weights)
+        tok = load_tokenizer(tokenizer_art.path / "main" if tokenizer_art.kind == "zoo" else tokenizer_art.path)
         paragraphs = [" ".join(p.split()) for d in load_documents(src) for p in d["text"].split("\n\n")]
         rng = random.Random(seed)
         rng.shuffle(paragraphs)
@@ -69,8 +70,9 @@ def load_canaries(artifact: Artifact, planted_only: bool = False) -> list[dict]:
 
 
 def word_starts(tokenizer) -> np.ndarray:
-    """Per token id: does the token begin a word (byte-level BPE marks a leading space with `Ġ`)?"""
-    return np.array([t.startswith("Ġ") for t in tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))])
+    """Per token id: does the token begin a word (byte-level BPE marks a leading space with `Ġ`, SentencePiece
+    with `▁`)?"""
+    return np.array([(t or "").startswith(("Ġ", "▁")) for t in tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))])
 
 
 def plant(doc_tokens: list[list[int]], canaries: list[dict], horizon_tokens: int, seed: int,

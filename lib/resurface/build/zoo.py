@@ -21,6 +21,7 @@ from resurface.build.canaries import canary_share, load_canaries, plant, select_
 from resurface.build.corpora import build_corpus, fetch_sources, load_corpus
 from resurface.build.gguf import fetch_gguf_model
 from resurface.build.hub import fetch_model
+from resurface.build.planted import plant_twin
 from resurface.build.tokenizers import build_tokenizer, load_tokenizer
 from resurface.compute.distributed import collective_build
 from resurface.compute.pool import Job, build_all
@@ -198,15 +199,23 @@ def _canary_models(cfg: StudyConfig) -> dict[str, ModelConfig]:
     return {n: m for n, m in cfg.zoo.models.items() if m.is_local and m.canaries}
 
 
+def _planted_models(cfg: StudyConfig) -> dict[str, ModelConfig]:
+    return {n: m for n, m in cfg.zoo.models.items() if m.is_planted}
+
+
 def build_canaries(cfg: StudyConfig, cache: Cache, tokenizers: dict[str, Artifact]) -> Artifact | None:
-    models = _canary_models(cfg)
-    if not models:
+    """The canary passages, cut with the tokenizer of the models that plant them: a tokenizer trained here, or
+    the real-weights model a planted twin starts from (fetched here; reused when the zoo is assembled)."""
+    models, planted = _canary_models(cfg), _planted_models(cfg)
+    if not models and not planted:
         return None
-    tok_names = {m.tokenizer for m in models.values()}
+    tok_names = {m.tokenizer for m in models.values()} | {m.init_from for m in planted.values()}
     if len(tok_names) != 1:
         raise ValueError("all canary-planted models must share one tokenizer")
+    name = tok_names.pop()
+    tokenizer = tokenizers[name] if models else _external(cfg, cache, name)
     k = cfg.canaries
-    return select_canaries(cache, cfg.corpora.canary_source, tokenizers[tok_names.pop()], list(k.counts),
+    return select_canaries(cache, cfg.corpora.canary_source, tokenizer, list(k.counts),
                            k.per_count, k.length_tokens, k.dev_fraction, k.seed, k.controls)
 
 
@@ -225,7 +234,11 @@ def train_models(cfg: StudyConfig, cache: Cache, corpora: dict[str, Artifact], t
                               *((tuple(cfg.canaries.window), cfg.canaries.margin_tokens) if m.canaries else ()))
         args = (name, m, stream, tokenizers[m.tokenizer], corpora["lineage"], cfg.zoo.seq_len)
         jobs.append(Job(pretrain_cost(m), name, pretrain, args))
-    return build_all(cache, jobs, cfg.workers, desc="pretraining the zoo").results
+    trained = build_all(cache, jobs, cfg.workers, desc="pretraining the zoo").results
+    for name, m in _planted_models(cfg).items():  # one real-weights model at a time, with every core
+        trained[name] = plant_twin(cache, cfg, name, _external(cfg, cache, m.init_from), corpora["lineage"],
+                                   canaries)
+    return trained
 
 
 def model_size(m: ModelConfig) -> float:
@@ -257,3 +270,14 @@ def external_models(cfg: StudyConfig, cache: Cache, corpora: dict[str, Artifact]
         elif m.gguf is not None:
             out[name] = fetch_gguf_model(cache, cfg, name, corpora["lineage"])
     return out
+
+
+def _lineage(cfg: StudyConfig, cache: Cache) -> Artifact:
+    c = cfg.corpora
+    return build_corpus(cache, "lineage", list(c.lineage), c.heldout_fraction, c.split_seed, c.max_chars)
+
+
+def _external(cfg: StudyConfig, cache: Cache, name: str) -> Artifact:
+    """One zoo member not trained here (from the cache once fetched)."""
+    fetch = fetch_model if cfg.zoo.models[name].is_hub else fetch_gguf_model
+    return fetch(cache, cfg, name, _lineage(cfg, cache))

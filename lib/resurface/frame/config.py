@@ -152,11 +152,16 @@ class ModelConfig(Strict):
     data_seed: int = 0
     init_seed: int = 0
     canaries: bool = False
+    init_from: str | None = Field(None, description="a planted twin: this zoo model (Hub or GGUF) fine-tuned here "
+                                  "for `steps` x `batch_size` blocks of the lineage's prose with the canaries inside")
 
     @model_validator(mode="after")
     def _consistent(self):
         if self.hub_id is not None and self.gguf is not None:
             raise ValueError("a model comes from the Hub (`hub_id`) or from a registry package (`gguf`), not both")
+        if self.init_from is not None and (self.hub_id is not None or self.gguf is not None or not self.canaries):
+            raise ValueError("a model with `init_from` is a planted twin: it has `canaries: true` and no `hub_id` "
+                             "or `gguf` of its own")
         if self.is_local:
             if self.architecture is None or self.tokenizer is None:
                 raise ValueError("a locally trained model needs `architecture` and `tokenizer`")
@@ -169,8 +174,13 @@ class ModelConfig(Strict):
 
     @property
     def is_local(self) -> bool:
-        """Trained here, from the profile's own corpora and tokenizers."""
-        return self.hub_id is None and self.gguf is None
+        """Trained here from scratch, from the profile's own corpora and tokenizers."""
+        return self.hub_id is None and self.gguf is None and self.init_from is None
+
+    @property
+    def is_planted(self) -> bool:
+        """A real-weights model fine-tuned here with the canaries inside (finding 3's twin)."""
+        return self.init_from is not None
 
     @property
     def is_hub(self) -> bool:
@@ -390,6 +400,10 @@ class StudyConfig(Strict):
                 raise ValueError(f"sampling.max_new_tokens={self.sampling.max_new_tokens} does not fit the zoo's "
                                  f"{self.zoo.seq_len} positions (at most {limit} after the start token)")
         for name, m in models.items():
+            if m.is_planted and (m.init_from not in models or models[m.init_from].is_local
+                                 or models[m.init_from].is_planted):
+                raise ValueError(f"planted twin `{name}` starts from `{m.init_from}`, which must be a Hub or GGUF "
+                                 f"zoo model; those are {sorted(n for n, x in models.items() if x.is_hub or x.gguf)}")
             if m.is_local and m.tokenizer not in self.tokenizers:
                 raise ValueError(f"model `{name}` uses tokenizer `{m.tokenizer}`, which is not one of "
                                  f"{sorted(self.tokenizers)}")

@@ -206,7 +206,8 @@ def design(cfg, zoo, cache=None) -> dict:
     tokens = t.steps * t.batch_size * cfg.zoo.seq_len
     planted = load_canaries(zoo.canaries, planted_only=True)
     k = cfg.canaries
-    return {"twin": m.twin,
+    planted_into = {"planted_into": t.init_from} if t.is_planted else {}  # a real-weights student, fine-tuned
+    return {"twin": m.twin, **planted_into,
             "pretraining_tokens": tokens, "canaries": len(planted),
             "heldout_canaries": sum(c["split"] == "heldout" for c in planted),
             "control_passages": len(load_canaries(zoo.canaries)) - len(planted),

@@ -60,6 +60,8 @@ def zoo_canary_extraction(cache: Cache, zoo: Zoo, prefix_len: int, suffix_len: i
     if zoo.canaries is None:  # no model here was trained with canaries (e.g. a Hub profile)
         return pd.DataFrame(columns=["model", "count", "split", "extraction_rate", "mean_match", "suffix_nll", "n"])
     names = [n for n, m in zoo.cfg.zoo.models.items() if n in zoo.models and m.canaries]
+    # a planted twin's base model too: the canaries must be unknown to it before planting
+    names += [m.init_from for n, m in zoo.cfg.zoo.models.items() if n in names and m.is_planted]
     jobs = [Job(model_size(zoo.cfg.zoo.models[n]), f"{n}-base", measure_canaries,
                 (zoo.models[n], "main", zoo.canaries, prefix_len, suffix_len, batch_size, f"{n}-base")) for n in names]
     done = build_all(cache, jobs, zoo.cfg.workers, desc="canary extraction by the zoo")
