@@ -14,7 +14,7 @@ import time
 
 from resurface.build import zoo
 from resurface.frame.cache import Cache
-from resurface.frame.config import load_config
+from resurface.frame.profiles import load_config
 from resurface.frame.paths import ROOT, cache_root
 from resurface.study import recipe
 

@@ -23,7 +23,7 @@ import time
 import numpy as np
 import torch
 
-from resurface.frame.config import load_config
+from resurface.frame.profiles import load_config
 from resurface.frame.paths import outputs_dir
 from resurface.lm.training import set_threads, train_lm
 
@@ -135,7 +135,7 @@ SCALING_SHAPES = ((2, 64), (4, 128), (4, 256), (6, 384))  # (layers, width): ~0.
 
 def bench_scaling(vocab: int, seq_len: int, batch: int = 16, sample_batch: int = 256) -> list[dict]:
     """Seconds for growing token counts, training and sampling, per model size (time should be linear in tokens)."""
-    from resurface.frame.config import ModelConfig
+    from resurface.frame.schema import ModelConfig
     from resurface.lm.sampler import decode
     rows = []
     for layers, width in SCALING_SHAPES:

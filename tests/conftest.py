@@ -40,7 +40,7 @@ def smoke_cache(tmp_path_factory):
 @pytest.fixture(scope="session")
 def smoke_zoo(smoke_cache):
     from resurface.frame.cache import Cache
-    from resurface.frame.config import load_config
+    from resurface.frame.profiles import load_config
     from resurface.study.session import go_offline
     from resurface.build.zoo import build_zoo
     from resurface.lm.training import set_threads

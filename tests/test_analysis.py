@@ -7,7 +7,7 @@ import pytest
 
 from resurface.build import benchmarks
 from resurface.analysis import stats
-from resurface.frame.config import load_config
+from resurface.frame.profiles import load_config
 from resurface.study.matrix import plan, relation, strength_label
 
 
@@ -41,7 +41,7 @@ def test_students_never_see_a_canary():
     assert cfg.zoo.models[cfg.memorization.twin].canaries
     twin, student = cfg.zoo.models[cfg.memorization.twin], cfg.zoo.models["lineage-small"]
     assert twin.model_dump(exclude={"canaries", "checkpoints"}) == student.model_dump(exclude={"canaries", "checkpoints"})
-    from resurface.frame.config import ConfigError
+    from resurface.frame.schema import ConfigError
     with pytest.raises(ConfigError, match="never see one"):
         load_config("default", {"zoo.models.lineage-small.canaries": True})
 

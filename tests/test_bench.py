@@ -23,7 +23,7 @@ def test_scaling_fit_recovers_a_known_rate_and_flags_a_bad_fit():
 def test_model_flops_count_every_matmul_once_and_no_lookup(arch):
     """By hand: 12 d^2 per GPTNeoX / GPT-2 layer (qkv, out, 4d MLP), 4 d^2 + 3 d I per Llama layer, plus
     the output head once (tied or not); the input embedding (and GPT-2's positions) are look-ups."""
-    from resurface.frame.config import ModelConfig
+    from resurface.frame.schema import ModelConfig
     _model = bench._model
     d, layers, vocab, seq = 32, 3, 500, 64
     m = ModelConfig(kind="lineage", architecture=arch, tokenizer="t", layers=layers, width=d, heads=4)

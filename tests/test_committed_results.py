@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from resurface.analysis import verdicts
-from resurface.frame.config import load_config
+from resurface.frame.profiles import load_config
 from resurface.study.proxies import finding2
 
 OUT = Path(__file__).resolve().parents[1] / "outputs" / "default"

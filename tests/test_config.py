@@ -6,8 +6,10 @@ import sys
 
 import pytest
 
-from resurface.frame import config as C
-from resurface.frame.config import ConfigError, load_config
+from resurface.frame import profiles as C
+from resurface.frame import schema as S
+from resurface.frame.schema import ConfigError
+from resurface.frame.profiles import load_config
 
 PROFILES = C.available_profiles()
 
@@ -98,7 +100,7 @@ def test_config_is_frozen():
 
 
 def test_cli_exits_nonzero_with_one_line(isolated):
-    proc = subprocess.run([sys.executable, "-m", "resurface.frame.config", "smoke", "sampling.temperatures=[0]"],
+    proc = subprocess.run([sys.executable, "-m", "resurface.frame.profiles", "smoke", "sampling.temperatures=[0]"],
                           capture_output=True, text=True)
     assert proc.returncode == 1
     assert proc.stderr.strip().count("\n") == 0 and "temperatures" in proc.stderr
@@ -113,10 +115,10 @@ def test_start_writes_nothing_on_bad_params(isolated):
 
 
 def test_model_refs():
-    assert C.parse_model_ref("lineage-small@step300") == ("lineage-small", 300)
-    assert C.parse_model_ref("cross") == ("cross", None)
+    assert S.parse_model_ref("lineage-small@step300") == ("lineage-small", 300)
+    assert S.parse_model_ref("cross") == ("cross", None)
     with pytest.raises(ValueError):
-        C.parse_model_ref("x@latest")
+        S.parse_model_ref("x@latest")
 
 
 @pytest.mark.slow
@@ -194,4 +196,4 @@ def test_an_extending_profile_can_leave_out_a_parent_model():
     gone = set(default.zoo.models) - set(workshop.zoo.models)
     assert {"lineage-small-s2", "stronger-b", "cross-c"} <= gone
     assert list(workshop.transfer.sources) == ["lineage-small"]
-    assert all(C.parse_model_ref(r)[0] in workshop.zoo.models for r in workshop.transfer.sources_for("lineage-small"))
+    assert all(S.parse_model_ref(r)[0] in workshop.zoo.models for r in workshop.transfer.sources_for("lineage-small"))

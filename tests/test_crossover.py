@@ -70,7 +70,7 @@ def test_the_command_reads_two_profiles_products_and_writes_the_rule_before_the_
         _runs(student, other, 2.0, 0.0).to_csv(out / "tables" / "transfer_runs.csv", index=False)
         (out / "findings" / "02_transfer.json").write_text(json.dumps({"instrument": {"passed": True}}))
     assert cli.main(["crossed", "crossed-smollm2", "gemma"]) == 1  # the second profile has not run
-    monkeypatch.setattr("resurface.frame.config.load_config", lambda p: type("C", (), {
+    monkeypatch.setattr("resurface.frame.profiles.load_config", lambda p: type("C", (), {
         "transfer": type("T", (), {"students": [{"crossed-smollm2": "smollm2", "x": "gemma"}[p]]}),
         "analysis": type("A", (), {"alpha": 0.05, "power": 0.8, "sesoi_points": 0.5})}))
     out = tmp_path / "x"

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import torch
 
-from resurface.frame import config as C
+from resurface.frame import profiles as C
 
 from conftest import ROOT, no_network_prefix
 

@@ -72,7 +72,7 @@ def test_every_task_type_scores_like_lm_evals_hf(smoke_zoo, smoke_cache, tmp_pat
 def test_backend_is_registered_and_selectable():
     from lm_eval.api.registry import get_model
     from resurface.lm import lm_backend
-    from resurface.frame.config import load_config
+    from resurface.frame.profiles import load_config
     assert get_model("resurface") is lm_backend.ForwardPassLM
     assert load_config("smoke", {"benchmarks.backend": "resurface"}).benchmarks.backend == "resurface"
     assert load_config("smoke", {"benchmarks.backend": "hf"}).benchmarks.backend == "hf"
@@ -88,6 +88,7 @@ def test_the_environment_report_patch_fails_loudly_if_lm_eval_renames_it(monkeyp
 
 
 def test_a_task_without_a_primary_metric_stops_before_any_compute():
-    from resurface.frame.config import ConfigError, load_config
+    from resurface.frame.schema import ConfigError
+from resurface.frame.profiles import load_config
     with pytest.raises(ConfigError, match=r"\['mmlu'\] have no primary metric"):
         load_config("smoke", {"benchmarks.tasks": ["minimal_pairs", "mmlu"]})

@@ -109,7 +109,7 @@ def test_the_memorization_notebook_may_fetch_the_texts_it_scans(tmp_path):
     """A real-weights profile's natural scan (params/gemma.yaml) fetches its texts (sources/kjv) in notebook 04;
     no earlier notebook does. Session 12's gemma run stopped there with NotYours (the look-alike test had put the
     texts in the cache first, so it never saw this)."""
-    from resurface.frame.config import load_config
+    from resurface.frame.profiles import load_config
     assert load_config("gemma").memorization.natural is not None
     cache = Cache(tmp_path)
     cache.restrict("04_memorization", pipeline.load().builders())
@@ -127,7 +127,7 @@ def _fake_upstream(out: Path, config: dict) -> None:
 
 
 def test_products_from_other_parameters_or_another_notebook_are_stale(tmp_path):
-    from resurface.frame.config import config_dict, load_config
+    from resurface.frame.profiles import config_dict, load_config
     from resurface.study.pipeline import load
     pipe = load(ROOT / "notebooks" / "pipeline.yaml")
     config = config_dict(load_config("smoke"))
@@ -145,7 +145,7 @@ def test_products_from_other_parameters_or_another_notebook_are_stale(tmp_path):
 
 def test_only_refuses_products_of_other_parameters_naming_the_notebook_to_rerun(tmp_path):
     """Change 01's recipe through params and ask for 02 alone: the runner names 01 before any kernel starts."""
-    from resurface.frame.config import config_dict, load_config
+    from resurface.frame.profiles import config_dict, load_config
     _fake_upstream(tmp_path / "out" / "smoke", config_dict(load_config("smoke")))
     proc = _run_all(tmp_path, "--only", "02", "--set", "recipe.budgets=[4096]")
     assert proc.returncode == 1, proc.stderr

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from resurface.frame import config as C
+from resurface.frame import profiles as C
 
 
 def test_the_planted_profile_measures_finding_3_on_a_twin_of_its_student():

@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 import torch
 
-from resurface.frame import config as C
+from resurface.frame import profiles as C
+from resurface.frame import schema as S
 from resurface.build.hub import lookalike_tokenizer
 
 PYTHIA_70M = dict(vocab_size=50304, hidden_size=512, num_hidden_layers=6, num_attention_heads=8,
@@ -70,7 +71,7 @@ def lookalike(tmp_path_factory, smoke_zoo, smoke_cache):
            "transfer": {"students": ["pythia-70m-deduped"],
                         "sources": ["pythia-70m-deduped", "pythia-70m-deduped@step71000"],
                         "relations": ["self", "same_lineage", "real_text"], "seeds": [0]}}
-    return C.StudyConfig.model_validate(raw), hub_cache
+    return S.StudyConfig.model_validate(raw), hub_cache
 
 
 @pytest.mark.slow

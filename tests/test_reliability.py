@@ -116,7 +116,7 @@ def test_sigkill_at_every_stage_then_resume_gives_identical_results(tmp_path, sm
     # it resumed: the zoo, finished before the later kills, was reused, not retrained
     timings = pd.read_csv(resumed / "tables" / "timings.csv")
     zoo = timings[(timings["notebook"] == "00_zoo") & timings["artifact"].str.startswith("zoo/")]
-    from resurface.frame.config import load_config
+    from resurface.frame.profiles import load_config
     n_models = sum(m.is_local for m in load_config("smoke").zoo.models.values())
     assert len(zoo) == n_models and (zoo["status"] == "reused").all()
     assert not list(cache.glob("*/.tmp-*")), "debris of the killed builds must be cleared"

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from resurface.frame.config import ModelConfig
+from resurface.frame.schema import ModelConfig
 from resurface.lm.training import causal_lm_loss
 from resurface.lm.models import hf_config
 

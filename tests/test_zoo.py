@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from resurface.build.canaries import load_canaries, plant
-from resurface.frame.config import ModelConfig, load_config
+from resurface.frame.schema import ModelConfig
+from resurface.frame.profiles import load_config
 from resurface.lm.models import hf_config, load_model
 
 
@@ -126,7 +127,7 @@ def test_no_code_path_unpickles_or_runs_remote_code():
 def test_the_checkpoint_key_of_a_trained_model_is_stable():
     """Adding a config field must not silently invalidate every cached zoo (a 15-minute rebuild): this is
     the exact dict the default lineage model's checkpoint is keyed by. Change it only on purpose."""
-    from resurface.frame.config import load_config
+    from resurface.frame.profiles import load_config
     from resurface.build.zoo import model_key
     m = load_config("default").zoo.models["lineage-small"]
     assert model_key(m) == {

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from resurface.build.benchmarks import write_task_yamls
 from resurface.build.task_files import HIGHER_IS_BETTER, TASK_PREFIX
-from resurface.frame.config import PRIMARY_METRIC
+from resurface.frame.schema import PRIMARY_METRIC
 from resurface.frame.cache import Artifact, Cache
 
 log = logging.getLogger("resurface")

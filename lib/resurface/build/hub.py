@@ -6,7 +6,7 @@ import os
 from resurface.build.corpora import load_corpus
 from resurface.build.tokenizers import load_tokenizer
 from resurface.frame.cache import Artifact
-from resurface.frame.config import StudyConfig, parse_model_ref
+from resurface.frame.schema import StudyConfig, parse_model_ref
 from resurface.lm.models import load_model
 from resurface.lm.training import bits_per_byte
 

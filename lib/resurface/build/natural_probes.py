@@ -23,7 +23,7 @@ import pandas as pd
 from resurface.build.corpora import load_documents, read_source
 from resurface.build.tokenizers import load_tokenizer
 from resurface.frame.cache import Artifact, Cache
-from resurface.frame.config import StudyConfig
+from resurface.frame.schema import StudyConfig
 from resurface.lm.extraction import extraction, suffix_agreement
 from resurface.lm.models import load_model
 from resurface.lm.sampler import resolve_start_token

@@ -23,7 +23,7 @@ from resurface.build.tokenizers import load_tokenizer
 from resurface.compute.device import current
 from resurface.compute.distributed import collective_build, is_main
 from resurface.frame.cache import Artifact, Cache
-from resurface.frame.config import StudyConfig
+from resurface.frame.schema import StudyConfig
 from resurface.lm.models import load_model
 from resurface.lm.training import document_start_id, pack_documents, train_lm
 

@@ -13,7 +13,7 @@ from resurface.build.tokenizers import load_tokenizer
 from resurface.build.zoo import Zoo
 from resurface.compute.device import current
 from resurface.frame.cache import Artifact, Cache
-from resurface.frame.config import parse_model_ref
+from resurface.frame.schema import parse_model_ref
 from resurface.lm.models import load_model
 from resurface.lm.sampler import sample_documents, vllm_engine
 

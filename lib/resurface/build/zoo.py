@@ -26,7 +26,7 @@ from resurface.build.tokenizers import build_tokenizer, load_tokenizer
 from resurface.compute.distributed import collective_build
 from resurface.compute.pool import Job, build_all
 from resurface.frame.cache import Artifact, Cache
-from resurface.frame.config import ModelConfig, StudyConfig, parse_model_ref
+from resurface.frame.schema import ModelConfig, StudyConfig, parse_model_ref
 from resurface.lm.models import hf_config
 from resurface.lm.training import bits_per_byte, lr_at, mean_loss, pack_documents, tokenize_texts, train_lm
 

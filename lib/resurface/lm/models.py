@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from resurface.compute.device import current
-from resurface.frame.config import ModelConfig
+from resurface.frame.schema import ModelConfig
 
 
 def hf_config(m: ModelConfig, vocab_size: int, seq_len: int):

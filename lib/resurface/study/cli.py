@@ -66,7 +66,7 @@ def cache_command(args) -> int:
 
 def bundle_sources(profile: str) -> list[str]:
     """The registry packages a profile's corpora (and its natural-memorization scan) come from."""
-    from resurface.frame.config import load_config
+    from resurface.frame.profiles import load_config
     cfg = load_config(profile)
     c = cfg.corpora
     names = [*c.lineage, *c.cross_family, c.canary_source]
@@ -164,7 +164,7 @@ def crossed_command(args) -> int:
     outputs/crossed-<a>-<b>/: the rule first, then the numbers."""
     import pandas as pd
     from resurface.analysis.crossover import crossover
-    from resurface.frame.config import load_config
+    from resurface.frame.profiles import load_config
     from resurface.frame.paths import outputs_dir
     runs, passed, alpha, power, sesoi, headlines = {}, {}, None, None, None, {}
     for profile in args.profiles:
@@ -254,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     if command == "bench":
         return subprocess.call([sys.executable, str(ROOT / "scripts" / "cost_bench.py"), *rest])
     if command == "check":
-        from resurface.frame.config import main as check
+        from resurface.frame.profiles import main as check
         return check(rest)
     args = ap.parse_args(argv)
     if command == "crossed":

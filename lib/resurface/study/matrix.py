@@ -16,7 +16,7 @@ from resurface.build.synthetic import (corpus_texts, real_text_corpus, replay_co
 from resurface.build.zoo import Zoo, model_size
 from resurface.compute.pool import Job, build_all
 from resurface.frame.cache import Artifact, Cache
-from resurface.frame.config import PRIMARY_METRIC, StudyConfig, parse_model_ref, split_schedule
+from resurface.frame.schema import PRIMARY_METRIC, StudyConfig, parse_model_ref, split_schedule
 from resurface.names import CONTROL_SOURCES, CONTROLS
 
 

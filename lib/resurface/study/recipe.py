@@ -13,7 +13,7 @@ import itertools
 import pandas as pd
 
 from resurface.frame.cache import Cache
-from resurface.frame.config import StudyConfig
+from resurface.frame.schema import StudyConfig
 from resurface.study.matrix import build_plan, eval_tasks, item_deltas, plan, run_plan
 from resurface.analysis.findings import headline
 from resurface.build.zoo import Zoo

@@ -18,7 +18,8 @@ import sys
 import time
 from pathlib import Path
 
-from resurface.frame.config import ConfigError, config_dict, load_config, parse_overrides
+from resurface.frame.schema import ConfigError
+from resurface.frame.profiles import config_dict, load_config, parse_overrides
 from resurface.frame.paths import outputs_dir
 from resurface.study.pipeline import Pipeline, PipelineError, load, notebooks_folder, record_provenance
 

@@ -20,7 +20,8 @@ import yaml
 
 from resurface.compute.pool import quiet_libraries
 from resurface.frame.cache import Cache, write_atomically
-from resurface.frame.config import ConfigError, StudyConfig, config_dict, load_config
+from resurface.frame.schema import ConfigError, StudyConfig
+from resurface.frame.profiles import config_dict, load_config
 from resurface.frame.paths import cache_root, outputs_dir
 
 log = logging.getLogger("resurface")

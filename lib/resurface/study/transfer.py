@@ -20,7 +20,7 @@ from resurface.build.synthetic import synthetic_corpus
 from resurface.build.zoo import Zoo, model_size
 from resurface.compute.pool import Job, build_all
 from resurface.frame.cache import Cache
-from resurface.frame.config import StudyConfig
+from resurface.frame.schema import StudyConfig
 from resurface.build.evaluations import item_margins
 from resurface.study.matrix import CONTROL_SOURCES, base_evaluation, eval_tasks, plan, run_plan
 from resurface.study.recipe import matrix_recipe

@@ -20,7 +20,7 @@ from resurface.build.tokenizers import load_tokenizer
 from resurface.build.zoo import Zoo, model_size
 from resurface.compute.pool import Job, build_all
 from resurface.frame.cache import Artifact, Cache
-from resurface.frame.config import PRIMARY_METRIC, StudyConfig, parse_model_ref
+from resurface.frame.schema import PRIMARY_METRIC, StudyConfig, parse_model_ref
 from resurface.lm.models import load_model
 from resurface.lm.training import document_bits as bits_of
 from resurface.study.matrix import base_evaluation, relation, strength_label
