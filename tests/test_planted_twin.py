@@ -92,3 +92,34 @@ def test_a_planted_twin_reads_every_copy_and_learns_its_canaries_not_the_control
     assert nll["twin"][0] < nll["twin"][1] - 0.1, nll
     assert abs(nll["base"][0] - nll["base"][1]) < nll["twin"][1] - nll["twin"][0], nll
     assert np.isfinite(twin.meta["heldout_lineage_bpb"])
+
+
+def test_a_frozen_embedding_stays_bit_identical_while_the_rest_learns(tiny_twin, smoke_cache):
+    """`finetune.freeze_embeddings` (Gemma 3's tied vocabulary is 168M of its 268M weights): the embedding, and
+    the output layer tied to it, stay bit-identical; every other weight moves; students fine-tuned without the
+    flag keep their cache keys."""
+    import torch
+    from resurface.build.corpora import load_corpus
+    from resurface.build.students import finetune
+    from resurface.frame.cache import Cache
+    from resurface.lm.models import load_model
+    cfg, _, _, twin = tiny_twin
+    cache = Cache(smoke_cache)
+    from resurface.build import zoo
+    corpus = zoo.build_corpora(cfg, cache)["lineage"]
+    texts = lambda a: list(load_corpus(a)["heldout"]["text"][:8])  # noqa: E731
+    out = {}
+    for frozen in (False, True):
+        ft = cfg.finetune.model_copy(update={"lr": 0.01, "freeze_embeddings": frozen, "warmup_steps": 1})
+        out[frozen] = finetune(cache, f"frozen-{frozen}", twin, "main", corpus, texts, 2048, ft, 128, 0)
+    before = load_model(twin.path / "main").state_dict()
+    for frozen, art in out.items():
+        after = load_model(art.path / "main").state_dict()
+        emb = next(k for k in after if "embed_tokens" in k)
+        assert torch.equal(before[emb], after[emb]) == frozen, (frozen, emb)
+        moved = [k for k in after if k != emb and "norm" not in k and not torch.equal(before[k], after[k])]
+        assert moved, frozen
+    import json
+    keyed = {f: json.loads((a.path / "manifest.json").read_text())["config"]["ft"] for f, a in out.items()}
+    assert "freeze_embeddings" not in keyed[False] and keyed[True]["freeze_embeddings"] is True
+    assert out[True].key != out[False].key and out[True].meta.get("frozen_embeddings") is True

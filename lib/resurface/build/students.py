@@ -47,7 +47,9 @@ def finetune(cache: Cache, label: str, student: Artifact, student_subdir: str, t
              texts_loader, budget_tokens: int, ft: FinetuneConfig, seq_len: int, seed: int) -> Artifact:
     """Fine-tune `student/student_subdir` on the texts of `texts_art` for `budget_tokens` student tokens."""
     # exclude_none: micro-batching joins the key only when used, so earlier students stay valid
-    cfg = {"student_subdir": student_subdir, "budget": budget_tokens, "ft": ft.model_dump(exclude_none=True),
+    # (freeze_embeddings joins it only when set, so earlier students stay valid too)
+    tuned = {k: v for k, v in ft.model_dump(exclude_none=True).items() if k != "freeze_embeddings" or v}
+    cfg = {"student_subdir": student_subdir, "budget": budget_tokens, "ft": tuned,
            "seq_len": seq_len, "seed": seed, **current().key()}
     lr_args = schedule_args(student, student_subdir, ft)
 
@@ -55,6 +57,8 @@ def finetune(cache: Cache, label: str, student: Artifact, student_subdir: str, t
         src = student.path / student_subdir
         tok = load_tokenizer(src)
         model = load_model(src, for_training=True)
+        if ft.freeze_embeddings:  # AdamW skips a weight without a gradient; a tied output layer stays with it
+            model.get_input_embeddings().weight.requires_grad_(False)
         torch.manual_seed(seed)
         # documents as the student reads them from BOS (the zoo's blocks are unchanged: its BOS is its EOS)
         blocks = pack_documents(tokenize_texts(tok, texts_loader(texts_art)), tok.eos_token_id, seq_len,
@@ -71,7 +75,8 @@ def finetune(cache: Cache, label: str, student: Artifact, student_subdir: str, t
         meta = {"steps": steps, "tokens": result["tokens"], "corpus_blocks": int(len(blocks)),
                 "epochs_over_corpus": round(steps * ft.batch_size / max(1, len(blocks)), 3),
                 "seconds": round(result["seconds"], 2), "tokens_per_s": round(result["tokens_per_s"]),
-                "final_loss": result["history"][-1][1], "schedule": ft.schedule, "lr": lr_args["lr"]}
+                "final_loss": result["history"][-1][1], "schedule": ft.schedule, "lr": lr_args["lr"],
+                **({"frozen_embeddings": True} if ft.freeze_embeddings else {})}
         (tmp / "train_log.json").write_text(json.dumps({**meta, "history": result["history"]}))
         return meta
 

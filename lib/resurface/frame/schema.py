@@ -217,6 +217,8 @@ class FinetuneConfig(Strict):
     epochs: int = Field(1, gt=0)
     micro_batch_size: int | None = Field(None, gt=0, description="split each batch into accumulated pieces of "
                                          "this many blocks when the whole batch does not fit in memory")
+    freeze_embeddings: bool = Field(False, description="train everything but the (tied) token embedding: for "
+                                    "a model whose vocabulary holds most of its weights (Gemma 3: 168M of 268M)")
 
 
 class BenchmarkConfig(Strict):
