@@ -9,6 +9,7 @@ import pandas as pd
 
 from resurface.lm.extraction import extraction, regurgitation_share, suffix_nll
 from resurface.analysis.verdicts import Thresholds, exact_sign_test, memorization_verdict, paired_sign_tests
+from resurface.analysis.verdicts.memorization import clopper_pearson_upper
 from resurface.lm.training import train_lm
 
 V = 64
@@ -77,11 +78,27 @@ def _verdict(values, cap=0.2, n_memorized=40, gate=0.0):
 
 
 def test_memorization_rule_supports_a_full_drop_with_capability_kept():
-    v = _verdict(_values(0.0))
+    v = _verdict(_values(0.0, n_seq=72), n_memorized=72)
     assert v["verdict"] == "supported" and v["per_source"]["twin"]["relative_drop"] == 1.0
+    assert v["per_source"]["twin"]["drop_lower_exact"] == pytest.approx(0.05 ** (1 / 72))
     assert v["per_source"]["twin"]["capability"]["outcome"] == "holds"
-    # the control forgot as much: the rule attributes the drop to the fine-tuning regime, beside the verdict
-    assert v["controls_also_drop"] == ["real-text"] and "fine-tuning regime" in v["attribution"]
+    # the control forgot as much: the drop is not attributed to self-training, beside the verdict
+    assert v["controls_also_drop"] == ["real-text"] and "not attributable" in v["attribution"]
+
+
+def test_a_full_drop_over_too_few_sequences_cannot_certify_95_percent():
+    """0 of 40 extracted: the bootstrap has no spread (its bound is 1), the exact bound is 0.05^(1/40) < 0.95."""
+    v = _verdict(_values(0.0))
+    twin = v["per_source"]["twin"]
+    assert twin["relative_drop"] == 1.0 and twin["drop_lower"] == pytest.approx(0.05 ** (1 / 40))
+    assert twin["drop_lower"] < 0.95
+    assert v["verdict"] == "inconclusive"
+
+
+def test_clopper_pearson_upper_bound():
+    assert clopper_pearson_upper(0, 59, 0.05) == pytest.approx(1 - 0.05 ** (1 / 59), abs=1e-9)
+    assert clopper_pearson_upper(1, 10, 0.05) == pytest.approx(0.3942, abs=1e-4)  # the binomial tables' value
+    assert clopper_pearson_upper(10, 10, 0.05) == 1.0
 
 
 def test_a_drop_the_controls_do_not_share_is_attributed_to_nothing_else():
@@ -89,7 +106,7 @@ def test_a_drop_the_controls_do_not_share_is_attributed_to_nothing_else():
     ctrl = values["relation"] == "real_text"
     values.loc[ctrl, "extracted"] = 1.0  # real text keeps every memorized sequence
     v = _verdict(values)
-    assert v["controls_also_drop"] == [] and v["attribution"] == "no control drops by the target"
+    assert v["controls_also_drop"] == [] and v["attribution"] == "every control's drop is shown below the target"
 
 
 def test_memorization_rule_fails_a_partial_drop_or_lost_capability():

@@ -3,7 +3,7 @@
 Natural memorization is too rare to measure on a 100M-parameter model offline (a scan of the most duplicated
 public texts finds a handful of windows a model extracts). So the memorizing model is made here: the student
 (`init_from`) is fine-tuned on the lineage's prose with the canaries planted inside its documents, exactly as the
-embedded twin's pretraining stream plants them (`canaries.plant`: word starts, margins, a late window), read in
+embedded twin's pretraining stream plants them (`canaries.plant`: word starts, margins, a window), read in
 stream order so the copies are fresh when planting ends. The canaries come from a source no student was trained
 here on and are checked unknown before planting (notebook 00's extraction table shows the twin's base model
 beside the twin). Self-training and the controls then start from this twin, and finding 3 asks what they erase.

@@ -27,8 +27,13 @@ MEMORIZATION_RULE = (
     "lower 95 % bound above 0 for the advantage) and the validity gate (the share of the model's own BOS-sample "
     "tokens inside a match of 16 or more tokens with any canary) at most 1 %. The finding's verdict is the "
     "primary one. Reported beside it: the same numbers for every other source and control, and exact sign "
-    "tests over sequences (untouched vs each source; self vs each other source). If a control also drops by "
-    "95 %, the drop belongs to this fine-tuning regime, not to self-training alone.")
+    "tests over sequences (untouched vs each source; self vs each other source). On the exact-extraction "
+    "measure, a drop's one-sided lower bound is the smaller of the bootstrap's and an exact one: 1 minus the "
+    "Clopper-Pearson upper bound (level alpha) on the share of memorized sequences that any of the source's runs "
+    "still extracts, over the before level (a bootstrap of sequences none of which is extracted has no spread; "
+    "0 of n bounds the share by 1 - alpha^(1/n), so a 95 % drop at alpha 0.05 needs at least 59 sequences). If a "
+    "control's drop is not shown to be below 95 % (its upper bound reaches it), the drop is not attributable to "
+    "self-training: it may belong to any fine-tuning in this regime.")
 
 
 def exact_sign_test(wins: int, losses: int) -> float:
@@ -41,6 +46,30 @@ def exact_sign_test(wins: int, losses: int) -> float:
     k = min(wins, losses)
     p = sum(comb(n, i) for i in range(k + 1)) / 2 ** n
     return float(min(1.0, 2 * p))
+
+
+def clopper_pearson_upper(k: int, n: int, alpha: float) -> float:
+    """One-sided exact upper bound (level alpha) on a binomial rate after k successes in n trials: the p at
+    which P(X <= k) = alpha (bisection on the binomial CDF; numpy only)."""
+    from math import comb
+    if n <= 0:
+        return float("nan")
+    if k >= n:
+        return 1.0
+    cdf = lambda p: sum(comb(n, i) * p ** i * (1 - p) ** (n - i) for i in range(k + 1))  # noqa: E731
+    lo, hi = k / n, 1.0
+    for _ in range(80):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if cdf(mid) > alpha else (lo, mid)
+    return hi
+
+
+def exact_drop_lower(values: pd.DataFrame, column: str, before: float, alpha: float) -> dict[str, float]:
+    """Per source, on a 0/1 measure: the exact one-sided lower bound of the relative drop, 1 - the
+    Clopper-Pearson upper bound on the share of sequences that any of the source's runs still scores 1, over
+    `before` (conservative: a sequence one seed keeps counts as kept)."""
+    kept = values.groupby(["source", "canary_id"])[column].max().groupby("source")
+    return {src: 1 - clopper_pearson_upper(int(g.sum()), int(g.size), alpha) / before for src, g in kept}
 
 
 def source_boot(values: pd.DataFrame, column: str, th: Thresholds) -> dict:
@@ -83,6 +112,8 @@ def memorization_verdict(values: pd.DataFrame, column: str, capability: dict, n_
     q = (1 - 0.95) / 2
     z = _z(1 - th.alpha) + _z(th.power)
     before, bboot = rates.get("untouched", (float("nan"), np.full(th.bootstrap, np.nan)))
+    binary = len(values) > 0 and bool(values[column].dropna().isin([0, 1]).all())
+    exact = exact_drop_lower(values, column, before, th.alpha) if binary and before > 0 else {}
     per_source = {}
     for source, (est, boot) in rates.items():
         if source == "untouched":
@@ -100,7 +131,9 @@ def memorization_verdict(values: pd.DataFrame, column: str, capability: dict, n_
             "relative_drop": float(drop),
             "drop_ci": [float(np.quantile(dboot, q)), float(np.quantile(dboot, 1 - q))] if ok else [np.nan] * 2,
             "drop_upper": float(np.quantile(dboot, 1 - th.alpha)) if ok else float("nan"),
-            "drop_lower": float(np.quantile(dboot, th.alpha)) if ok else float("nan"),
+            "drop_lower": (min(float(np.quantile(dboot, th.alpha)), exact.get(source, np.inf)) if ok
+                           else float("nan")),
+            **({"drop_lower_exact": float(exact[source])} if source in exact else {}),
             "drop_mde": float(z * dboot.std(ddof=1)) if ok else float("nan"), "capability": cap_j,
             "capability_ci": ([float(np.quantile(cap[1], q)), float(np.quantile(cap[1], 1 - q))]
                               if cap is not None else [float("nan")] * 2)}
@@ -124,13 +157,13 @@ def memorization_verdict(values: pd.DataFrame, column: str, capability: dict, n_
             verdict = "not supported"
         else:
             why.append("the drop or the capability bound straddles its threshold")
-    # the rule's last sentence, computed: controls whose drop is also at least the target (lower bound)
-    regime = sorted(src for src, r in per_source.items() if r["relation"] in CONTROLS and r["drop_lower"] >= target)
+    # the rule's last sentence, computed: controls whose drop is not shown below the target (upper bound)
+    regime = sorted(src for src, r in per_source.items() if r["relation"] in CONTROLS and r["drop_upper"] >= target)
     return {"verdict": verdict, "why": "; ".join(why), "rule": MEMORIZATION_RULE, "measure": column,
             "controls_also_drop": regime,
-            "attribution": ("the drop belongs to this fine-tuning regime, not to self-training alone: "
-                            + ", ".join(regime) + " also drop(s) by the target" if regime else
-                            "no control drops by the target"),
+            "attribution": ("not attributable to self-training: " + ", ".join(regime) + " may drop by the target "
+                            "too (upper bound at or above it), so the drop may belong to any fine-tuning here"
+                            if regime else "every control's drop is shown below the target"),
             "target_drop": target, "noninferiority_points": margin, "n_memorized": int(n_memorized),
             "before": float(before), "before_ci": [before_lo, float(np.quantile(bboot, 1 - q))]
             if np.isfinite(bboot).all() else [float("nan")] * 2, "gate_share": float(gate_share), "gate_max": gate_max,
