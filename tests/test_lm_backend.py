@@ -89,6 +89,6 @@ def test_the_environment_report_patch_fails_loudly_if_lm_eval_renames_it(monkeyp
 
 def test_a_task_without_a_primary_metric_stops_before_any_compute():
     from resurface.frame.schema import ConfigError
-from resurface.frame.profiles import load_config
+    from resurface.frame.profiles import load_config
     with pytest.raises(ConfigError, match=r"\['mmlu'\] have no primary metric"):
         load_config("smoke", {"benchmarks.tasks": ["minimal_pairs", "mmlu"]})
