@@ -151,3 +151,14 @@ def test_only_refuses_products_of_other_parameters_naming_the_notebook_to_rerun(
     assert proc.returncode == 1, proc.stderr
     assert "02_transfer reads the products of 00_zoo, which ran under other parameters" in proc.stderr
     assert "run 00_zoo first" in proc.stderr and not (tmp_path / "out" / "smoke" / "02_transfer.ipynb").exists()
+
+
+def test_a_parameter_added_at_its_default_does_not_make_products_stale():
+    from resurface.study.pipeline import changed_keys
+    before = {"finetune": {"lr": 0.001}, "zoo": {"models": {"a": {"steps": 600}}}}
+    after = {"finetune": {"lr": 0.001, "freeze_embeddings": False}, "zoo": {"models": {"a": {"steps": 600,
+                                                                                           "init_from": None}}}}
+    assert changed_keys(before, after) == []
+    after["finetune"]["freeze_embeddings"] = True
+    after["zoo"]["models"]["a"]["steps"] = 700
+    assert changed_keys(before, after) == ["finetune.freeze_embeddings", "zoo.models.a.steps"]

@@ -134,4 +134,4 @@ def test_the_checkpoint_key_of_a_trained_model_is_stable():
         "kind": "lineage", "hub_id": None, "revision": None, "architecture": "gpt_neox", "tokenizer": "lineage",
         "corpora": ["lineage"], "layers": 2, "width": 64, "heads": 4, "steps": 600, "batch_size": 32, "lr": 0.003,
         "warmup_steps": 50, "checkpoints": [150, 300], "data_seed": 0, "init_seed": 0,
-        "canaries": False}  # session 7: the students never see a canary (the twin carries them)
+        "canaries": False}  # the students never see a canary (the twin carries them)

@@ -99,8 +99,9 @@ def heldout_blocks(corpus: Artifact, tokenizer, seq_len: int, max_blocks: int = 
 
 def model_key(m: ModelConfig) -> dict:
     """The part of a locally trained model's config that keys its checkpoint. Fields added to ModelConfig
-    for other kinds of models (`gguf`) stay out, so adding them does not invalidate every trained zoo."""
-    return m.model_dump(mode="json", exclude={"gguf"})
+    for other kinds of models (`gguf`, a planted twin's `init_from`) stay out, so adding them does not invalidate
+    every trained zoo."""
+    return m.model_dump(mode="json", exclude={"gguf", "init_from"})
 
 
 # A builder's own format version, in its config (the one style; cache.FORMAT_VERSION would re-key every artifact).

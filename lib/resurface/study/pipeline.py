@@ -200,10 +200,13 @@ def record_provenance(out: Path, name: str, config: dict, notebook: Path) -> Non
 
 
 def changed_keys(before: dict, after: dict, prefix: str = "") -> list[str]:
-    """The dotted keys whose values differ between two resolved profiles."""
+    """The dotted keys whose values differ between two resolved profiles. A parameter present on one side only
+    and off there (None or False: added to the schema since, at its default) changes nothing."""
     keys = []
     for k in sorted(set(before) | set(after)):
         a, b = before.get(k), after.get(k)
+        if (k not in before and b in (None, False)) or (k not in after and a in (None, False)):
+            continue
         if isinstance(a, dict) and isinstance(b, dict):
             keys += changed_keys(a, b, f"{prefix}{k}.")
         elif a != b:
