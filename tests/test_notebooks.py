@@ -6,6 +6,7 @@ import os
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -74,7 +75,7 @@ def test_every_verdict_rule_is_stated_in_a_notebook_word_for_word_as_the_code_ap
 
 def test_a_changed_rule_is_caught(tmp_path):
     """The check above can fail: a notebook whose quote drifted by one word is told apart."""
-    nb = next(n for n in NOTEBOOKS if "TRANSFER_RULE" in n.read_text())
+    nb = next(n for n in NOTEBOOKS if "TRANSFER_RULE" in quoted_rules(n))
     drifted = tmp_path / nb.name
     drifted.write_text(nb.read_text().replace("Finding 1, per student", "Finding 1, per seed", 1))
     assert quoted_rules(drifted)["TRANSFER_RULE"] != quoted_rules(nb)["TRANSFER_RULE"]
@@ -206,11 +207,15 @@ def test_smoke_report_matches_findings(smoke_run):
     assert page.count("<table>") >= 3 and '<img alt="transfer_by_relation" src="figures/transfer_by_relation.png"' in page
     for fig in (out / "figures").glob("*.png"):  # every figure of the run is in the report, with its caption
         assert f"figures/{fig.name}" in report
-    # the verdicts in the findings follow from the committed tables
-    runs = pd.read_csv(out / "tables" / "transfer.csv")
+    # the verdicts in the findings follow from the committed tables: the runs' headline deltas in the primary
+    # score (SCORE_RULE), whose accuracy column is the per-task table's
+    table = pd.read_csv(out / "tables" / "transfer.csv")
+    h = pd.read_csv(out / "tables" / "transfer_runs.csv")
     f1 = json.loads((out / "findings" / "02_transfer.json").read_text())
     from resurface.analysis.findings import headline
-    h = headline(runs, f1["headline_tasks"])
+    acc = headline(table, f1["headline_tasks"]).set_index("run_label")["headline_delta"]
+    assert np.allclose(h.set_index("run_label")["accuracy_delta"], acc.loc[h["run_label"]], atol=1e-9)
+    assert f1["score"] == "logloss" and np.allclose(h["headline_delta"], h["logloss_delta"])
     assert f1["headline_tasks"] and f1["recipe"]["schedule"] in ("continue", "constant", "rewarm")
     per = {(r["student"], r["relation"]): r["mean"] for r in f1["per_relation"]}
     for (st, rel), g in h[h.relation.isin(["self", "cross_family"])].groupby(["student", "relation"]):

@@ -162,3 +162,7 @@ def test_a_parameter_added_at_its_default_does_not_make_products_stale():
     after["finetune"]["freeze_embeddings"] = True
     after["zoo"]["models"]["a"]["steps"] = 700
     assert changed_keys(before, after) == ["finetune.freeze_embeddings", "zoo.models.a.steps"]
+    # a key added at a default that is neither None nor False: unchanged at the default, changed off it
+    assert changed_keys({"analysis": {"alpha": 0.05}}, {"analysis": {"alpha": 0.05, "score": "accuracy"}}) == []
+    assert changed_keys({"analysis": {"alpha": 0.05}},
+                        {"analysis": {"alpha": 0.05, "score": "logloss"}}) == ["analysis.score"]

@@ -325,7 +325,7 @@ def test_budget_calibration_arithmetic():
                          {"task": "t", "from": "m", "to": "big", "rise": 1.0, "paired_se": 0.4}])
     tokens = {"m@step1": 1_000_000, "m@step2": 2_000_000, "m": 4_000_000, "big": 8_000_000}  # big: another model
     cal = V.budget_calibration(axis, tokens, [100_000, 10_000_000], 0.05, 0.8).set_index("budget")
-    assert cal.loc[100_000, "points_per_million_tokens"] == pytest.approx(0.5)  # the last within-model step
+    assert cal.loc[100_000, "gain_per_million_tokens"] == pytest.approx(0.5)  # the last within-model step
     mde = (V._z(0.975) + V._z(0.8)) * 0.4
     assert cal.loc[100_000, "run_mde"] == pytest.approx(mde)
     assert cal.loc[100_000, "tokens_needed"] == pytest.approx(mde / 0.5 * 1e6)

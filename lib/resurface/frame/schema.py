@@ -285,6 +285,9 @@ class AnalysisConfig(Strict):
     """Thresholds of the pre-registered rules (lib/resurface/analysis/verdicts/), fixed before any result."""
     alpha: float = Field(0.05, gt=0, lt=0.5)
     power: float = Field(0.8, gt=0.5, lt=1)
+    score: Literal["accuracy", "logloss"] = Field("accuracy", description="the per-item outcome of findings 1 "
+        "and 2 and of every check that picks or validates their headline (SCORE_RULE): `accuracy` (points, the "
+        "paper's) or `logloss`, the proper score (nats); the other is reported as the secondary outcome")
     sesoi_points: float = Field(0.5, gt=0, description="smallest accuracy effect of interest, in points")
     margin_sesoi_nats: float = Field(0.02, gt=0, description="the same for the per-item log-likelihood margins")
     logloss_sesoi_nats: float = Field(0.01, gt=0, description="the same for the proper score, the per-item "
@@ -471,3 +474,23 @@ def parse_model_ref(ref: str) -> tuple[str, int | None]:
     if not m:
         raise ValueError(f"model reference `{ref}` is not of the form NAME or NAME@stepN")
     return m["name"], int(m["step"]) if m["step"] else None
+
+
+_NO_DEFAULT = object()
+
+
+def field_default(dotted: str):
+    """The schema's default of a dotted parameter key (`analysis.score`), or a sentinel when the key has none
+    (a required field, or an entry of a mapping such as `zoo.models.<name>`)."""
+    from pydantic import BaseModel
+    from pydantic_core import PydanticUndefined
+    model: type | None = StudyConfig
+    field = None
+    for part in dotted.split("."):
+        if not (isinstance(model, type) and issubclass(model, BaseModel)) or part not in model.model_fields:
+            return _NO_DEFAULT
+        field = model.model_fields[part]
+        model = field.annotation
+    if field is None or field.default is PydanticUndefined:
+        return _NO_DEFAULT
+    return field.default

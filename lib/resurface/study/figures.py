@@ -47,7 +47,14 @@ def loss_curves(histories, title: str = "Pretraining loss"):
     return fig
 
 
-def relation_deltas(summary, title: str, ylabel: str = "Δ accuracy vs untouched\nstudent (points)"):
+def score_label(score: str, items: str = "") -> str:
+    """The axis label of a headline delta in `score` (SCORE_RULE): accuracy in points, log-loss gain in nats."""
+    where = f", {items}" if items else ""
+    return (f"Δ accuracy{where} (points)" if score == "accuracy" else
+            f"log-loss gain{where}\n(nats per item, + = better)")
+
+
+def relation_deltas(summary, title: str, score: str = "accuracy"):
     """Mean delta per relation with its 95 % CI; summary rows: relation, mean, ci_low, ci_high."""
     import numpy as np
     rows = [r for r in RELATION_ORDER if r in set(summary["relation"])]
@@ -59,7 +66,7 @@ def relation_deltas(summary, title: str, ylabel: str = "Δ accuracy vs untouched
     ax.errorbar(x, s["mean"], yerr=np.nan_to_num(err), fmt="none", ecolor="black", capsize=3, lw=1)
     ax.axhline(0, color="black", lw=0.6)
     ax.set_xticks(x, [RELATION_LABELS[r] for r in rows], rotation=25, ha="right")
-    ax.set_ylabel(ylabel)
+    ax.set_ylabel(score_label(score))
     ax.set_title(title)
     return fig
 
@@ -142,7 +149,8 @@ def capability_vs_drop(verdict: dict, title: str = "Capability kept vs memorizat
     return fig
 
 
-def proxy_scatter(df, scores: list[str], corr: dict, title: str = "Scores before fine-tuning vs improvement"):
+def proxy_scatter(df, scores: list[str], corr: dict, title: str = "Scores before fine-tuning vs improvement",
+                  score: str = "accuracy"):
     """One panel per score: score against the benchmark delta, coloured by relation; in the title the partial
     Spearman rho with its CI and, when the verdict gives them, the score's role (primary or secondary) and
     outcome."""
@@ -156,7 +164,7 @@ def proxy_scatter(df, scores: list[str], corr: dict, title: str = "Scores before
         role = f" ({c['role']}: {c['outcome']})" if "role" in c and "outcome" in c else ""
         ax.set_title(f"{s}{role}\npartial ρ={c['rho']:.2f} [{c['ci_low']:.2f}, {c['ci_high']:.2f}]", fontsize=7)
         ax.set_xlabel(s.replace("_", " "), fontsize=7)
-        ax.set_ylabel("Δ accuracy (points)" if s == scores[0] else "")
+        ax.set_ylabel(score_label(score) if s == scores[0] else "")
         ax.axhline(0, color="black", lw=0.5)
     if len(axes):
         axes[-1].legend(fontsize=5, loc="best")
@@ -164,7 +172,7 @@ def proxy_scatter(df, scores: list[str], corr: dict, title: str = "Scores before
     return fig
 
 
-def recipe_grid(summary, title: str = "Recipe grid on dev items: mean Δ by schedule and budget"):
+def recipe_grid(summary, title: str = "Recipe grid on dev items: mean Δ by schedule and budget", score: str = "accuracy"):
     """One panel per budget: the mean headline delta (dev) per schedule, one marker per relation x temperature,
     with a 95 % interval from the items (the grid's runs are single seeds)."""
     import numpy as np
@@ -188,13 +196,13 @@ def recipe_grid(summary, title: str = "Recipe grid on dev items: mean Δ by sche
         ax.set_xticks(range(len(schedules)), schedules)
         ax.set_title(f"budget {b} student tokens")
         ax.set_xlabel("fine-tuning schedule")
-        ax.set_ylabel("Δ accuracy, dev items (points)" if b == budgets[0] else "")
+        ax.set_ylabel(score_label(score, "dev items") if b == budgets[0] else "")
     axes[-1].legend(fontsize=5, bbox_to_anchor=(1.02, 1), loc="upper left", borderaxespad=0)
     fig.suptitle(title, fontsize=9)
     return fig
 
 
-def strength_vs_delta(runs, title: str = "Improvement against source strength, by relation"):
+def strength_vs_delta(runs, title: str = "Improvement against source strength, by relation", score: str = "accuracy"):
     """Per run: source minus student held-out bits/byte (left = stronger source) against the headline delta."""
     d = runs[runs["gap_bpb"].notna() & ~runs["relation"].isin(CONTROLS)]
     fig, ax = figure("single", aspect=0.8)
@@ -204,7 +212,7 @@ def strength_vs_delta(runs, title: str = "Improvement against source strength, b
     ax.axhline(0, color="black", lw=0.5)
     ax.axvline(0, color="black", lw=0.5, ls=":")
     ax.set_xlabel("source − student held-out bits/byte (negative: stronger source)")
-    ax.set_ylabel("Δ accuracy, test items (points)")
+    ax.set_ylabel(score_label(score, "test items"))
     ax.legend(fontsize=5, bbox_to_anchor=(1.02, 1), loc="upper left", borderaxespad=0)
     ax.set_title(title)
     return fig

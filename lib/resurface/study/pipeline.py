@@ -15,6 +15,7 @@ from pathlib import Path
 import yaml
 
 from resurface.frame.paths import NOTEBOOKS_DIR
+from resurface.frame.schema import field_default
 
 SUFFIXES = {"tables": (".csv", ".tex"), "figures": (".png", ".pdf"), "findings": (".json",)}
 
@@ -199,13 +200,17 @@ def record_provenance(out: Path, name: str, config: dict, notebook: Path) -> Non
     os.replace(tmp, out / PROVENANCE)
 
 
+_BOTH = object()
+
+
 def changed_keys(before: dict, after: dict, prefix: str = "") -> list[str]:
     """The dotted keys whose values differ between two resolved profiles. A parameter present on one side only
-    and off there (None or False: added to the schema since, at its default) changes nothing."""
+    and off there (None or False) or at its schema default (added to the schema since) changes nothing."""
     keys = []
     for k in sorted(set(before) | set(after)):
         a, b = before.get(k), after.get(k)
-        if (k not in before and b in (None, False)) or (k not in after and a in (None, False)):
+        one_side = b if k not in before else a if k not in after else _BOTH
+        if one_side is not _BOTH and (one_side in (None, False) or one_side == field_default(prefix + k)):
             continue
         if isinstance(a, dict) and isinstance(b, dict):
             keys += changed_keys(a, b, f"{prefix}{k}.")

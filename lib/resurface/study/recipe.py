@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 
+import numpy as np
 import pandas as pd
 
 from resurface.frame.cache import Cache
@@ -34,7 +35,9 @@ def run_grid(cfg: StudyConfig, cache: Cache, zoo: Zoo, tasks: list[str] | None =
     if tasks is None:
         tasks, _ = zoo_checks.headline(cfg, cache, zoo)
     runs = headline(table, tasks)
-    runs["item_se"] = verdicts.per_run_paired_se(item_deltas(runs, arts, tasks))  # one run's noise from its items
+    deltas = item_deltas(runs, arts, tasks, verdicts.score_kind(cfg.analysis.score))  # SCORE_RULE
+    runs["headline_delta"] = np.mean([d.mean(1) for d in deltas], axis=0)
+    runs["item_se"] = verdicts.per_run_paired_se(deltas)  # one run's noise from its items
     bpb = table[table["metric"] == "bits_per_byte"][["run_label", "delta"]].rename(columns={"delta": "bpb_gain"})
     return runs.merge(bpb, on="run_label", how="left"), arts
 
@@ -66,9 +69,9 @@ def headline_gate(cfg: StudyConfig, controls: pd.DataFrame, arts: dict, axis_tas
     `axis_ok`)? Returns (the gate's table, headline tasks, whether any task passed, why not)."""
     controls = controls.reset_index(drop=True)
     tasks = zoo_checks.accuracy_tasks(cfg)
-    deltas = dict(zip(tasks, item_deltas(controls, arts, tasks)))
+    deltas = dict(zip(tasks, item_deltas(controls, arts, tasks, verdicts.score_kind(cfg.analysis.score))))
     a = cfg.analysis
-    th = verdicts.Thresholds(alpha=a.alpha, power=a.power, bootstrap=a.bootstrap, seed=cfg.seed)
+    th = verdicts.Thresholds(alpha=a.alpha, power=a.power, bootstrap=a.bootstrap, seed=cfg.seed)  # the gate reads its lower bounds only
     gate = verdicts.headline_gate(axis_tasks if axis_ok else [], deltas, controls, th)
     passed = gate.loc[gate["in_headline"], "task"].tolist()
     if passed:
@@ -80,7 +83,8 @@ def headline_gate(cfg: StudyConfig, controls: pd.DataFrame, arts: dict, axis_tas
 
 
 def grid_summary(runs: pd.DataFrame) -> pd.DataFrame:
-    """Mean headline delta (dev, points) and bits/byte gain per schedule x budget x relation x temperature."""
+    """Mean headline delta (dev items, in the primary score) and bits/byte gain per schedule x budget x relation x
+    temperature."""
     keys = ["schedule", "budget", "relation", "temperature"]
     return (runs.groupby(keys, dropna=False)
             .agg(headline_delta=("headline_delta", "mean"), bpb_gain=("bpb_gain", "mean"), runs=("seed", "size"),

@@ -21,7 +21,7 @@ from resurface.study.pipeline import current as current_pipeline
 
 CAPTIONS = {
     "zoo_loss_curves": "Pretraining loss of every zoo model against tokens seen.",
-    "transfer_by_relation": "Finding 1. Mean benchmark improvement (accuracy points, test items) by relation of "
+    "transfer_by_relation": "Finding 1. Mean benchmark improvement (the primary score, test items) by relation of "
                             "source to student, pooled over students; 95 % CI from the hierarchical bootstrap "
                             "(items and seeds).",
     "transfer_strength": "Finding 1. Per run: improvement against source minus student held-out bits/byte, by "
@@ -65,6 +65,14 @@ def _cmp(c: dict) -> str:
             f"{c['outcome']}")
 
 
+SCORE_UNITS = {"accuracy": "Δ accuracy points", "logloss": "log-loss gain in nats (+ = better)"}
+
+
+def _score(*found: dict | None) -> str:
+    """The primary score (SCORE_RULE) the findings were judged on; accuracy for findings that predate the choice."""
+    return next((f["score"] for f in found if f and f.get("score")), "accuracy")
+
+
 def verdict_rows(out: Path) -> list[dict]:
     rows = []
     f1, f2, f3 = _load(out, "02_transfer"), _load(out, "03_proxies"), _load(out, "04_memorization")
@@ -75,7 +83,7 @@ def verdict_rows(out: Path) -> list[dict]:
         comps = "; ".join(f"{k.replace('_', ' ')} {_cmp(c)}" for k, c in f1["pooled"].items())
         why = f" ({f1['why']})" if f1.get("why") else ""
         rows.append({"finding": "1. Utility is relational", "paper": f1["claim"], "verdict": f1["verdict"] + why,
-                     "numbers": f"pooled mean Δ accuracy points (test items) [95 % CI]: {nums}. Comparisons "
+                     "numbers": f"pooled mean {SCORE_UNITS[_score(f1)]} (test items) [95 % CI]: {nums}. Comparisons "
                                 f"(one-sided bounds, Bonferroni): {comps}. Recipe: {f1['recipe']['schedule']}, "
                                 f"{f1['recipe']['budget']} tokens; headline tasks: {', '.join(f1['headline_tasks'])}"})
     if f2:
@@ -245,8 +253,9 @@ def in_the_order_of_the_study(out: Path) -> list[str]:
             parts += ["", _table_md(t)]
     cal = (f0 or {}).get("budget_calibration")
     if cal:
-        parts += ["", "Budget calibration (notebook 00, capability axis): points per million tokens, the expected "
-                  "control gain at each budget and one run's MDE.", "", _table_md(pd.DataFrame(cal))]
+        parts += ["", f"Budget calibration (notebook 00, capability axis; {SCORE_UNITS[_score(f0, f1)]}): gain per "
+                  "million tokens, the expected control gain at each budget and one run's MDE.", "",
+                  _table_md(pd.DataFrame(cal))]
     if f1r and f1r.get("recipes"):
         parts += ["", "## 2 · The recipe (dev documents, controls only)", "",
                   f"Chosen: `{f1r['schedule']}`, {f1r['budget']} tokens ({f1r.get('why', '')}).", "",
@@ -329,7 +338,7 @@ def build_report(profile: str) -> Path:
         parts += ["", "Held-out canary extraction of the pretrained zoo (32-token prefix, 32-token suffix):", "",
                   _table_md(piv.reset_index())]
     for name, title in (("zoo_label_checks", "Relation labels, checked per student (source − student bits/byte)"),
-                        ("zoo_capability_axis", "The capability axis on dev items (points)"),
+                        ("zoo_capability_axis", "The capability axis on dev items (the primary score)"),
                         ("zoo_headroom", "Headroom: each untouched student on dev items, against chance and ceiling "
                                          "(points)"),
                         ("recipe_grid", "The recipe grid on dev items")):

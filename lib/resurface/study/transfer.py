@@ -56,18 +56,23 @@ def run_table(table: pd.DataFrame, labels: pd.DataFrame, tasks: list[str]) -> pd
     return runs
 
 
-def thresholds(cfg: StudyConfig, sesoi: float | None = None) -> verdicts.Thresholds:
+def thresholds(cfg: StudyConfig, score: str | None = None) -> verdicts.Thresholds:
+    """The rules' thresholds for a score (SCORE_RULE; default: the profile's primary score), its SESOI in its unit."""
     a = cfg.analysis
-    return verdicts.Thresholds(alpha=a.alpha, power=a.power, sesoi=a.sesoi_points if sesoi is None else sesoi,
-                               proxy_rho0=a.proxy_rho0, bootstrap=a.bootstrap, seed=cfg.seed)
+    score = score or a.score
+    sesoi = a.logloss_sesoi_nats if score == "logloss" else a.sesoi_points
+    return verdicts.Thresholds(alpha=a.alpha, power=a.power, sesoi=sesoi, proxy_rho0=a.proxy_rho0,
+                               bootstrap=a.bootstrap, seed=cfg.seed)
 
 
-def add_outcomes(runs: pd.DataFrame, deltas: dict[str, list[np.ndarray]]) -> pd.DataFrame:
-    """Per run, each outcome's mean over the headline tasks (`deltas[kind]`: item_deltas of that kind), and the
-    run's item noise."""
+def add_outcomes(runs: pd.DataFrame, deltas: dict[str, list[np.ndarray]], score: str) -> pd.DataFrame:
+    """Per run, the headline delta in the primary `score` (SCORE_RULE) with its item noise (`item_se`), and every
+    outcome's mean over the headline tasks beside it (`deltas[kind]`: item_deltas of that kind)."""
     runs = runs.copy()
-    runs["item_se"] = verdicts.per_run_paired_se(deltas["items"])
-    for kind, col in (("logloss", "logloss_delta"), ("margins", "margin_delta")):
+    primary = deltas[verdicts.score_kind(score)]
+    runs["headline_delta"] = np.mean([d.mean(1) for d in primary], axis=0)
+    runs["item_se"] = verdicts.per_run_paired_se(primary)
+    for kind, col in (("items", "accuracy_delta"), ("logloss", "logloss_delta"), ("margins", "margin_delta")):
         if kind in deltas:
             runs[col] = np.mean([d.mean(1) for d in deltas[kind]], axis=0)
     return runs

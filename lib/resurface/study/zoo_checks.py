@@ -15,7 +15,7 @@ import pandas as pd
 
 from resurface.analysis import verdicts
 from resurface.build.benchmarks import build_tasks, split_heldout, task_items
-from resurface.build.evaluations import evaluate, item_scores
+from resurface.build.evaluations import evaluate, item_loglosses, item_scores
 from resurface.build.tokenizers import load_tokenizer
 from resurface.build.zoo import Zoo, model_size
 from resurface.compute.pool import Job, build_all
@@ -103,8 +103,15 @@ def capability_check(cfg: StudyConfig, cache: Cache, zoo: Zoo) -> pd.DataFrame:
     tasks = dev_tasks(cfg, cache, zoo)
     jobs = [Job(model_size(cfg.zoo.models[parse_model_ref(r)[0]]), r, _evaluate_ref, (zoo, tasks, r)) for r in axis]
     done = build_all(cache, jobs, cfg.workers, desc="capability axis on dev items")
-    items = {r: item_scores(a) for r, a in done.results.items()}
-    return verdicts.capability_axis(axis, items, accuracy_tasks(cfg))
+    return verdicts.capability_axis(axis, {r: per_item_score(cfg, a) for r, a in done.results.items()},
+                                    accuracy_tasks(cfg), scale=100.0 if cfg.analysis.score == "accuracy" else 1.0)
+
+
+def per_item_score(cfg: StudyConfig, evaluation: Artifact) -> dict[str, list[float]]:
+    """Per task, each item's primary score (SCORE_RULE), higher is better: 0/1 accuracy, or minus the log-loss."""
+    if cfg.analysis.score == "accuracy":
+        return item_scores(evaluation)
+    return {t: [-x for x in v] for t, v in item_loglosses(evaluation).items()}
 
 
 def headroom_check(cfg: StudyConfig, cache: Cache, zoo: Zoo) -> pd.DataFrame:

@@ -30,12 +30,41 @@ COMPARISON_RULE = (
     "comparison whose runs are missing is NOT ESTIMABLE.")
 
 
+SCORE_RULE = (
+    "One per-item score is the outcome of findings 1 and 2 and of every check that picks or validates their "
+    "headline (CAPABILITY_RULE, HEADLINE_RULE, INSTRUMENT_RULE, TRANSFER_RULE, ROBUSTNESS_RULE, PROXY_RULE): "
+    "analysis.score, fixed in params before any result. `accuracy`: right or wrong, in points. `logloss`: the "
+    "proper score, minus the log of the right choice's probability when the choices' likelihoods are normalised "
+    "over the choices, in nats, signed so that a gain is positive; every item contributes how sure the model is, "
+    "not only whether it crossed the decision boundary, and a sharper but wrong model loses. Its smallest effect "
+    "of interest is analysis.logloss_sesoi_nats. The other score is reported beside it as the secondary outcome, "
+    "judged by the same rules with its own instrument check; the resurfacing analysis counts items gained and "
+    "lost, in accuracy, whichever score is primary.")
+
+
+SCORE_KINDS = {"accuracy": ("items", "points"), "logloss": ("logloss", "nats")}
+
+
+def score_kind(score: str) -> str:
+    """SCORE_RULE: the `item_deltas` kind of a score (`items` for accuracy, `logloss` for the proper score)."""
+    return SCORE_KINDS[score][0]
+
+
+def score_unit(score: str) -> str:
+    return SCORE_KINDS[score][1]
+
+
+def other_score(score: str) -> str:
+    """SCORE_RULE: the secondary outcome."""
+    return next(s for s in SCORE_KINDS if s != score)
+
+
 @dataclass(frozen=True)
 class Thresholds:
     """What the verdicts need to know before any result (params `analysis`)."""
     alpha: float = 0.05
     power: float = 0.8
-    sesoi: float = 0.5            # points of accuracy
+    sesoi: float = 0.5            # in the score's unit: points of accuracy, nats of log-loss (SCORE_RULE)
     proxy_rho0: float = 0.3
     bootstrap: int = 2000
     seed: int = 0

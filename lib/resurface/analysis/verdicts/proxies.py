@@ -8,7 +8,8 @@ from resurface.analysis.verdicts.judging import Thresholds, _z
 
 
 PROXY_RULE = (
-    "Finding 2. One point per (student, source, temperature): the delta averaged over seeds, against each "
+    "Finding 2. One point per (student, source, temperature): the headline delta in the primary score "
+    "(SCORE_RULE) averaged over seeds, against each "
     "score computed before fine-tuning on the seed-0 corpus. Association = Spearman correlation with the "
     "student, the relation and the temperature partialled out (ranks residualised on their c indicator "
     "columns). PRIMARY scores, the paper's two intrinsic proxies: `loglik_per_token` (per-token log-likelihood "

@@ -73,7 +73,7 @@ def choose_recipe(grid: pd.DataFrame, schedules: list[str], fallback: tuple[str,
 
 HEADLINE_RULE = (
     "A task enters the headline only if it rises along the capability axis (CAPABILITY_RULE) and the positive "
-    "controls move it on the DEV items by the instrument check's own rule: under the chosen recipe, the "
+    "controls move its score (SCORE_RULE) on the DEV items by the instrument check's own rule: under the chosen recipe, the "
     "controls are fine-tuned for every student and seed of the matrix (the very runs the instrument check "
     "reads), and INSTRUMENT_RULE is applied to that task's DEV items (each control pooled over students, one-sided "
     "lower bound at alpha / k above 0, students, sources, seeds and items resampled). The gate thus estimates on "
@@ -87,7 +87,7 @@ def headline_gate(axis_tasks: list[str], deltas_by_task: dict[str, np.ndarray], 
     """Apply HEADLINE_RULE's control part on the DEV items: per task, INSTRUMENT_RULE on that task alone.
 
     `runs`: the control runs (every student and seed); `deltas_by_task[t]`: (runs, items) per-item changes in
-    points of those runs (same order)."""
+    the score of those runs (same order)."""
     rows = []
     for t, d in deltas_by_task.items():
         check = instrument_check(runs, [d], th)
@@ -103,8 +103,8 @@ def headline_gate(axis_tasks: list[str], deltas_by_task: dict[str, np.ndarray], 
 
 def budget_calibration(axis: pd.DataFrame, tokens: dict[str, int], budgets: list[int], alpha: float,
                        power: float) -> pd.DataFrame:
-    """How many points a token buys, from the capability axis's last within-model step (an earlier checkpoint
-    of the student to the student itself), and what the positive controls may be expected to gain at each
+    """How much score (SCORE_RULE's unit) a token buys, from the capability axis's last within-model step (an
+    earlier checkpoint of the student to the student itself), and what the positive controls may be expected to gain at each
     budget, against the MDE of one run (that step's paired SE over items). An upper-end estimate: those
     tokens came with the pretraining schedule's higher learning rates.
 
@@ -123,7 +123,7 @@ def budget_calibration(axis: pd.DataFrame, tokens: dict[str, int], budgets: list
         mde = (_z(1 - alpha / 2) + _z(power)) * last["paired_se"]
         for b in budgets:
             rows.append({"task": task, "from": last["from"], "to": last["to"], "step_tokens": int(dt),
-                         "points_per_million_tokens": float(per_m), "budget": int(b),
+                         "gain_per_million_tokens": float(per_m), "budget": int(b),
                          "expected_gain": float(per_m * b / 1e6), "run_mde": float(mde),
                          "tokens_needed": float(mde / per_m * 1e6) if per_m > 0 else float("inf"),
                          "expected_above_mde": bool(per_m * b / 1e6 > mde)})

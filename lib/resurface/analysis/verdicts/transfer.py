@@ -11,8 +11,8 @@ from resurface.analysis.verdicts.bootstrap import bootstrap_runs, hierarchical_m
 
 TRANSFER_RULE = (
     "Finding 1, per student and pooled over students (the pooled verdict is the headline). Outcome: the "
-    "headline delta of a fine-tuning run = mean over the headline tasks of (accuracy after - accuracy of the "
-    "untouched student) on the TEST items, in points, at the primary temperature (analysis.primary_temperature; "
+    "headline delta of a fine-tuning run = mean over the headline tasks of (score after - score of the "
+    "untouched student) on the TEST items, in the primary score's unit (SCORE_RULE), at the primary temperature (analysis.primary_temperature; "
     "the other temperatures are a secondary analysis judged the same way). Relations: self; same_lineage, the "
     "members of the student's lineage at least as strong as the student (equal-strength siblings and stronger "
     "members; its weaker checkpoints are reported per strength and never pooled into a comparison); "
@@ -233,7 +233,7 @@ def beyond_strength(runs: pd.DataFrame, cells: dict, th: Thresholds) -> dict:
     pinv = np.linalg.pinv(x)
     beta, boot = pinv @ y, pinv @ reps
     return {"lineage_coefficient": judge(beta[-1], boot[-1], "greater", th.sesoi, th.alpha, th.power),
-            "gap_slope_points_per_bpb": {"estimate": float(beta[-2]), "ci_low": float(np.quantile(boot[-2], 0.025)),
+            "gap_slope_per_bpb": {"estimate": float(beta[-2]), "ci_low": float(np.quantile(boot[-2], 0.025)),
                                          "ci_high": float(np.quantile(boot[-2], 0.975))},
             "n_cells": len(r)}
 
@@ -249,8 +249,8 @@ INSTRUMENT_RULE = (
     "comparisons are reported as measured. Where every control passes but any one's lower bound stays below "
     "the SESOI, the instrument has not shown it could register an effect of that size: no comparison may then "
     "fail because the data rule out the SESOI, nor hold by non-inferiority (both become inconclusive; a "
-    "significant reversal still fails). A secondary outcome (the proper score) is read only through its own "
-    "instrument check, the same rule on that outcome.")
+    "significant reversal still fails). The headline delta is in the primary score (SCORE_RULE); the secondary "
+    "score is read only through its own instrument check, the same rule on that outcome.")
 
 
 def instrument_check(runs: pd.DataFrame, deltas_by_task: list[np.ndarray], th: Thresholds, unit: str = "points"

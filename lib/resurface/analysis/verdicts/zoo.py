@@ -41,8 +41,8 @@ def bpb_gap(bits_src: np.ndarray, bits_student: np.ndarray, n_bytes: np.ndarray,
 
 CAPABILITY_RULE = (
     "A task enters the headline only if it rises along the lineage on the DEV items: every step of the "
-    "capability axis (earlier checkpoint -> later checkpoint -> final -> larger member) improves its accuracy "
-    "by more than the step's paired standard error. A task that does not is reported and left out. If no task "
+    "capability axis (earlier checkpoint -> later checkpoint -> final -> larger member) improves its score "
+    "(SCORE_RULE) by more than the step's paired standard error. A task that does not is reported and left out. If no task "
     "passes, every accuracy task is reported, and no verdict of findings 1 and 2 can be more than "
     "`inconclusive`: the benchmarks do not measure what a resurfaced capability would change.")
 
@@ -58,18 +58,20 @@ def without_capability(verdict: dict, axis_ok: bool) -> dict:
             "why": NO_CAPABILITY}
 
 
-def capability_axis(axis: list[str], items: dict[str, dict[str, list[float]]], tasks: list[str]) -> pd.DataFrame:
-    """Apply CAPABILITY_RULE. `axis`: model refs from weakest to strongest; `items[model][task]`: per-item scores.
+def capability_axis(axis: list[str], items: dict[str, dict[str, list[float]]], tasks: list[str],
+                    scale: float = 100.0) -> pd.DataFrame:
+    """Apply CAPABILITY_RULE. `axis`: model refs from weakest to strongest; `items[model][task]`: per-item scores,
+    higher is better (0/1 accuracy, or minus the log-loss), times `scale` (100: accuracy in points).
 
-    One row per (task, step) with the rise in points, its paired SE, and whether the task passes overall."""
+    One row per (task, step) with the rise in the score's unit, its paired SE, and whether the task passes."""
     rows = []
     for t in tasks:
         for a, b in zip(axis, axis[1:]):
-            x, y = np.asarray(items[a][t], float), np.asarray(items[b][t], float)
+            x, y = scale * np.asarray(items[a][t], float), scale * np.asarray(items[b][t], float)
             d = y - x
-            se = 100 * d.std(ddof=1) / np.sqrt(len(d))
-            rows.append({"task": t, "from": a, "to": b, "acc_from": 100 * x.mean(), "acc_to": 100 * y.mean(),
-                         "rise": 100 * d.mean(), "paired_se": se, "step_ok": bool(100 * d.mean() > se)})
+            se = d.std(ddof=1) / np.sqrt(len(d))
+            rows.append({"task": t, "from": a, "to": b, "score_from": x.mean(), "score_to": y.mean(),
+                         "rise": d.mean(), "paired_se": se, "step_ok": bool(d.mean() > se)})
     df = pd.DataFrame(rows)
     if not df.empty:
         df["task_in_headline"] = df.groupby("task")["step_ok"].transform("all")
