@@ -60,12 +60,13 @@ def _num(v, spec: str = "+.2f") -> str:
     return "n/a" if v is None else format(v, spec)  # NaN is written to JSON as null
 
 
-def _cmp(c: dict) -> str:
-    return (f"{_num(c['estimate'])} [{_num(c['lower'])}, {_num(c['upper'])}], MDE {_num(c['mde'], '.2f')}: "
-            f"{c['outcome']}")
+def _cmp(c: dict, digits: int = 2) -> str:
+    return (f"{_num(c['estimate'], f'+.{digits}f')} [{_num(c['lower'], f'+.{digits}f')}, "
+            f"{_num(c['upper'], f'+.{digits}f')}], MDE {_num(c['mde'], f'.{digits}f')}: {c['outcome']}")
 
 
 SCORE_UNITS = {"accuracy": "Δ accuracy points", "logloss": "log-loss gain in nats (+ = better)"}
+SCORE_DIGITS = {"accuracy": 2, "logloss": 4}  # a few tenths of a point; a few thousandths of a nat
 
 
 def _score(*found: dict | None) -> str:
@@ -78,9 +79,9 @@ def verdict_rows(out: Path) -> list[dict]:
     f1, f2, f3 = _load(out, "02_transfer"), _load(out, "03_proxies"), _load(out, "04_memorization")
     if f1:
         rel = {r["relation"]: r for r in f1["per_relation"] if r["student"] == "pooled"}
-        nums = "; ".join(f"{r}: {_fmt_ci(rel.get(r))}" for r in
-                         SOURCE_RELATIONS if r in rel)
-        comps = "; ".join(f"{k.replace('_', ' ')} {_cmp(c)}" for k, c in f1["pooled"].items())
+        digits = SCORE_DIGITS[_score(f1)]
+        nums = "; ".join(f"{r}: {_fmt_ci(rel.get(r), digits)}" for r in SOURCE_RELATIONS if r in rel)
+        comps = "; ".join(f"{k.replace('_', ' ')} {_cmp(c, digits)}" for k, c in f1["pooled"].items())
         why = f" ({f1['why']})" if f1.get("why") else ""
         rows.append({"finding": "1. Utility is relational", "paper": f1["claim"], "verdict": f1["verdict"] + why,
                      "numbers": f"pooled mean {SCORE_UNITS[_score(f1)]} (test items) [95 % CI]: {nums}. Comparisons "
