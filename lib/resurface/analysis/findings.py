@@ -38,7 +38,7 @@ def control_summary(runs: pd.DataFrame) -> pd.DataFrame:
 def _comparison_cell(v: dict) -> str:
     if v["outcome"] == "not estimable":
         return f"not estimable: {v['why']}"
-    return f"{v['estimate']:+.2f} [{v['lower']:+.2f}, {v['upper']:+.2f}] MDE {v['mde']:.2f}: {v['outcome']}"
+    return f"{v['estimate']:+.3g} [{v['lower']:+.3g}, {v['upper']:+.3g}] MDE {v['mde']:.3g}: {v['outcome']}"
 
 
 def comparison_table(verdict: dict) -> pd.DataFrame:
@@ -64,7 +64,7 @@ def transfer_sentence(verdict: dict) -> str:
               if verdict.get("verdict_of_the_comparisons", verdict["verdict"]) != verdict["verdict"] else "")
     return (f"**Verdict: {verdict['verdict']}.**{why}{before} Observed ordering (pooled): "
             f"{' > '.join(verdict['ordering_observed'])}. Per comparison: "
-            + "; ".join(f"{k} {v['outcome']}" + (f" (MDE {v['mde']:.2f})" if v["outcome"] != "not estimable" else "")
+            + "; ".join(f"{k} {v['outcome']}" + (f" (MDE {v['mde']:.3g})" if v["outcome"] != "not estimable" else "")
                         for k, v in verdict["pooled"].items()))
 
 

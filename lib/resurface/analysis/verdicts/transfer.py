@@ -337,7 +337,7 @@ def robustness(runs: pd.DataFrame, deltas_by_task: list[np.ndarray], th: Thresho
         verdict, changes, reversed_ = variant_changes(full, v)
         rows.append({"variant": name, "verdict": verdict, "runs": int(sel.sum()), "changes_it": changes,
                      "reversed": ", ".join(reversed_),
-                     **{k: f"{c['outcome']} ({c['estimate']:+.2f} [{c['lower']:+.2f}, {c['upper']:+.2f}])"
+                     **{k: f"{c['outcome']} ({c['estimate']:+.3g} [{c['lower']:+.3g}, {c['upper']:+.3g}])"
                         for k, c in v["pooled"].items()}})
     return pd.DataFrame(rows)
 
