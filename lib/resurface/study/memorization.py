@@ -16,7 +16,6 @@ from resurface.build.zoo import model_size
 from resurface.compute.pool import Job, build_all
 from resurface.lm.extraction import regurgitation_share
 from resurface.study.matrix import build_plan, eval_tasks, item_deltas, plan, run_plan
-from resurface.study.recipe import matrix_recipe
 from resurface.study.transfer import run_matrix
 
 
@@ -33,21 +32,27 @@ def probes_for(cfg, cache, zoo, student: str):
     return memorized_probes(cache, m.hub_id, cfg.memorization.memorized_evals, cfg.seed)
 
 
-def twin_plan(cfg, cache, zoo) -> list[dict]:
-    """The fine-tuning runs of finding 3 (the notebook shows them before running them)."""
+def twin_plan(cfg, recipe: tuple[str, int]) -> list[dict]:
+    """The fine-tuning runs of finding 3 under notebook 01's `recipe` (schedule, budget); the notebook shows them
+    before running them."""
     m = cfg.memorization
     if m.twin is None:
-        return plan(cfg, matrix_recipe(cfg, cache, zoo))
+        return plan(cfg, recipe)
     return build_plan(cfg, [m.twin], lambda s: list(m.sources), list(cfg.sampling.temperatures), list(m.seeds),
-                      [matrix_recipe(cfg, cache, zoo)])
+                      [recipe])
 
 
-def twin_runs(cfg, cache, zoo) -> tuple[pd.DataFrame, dict]:
+def twin_runs(cfg, cache, zoo, recipe: tuple[str, int]) -> tuple[pd.DataFrame, dict]:
     """The twin fine-tuned on its sources and the controls with the matrix's recipe, scored on the test items.
     Without a twin (Hub profiles), the transfer matrix's runs."""
     if cfg.memorization.twin is None:
-        return run_matrix(cfg, cache, zoo)
-    return run_plan(cfg, cache, zoo, twin_plan(cfg, cache, zoo), eval_tasks(cfg, cache, zoo), desc="canary twin")
+        return run_matrix(cfg, cache, zoo, recipe)
+    return run_plan(cfg, cache, zoo, twin_plan(cfg, recipe), eval_tasks(cfg, cache, zoo), desc="canary twin")
+
+
+def measured_model(cfg, table: pd.DataFrame) -> str:
+    """The model finding 3 is judged on: the twin, or (Hub profiles) the first student."""
+    return cfg.memorization.twin or sorted(table["student"].unique())[0]
 
 
 def per_sequence(cfg, cache, zoo, table: pd.DataFrame, arts: dict) -> pd.DataFrame:
@@ -156,38 +161,57 @@ def capability(cfg, table: pd.DataFrame, arts: dict, tasks: list[str]) -> tuple[
     return runs, {k[0]: v for k, v in cells.items()}
 
 
-def finding3(cfg, cache, zoo, table: pd.DataFrame, arts: dict, tasks: list[str], axis_ok: bool = True) -> dict:
-    """Everything notebook 04 reports: per-sequence measures, the gate, capability and both verdicts."""
-    m, a = cfg.memorization, cfg.analysis
+def sequences(cfg, cache, zoo, table: pd.DataFrame, arts: dict) -> pd.DataFrame:
+    """Step 2: the measured model's per-sequence rows (`per_sequence`), with each sequence's likelihood advantage."""
     seqs = with_advantage(per_sequence(cfg, cache, zoo, table, arts))
-    student = m.twin or sorted(table["student"].unique())[0]
-    mine = seqs[seqs["student"] == student]
-    mem = memorized_set(mine)
+    return seqs[seqs["student"] == measured_model(cfg, table)]
+
+
+def self_gate(cfg, cache, zoo, table: pd.DataFrame) -> tuple[pd.DataFrame, float]:
+    """Step 1: the validity gate on the measured model's own samples: per corpus, and the share over all of them.
+    Hub profiles have no gate: Pythia's memorized evals were not planted by us, so there is no canary to write."""
+    if zoo.canaries is None:
+        return pd.DataFrame(), 0.0
+    student = measured_model(cfg, table)
     plan_runs = [r for r in headline(table).to_dict("records") if r["student"] == student]
-    # Hub profiles: Pythia's memorized evals were not planted by us; there is no canary to regurgitate
-    gates = gate(cfg, cache, zoo, plan_runs, m.gate_tokens) if zoo.canaries is not None else pd.DataFrame()
-    gate_share = float(gates["tokens_in_matches"].sum() / gates["tokens"].sum()) if len(gates) else 0.0
-    runs, cap = capability(cfg, table[table["student"] == student], arts, tasks)
+    gates = gate(cfg, cache, zoo, plan_runs, cfg.memorization.gate_tokens)
+    return gates, float(gates["tokens_in_matches"].sum() / gates["tokens"].sum()) if len(gates) else 0.0
+
+
+def judged_sets(seqs: pd.DataFrame, memorized: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """What each measure is judged on: exact extraction of the memorized set (held-out sequences), and the
+    likelihood advantage of every held-out sequence that has one."""
+    on_set = seqs[seqs["canary_id"].isin(memorized["canary_id"]) & (seqs["split"] == "heldout")]
+    held = seqs[(seqs["split"] == "heldout") & seqs["advantage"].notna()]
+    return on_set.assign(extracted=on_set["extracted"].astype(float)), held
+
+
+def sign_tests(cfg, table: pd.DataFrame, seqs: pd.DataFrame, memorized: pd.DataFrame) -> pd.DataFrame:
+    """Exact sign tests over sequences, per measure: the untouched model and self-training against each source."""
+    student = measured_model(cfg, table)
+    on_set, held = judged_sets(seqs, memorized)
+    return pd.concat([verdicts.paired_sign_tests(on_set, "extracted", student).assign(measure="extracted")
+                      if len(on_set) else pd.DataFrame(),
+                      verdicts.paired_sign_tests(held, "advantage", student).assign(measure="advantage")
+                      if len(held) else pd.DataFrame()], ignore_index=True)
+
+
+def finding3(cfg, table: pd.DataFrame, seqs: pd.DataFrame, memorized: pd.DataFrame, capability_by_source: dict,
+             gate_share: float, axis_ok: bool = True) -> tuple[dict, dict | None]:
+    """Step 4: MEMORIZATION_RULE on each measure, from the steps before: (primary verdict, secondary or None)."""
+    m, a = cfg.memorization, cfg.analysis
     th = verdicts.Thresholds(alpha=a.alpha, power=a.power, sesoi=a.sesoi_points, bootstrap=a.bootstrap, seed=cfg.seed)
-    args = dict(capability=cap, gate_share=gate_share, th=th, margin=a.noninferiority_points,
-                self_source=student, gate_max=m.gate_max)
-    on_set = mine[mine["canary_id"].isin(mem["canary_id"]) & (mine["split"] == "heldout")]
-    on_set = on_set.assign(extracted=on_set["extracted"].astype(float))
-    primary = verdicts.memorization_verdict(on_set, "extracted", n_memorized=len(mem),
+    args = dict(capability=capability_by_source, gate_share=gate_share, th=th, margin=a.noninferiority_points,
+                self_source=measured_model(cfg, table), gate_max=m.gate_max)
+    on_set, held = judged_sets(seqs, memorized)
+    primary = verdicts.memorization_verdict(on_set, "extracted", n_memorized=len(memorized),
                                             min_memorized=m.min_memorized, **args)
-    held = mine[(mine["split"] == "heldout") & mine["advantage"].notna()]
     secondary = (verdicts.memorization_verdict(held, "advantage", n_memorized=held["canary_id"].nunique(),
                                                min_memorized=1, **args) if len(held) else None)
     if not axis_ok:
         primary = verdicts.without_capability(primary, axis_ok)
         secondary = verdicts.without_capability(secondary, axis_ok) if secondary else None
-    tests = pd.concat([verdicts.paired_sign_tests(on_set, "extracted", student).assign(measure="extracted")
-                       if len(on_set) else pd.DataFrame(),
-                       verdicts.paired_sign_tests(held, "advantage", student).assign(measure="advantage")
-                       if len(held) else pd.DataFrame()], ignore_index=True)
-    return {"student": student, "sequences": seqs, "memorized": mem, "gates": gates, "gate_share": gate_share,
-            "runs": runs, "primary": primary, "secondary": secondary, "sign_tests": tests,
-            "before_after": before_after(mine), "per_sequence": sequence_table(mine)}
+    return primary, secondary
 
 
 def design(cfg, zoo, cache=None) -> dict:
