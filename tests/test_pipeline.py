@@ -138,7 +138,9 @@ def test_products_from_other_parameters_or_another_notebook_are_stale(tmp_path):
     assert list(stale) == ["00_zoo", "01_recipe"] and "recipe.budgets changed" in stale["01_recipe"]
     edited = tmp_path / "nbs"
     shutil.copytree(ROOT / "notebooks", edited)
-    (edited / "01_recipe.ipynb").write_text((edited / "01_recipe.ipynb").read_text().replace("## 5 ·", "## 5. ", 1))
+    nb = json.loads((edited / "01_recipe.ipynb").read_text())
+    nb["cells"][0]["source"].append("\nOne more line.")  # any edit, whatever the file's JSON escaping
+    (edited / "01_recipe.ipynb").write_text(json.dumps(nb, indent=1))
     assert pipe.stale_inputs("02_transfer", tmp_path, config, edited) == {
         "01_recipe": "ran from another version of 01_recipe.ipynb"}
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import pandas as pd
 
 from resurface.names import CONTROLS
+from resurface.analysis import verdicts
 
 HEADLINE_METRICS = ("acc", "acc_norm")  # the headline averages every accuracy task (not perplexity)
 
@@ -38,7 +39,8 @@ def control_summary(runs: pd.DataFrame) -> pd.DataFrame:
 def _comparison_cell(v: dict) -> str:
     if v["outcome"] == "not estimable":
         return f"not estimable: {v['why']}"
-    return f"{v['estimate']:+.3g} [{v['lower']:+.3g}, {v['upper']:+.3g}] MDE {v['mde']:.3g}: {v['outcome']}"
+    e = verdicts.effect
+    return f"{e(v['estimate'])} [{e(v['lower'])}, {e(v['upper'])}] MDE {e(v['mde'], '')}: {v['outcome']}"
 
 
 def comparison_table(verdict: dict) -> pd.DataFrame:
@@ -64,7 +66,7 @@ def transfer_sentence(verdict: dict) -> str:
               if verdict.get("verdict_of_the_comparisons", verdict["verdict"]) != verdict["verdict"] else "")
     return (f"**Verdict: {verdict['verdict']}.**{why}{before} Observed ordering (pooled): "
             f"{' > '.join(verdict['ordering_observed'])}. Per comparison: "
-            + "; ".join(f"{k} {v['outcome']}" + (f" (MDE {v['mde']:.3g})" if v["outcome"] != "not estimable" else "")
+            + "; ".join(f"{k} {v['outcome']}" + (f" (MDE {verdicts.effect(v['mde'], '')})" if v["outcome"] != "not estimable" else "")
                         for k, v in verdict["pooled"].items()))
 
 

@@ -23,7 +23,7 @@ comparison), `bootstrap`, `zoo` (notebook 00), `recipe` (01), `transfer` (findin
 `memorization` (finding 3). This package re-exports them all, so a notebook reads `verdicts.NAME`.
 """
 from resurface.analysis.verdicts.judging import (  # noqa: F401
-    COMPARISON_RULE, SCORE_RULE, SCORE_KINDS, score_kind, score_unit, other_score, Thresholds, _z, NOT_ESTIMABLE, _outcome, monte_carlo_se, not_estimable, judge, combine, t_quantile, t_interval)
+    COMPARISON_RULE, SCORE_RULE, SCORE_KINDS, effect, score_kind, score_unit, other_score, Thresholds, _z, NOT_ESTIMABLE, _outcome, monte_carlo_se, not_estimable, judge, combine, t_quantile, t_interval)
 from resurface.analysis.verdicts.bootstrap import (  # noqa: F401
     item_resampled_scores, cell_means, _inflated, hierarchical_means, bootstrap_runs, per_run_paired_se)
 from resurface.analysis.verdicts.zoo import (  # noqa: F401

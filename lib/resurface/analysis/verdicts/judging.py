@@ -45,6 +45,14 @@ SCORE_RULE = (
 SCORE_KINDS = {"accuracy": ("items", "points"), "logloss": ("logloss", "nats")}
 
 
+def effect(v: float, sign: str = "+") -> str:
+    """An effect for a table cell: two decimals (accuracy points: +0.50), three significant digits below 0.1
+    (a log-loss change of a few thousandths of a nat: -0.0104)."""
+    if v != v:
+        return "nan"
+    return format(v, f"{sign}.2f") if abs(v) >= 0.1 or v == 0 else format(v, f"{sign}.3g")
+
+
 def score_kind(score: str) -> str:
     """SCORE_RULE: the `item_deltas` kind of a score (`items` for accuracy, `logloss` for the proper score)."""
     return SCORE_KINDS[score][0]

@@ -5,7 +5,8 @@ import numpy as np
 import pandas as pd
 
 from resurface.names import CONTROLS, SOURCE_RELATIONS as RELATIONS
-from resurface.analysis.verdicts.judging import COMPARISON_RULE, NOT_ESTIMABLE, Thresholds, combine, judge, not_estimable
+from resurface.analysis.verdicts.judging import (COMPARISON_RULE, NOT_ESTIMABLE, Thresholds, combine, effect, judge,
+                                                  not_estimable)
 from resurface.analysis.verdicts.bootstrap import bootstrap_runs, hierarchical_means
 
 
@@ -337,7 +338,7 @@ def robustness(runs: pd.DataFrame, deltas_by_task: list[np.ndarray], th: Thresho
         verdict, changes, reversed_ = variant_changes(full, v)
         rows.append({"variant": name, "verdict": verdict, "runs": int(sel.sum()), "changes_it": changes,
                      "reversed": ", ".join(reversed_),
-                     **{k: f"{c['outcome']} ({c['estimate']:+.3g} [{c['lower']:+.3g}, {c['upper']:+.3g}])"
+                     **{k: f"{c['outcome']} ({effect(c['estimate'])} [{effect(c['lower'])}, {effect(c['upper'])}])"
                         for k, c in v["pooled"].items()}})
     return pd.DataFrame(rows)
 
