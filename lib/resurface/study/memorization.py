@@ -156,7 +156,7 @@ def capability(cfg, table: pd.DataFrame, arts: dict, tasks: list[str]) -> tuple[
     rng = np.random.default_rng(cfg.seed)
     deltas = item_deltas(runs, arts, tasks)
     scores = verdicts.item_resampled_scores(deltas, cfg.analysis.bootstrap, rng)
-    point = np.mean([d.mean(1) for d in deltas], axis=0)
+    point = verdicts.run_means(deltas)
     cells = verdicts.cell_means(runs, scores, point, ["source"], ["temperature"], rng)
     return runs, {k[0]: v for k, v in cells.items()}
 

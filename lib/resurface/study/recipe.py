@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import itertools
 
-import numpy as np
 import pandas as pd
 
 from resurface.frame.cache import Cache
@@ -36,7 +35,7 @@ def run_grid(cfg: StudyConfig, cache: Cache, zoo: Zoo, tasks: list[str] | None =
         tasks, _ = zoo_checks.headline(cfg, cache, zoo)
     runs = headline(table, tasks)
     deltas = item_deltas(runs, arts, tasks, verdicts.score_kind(cfg.analysis.score))  # SCORE_RULE
-    runs["headline_delta"] = np.mean([d.mean(1) for d in deltas], axis=0)
+    runs["headline_delta"] = verdicts.run_means(deltas)
     runs["item_se"] = verdicts.per_run_paired_se(deltas)  # one run's noise from its items
     bpb = table[table["metric"] == "bits_per_byte"][["run_label", "delta"]].rename(columns={"delta": "bpb_gain"})
     return runs.merge(bpb, on="run_label", how="left"), arts

@@ -70,11 +70,11 @@ def add_outcomes(runs: pd.DataFrame, deltas: dict[str, list[np.ndarray]], score:
     outcome's mean over the headline tasks beside it (`deltas[kind]`: item_deltas of that kind)."""
     runs = runs.copy()
     primary = deltas[verdicts.score_kind(score)]
-    runs["headline_delta"] = np.mean([d.mean(1) for d in primary], axis=0)
+    runs["headline_delta"] = verdicts.run_means(primary)
     runs["item_se"] = verdicts.per_run_paired_se(primary)
     for kind, col in (("items", "accuracy_delta"), ("logloss", "logloss_delta"), ("margins", "margin_delta")):
         if kind in deltas:
-            runs[col] = np.mean([d.mean(1) for d in deltas[kind]], axis=0)
+            runs[col] = verdicts.run_means(deltas[kind])
     return runs
 
 

@@ -25,7 +25,7 @@ comparison), `bootstrap`, `zoo` (notebook 00), `recipe` (01), `transfer` (findin
 from resurface.analysis.verdicts.judging import (  # noqa: F401
     COMPARISON_RULE, SCORE_RULE, SCORE_KINDS, effect, score_kind, score_unit, other_score, Thresholds, _z, NOT_ESTIMABLE, _outcome, monte_carlo_se, not_estimable, judge, combine, t_quantile, t_interval)
 from resurface.analysis.verdicts.bootstrap import (  # noqa: F401
-    item_resampled_scores, cell_means, _inflated, hierarchical_means, bootstrap_runs, per_run_paired_se)
+    item_resampled_scores, cell_means, _inflated, hierarchical_means, bootstrap_runs, run_means, per_run_paired_se)
 from resurface.analysis.verdicts.zoo import (  # noqa: F401
     LABEL_RULE, label_ok, bpb_gap, CAPABILITY_RULE, NO_CAPABILITY, without_capability, capability_axis, HEADROOM_RULE, headroom)
 from resurface.analysis.verdicts.transfer import (  # noqa: F401

@@ -106,7 +106,12 @@ def bootstrap_runs(deltas_by_task: list[np.ndarray], th: Thresholds) -> tuple[np
     """(replicates (n_boot, runs), point estimates (runs,), the generator for the draws that follow)."""
     rng = np.random.default_rng(th.seed)
     scores = item_resampled_scores(deltas_by_task, th.bootstrap, rng)
-    return scores, np.mean([d.mean(1) for d in deltas_by_task], axis=0), rng
+    return scores, run_means(deltas_by_task), rng
+
+
+def run_means(deltas_by_task: list[np.ndarray]) -> np.ndarray:
+    """Per run: its headline delta, the mean over tasks of each task's mean per-item change."""
+    return np.mean([d.mean(1) for d in deltas_by_task], axis=0)
 
 
 def per_run_paired_se(deltas_by_task: list[np.ndarray]) -> np.ndarray:
