@@ -21,7 +21,7 @@ def test_every_committed_profile_validates(profile):
 
 
 def test_required_profiles_exist():
-    assert {"smoke", "default", "workshop", "pythia", "qwen", "smollm2"} <= set(PROFILES)
+    assert {"smoke", "default", "workshop", "pythia", "smollm2"} <= set(PROFILES)
 
 
 @pytest.mark.parametrize("overrides, words", [
@@ -160,7 +160,7 @@ def test_a_hub_model_missing_offline_stops_with_one_sentence(isolated, monkeypat
     cfg = C.load_config("pythia")
     need = hub.required_revisions(cfg)
     assert ("EleutherAI/pythia-160m-deduped", "step71000") in need  # the intermediate-checkpoint source
-    with pytest.raises(SystemExit, match=r"model `EleutherAI/pythia-160m` at revision `step143000` \(and \d+ more\) "
+    with pytest.raises(SystemExit, match=r"model `EleutherAI/pythia-160m-deduped` at revision `step143000` \(and \d+ more\) "
                                          r"is not in the local Hugging Face cache"):
         start("pythia")
     assert not (isolated / "outputs").exists() and not (isolated / "cache").exists()

@@ -25,17 +25,19 @@ PYTHIA_70M = dict(vocab_size=50304, hidden_size=512, num_hidden_layers=6, num_at
                   bos_token_id=0, eos_token_id=0)
 
 
-def test_pythia_profile_pins_every_model_and_names_real_lm_eval_tasks():
+def test_pythia_profile_pins_every_model_and_names_the_standard_tasks():
     from lm_eval.tasks import TaskManager
     from resurface.build.hub import required_revisions
     cfg = C.load_config("pythia")
-    revs = dict(required_revisions(cfg))
-    pythia = {r: v for r, v in required_revisions(cfg) if "pythia" in r}
-    assert pythia and all(v.startswith("step") for v in pythia.values())  # Pythia revisions are pinned steps
-    assert ("EleutherAI/pythia-160m-deduped", "step71000") in required_revisions(cfg)
-    assert all(revs[m.hub_id] for m in cfg.zoo.models.values())
-    known = set(TaskManager().all_tasks)
-    assert set(cfg.benchmarks.tasks) <= known, set(cfg.benchmarks.tasks) - known
+    revs = required_revisions(cfg)
+    deduped = {r: v for r, v in revs if "deduped" in r}
+    assert deduped and all(v.startswith("step") for v in deduped.values())  # Pythia's own: pinned training steps
+    assert ("EleutherAI/pythia-160m-deduped", "step71000") in revs
+    assert ("EleutherAI/pythia-160m-deduped", "step36000") in revs  # the capability axis's checkpoints too
+    assert all(m.revision for m in cfg.zoo.models.values())
+    known = set(TaskManager().all_tasks)  # the registry items are these standard tasks' items
+    assert {"hellaswag", "arc_easy", "piqa", "lambada_openai"} <= known
+    assert set(cfg.benchmarks.registry) == {"hellaswag", "arc_easy", "piqa", "lambada"}
 
 
 def _fake_download(hub_cache, repo: str, revisions: list[str], model, tok) -> None:

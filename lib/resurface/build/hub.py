@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from resurface.build.corpora import load_corpus
 from resurface.build.tokenizers import load_tokenizer
@@ -19,6 +20,28 @@ def required_revisions(cfg: StudyConfig) -> list[tuple[str, str]]:
     """(hub id, revision) for every Hub model a profile uses, intermediate `@stepN` sources included."""
     return sorted({(m.hub_id, rev) for name, m in cfg.zoo.models.items() if m.is_hub
                    for _, rev in hub_subdirs(cfg, name)})
+
+
+def required_datasets(cfg: StudyConfig) -> dict:
+    """The pinned Hub data sets a profile reads: {"replay": HubData, "memorized_evals": HubData}, those it names."""
+    data = {"replay": cfg.corpora.replay}
+    if any(cfg.zoo.models[s].is_hub for s in cfg.transfer.students) and cfg.memorization.twin is None:
+        data["memorized_evals"] = cfg.memorization.memorized_evals_data
+    return {k: v for k, v in data.items() if v is not None}
+
+
+def dataset_files(spec, split: str | None = None) -> list[Path]:
+    """The local paths of a pinned Hub data set's files (downloaded once into the Hugging Face cache; offline,
+    read from it). `split` fills `{split}` in the file patterns."""
+    from huggingface_hub import snapshot_download
+    patterns = [f.format(split=split) if split else f for f in spec.files]
+    snap = Path(snapshot_download(spec.hub_id, repo_type="dataset", revision=spec.revision,
+                                  allow_patterns=patterns))
+    files = sorted({p for pat in patterns for p in snap.glob(pat) if p.is_file()})
+    if not files:
+        raise RuntimeError(f"data set `{spec.hub_id}` at revision `{spec.revision}` has no file matching "
+                           f"{patterns}")
+    return files
 
 
 def missing_offline(cfg: StudyConfig) -> list[tuple[str, str]]:
@@ -60,9 +83,9 @@ def lookalike_tokenizer(vocab_size: int, model_max_length: int = 2048):
 def hub_subdirs(cfg: StudyConfig, name: str) -> list[tuple[str, str]]:
     """[(subdir, revision)] for one Hub model: `main` (its pinned revision) and each `@stepN` a source uses."""
     m = cfg.zoo.models[name]
-    steps = sorted({step for ref in (*[r for st in cfg.transfer.students for r in cfg.transfer.sources_for(st)],
-                                *cfg.transfer.students)
-                    for n, step in [parse_model_ref(ref)] if n == name and step is not None})
+    refs = (*[r for st in cfg.transfer.students for r in cfg.transfer.sources_for(st)], *cfg.transfer.students,
+            *cfg.zoo.capability_axis)
+    steps = sorted({step for ref in refs for n, step in [parse_model_ref(ref)] if n == name and step is not None})
     return [("main", m.revision or "main")] + [(f"step{s}", f"step{s}") for s in steps]
 
 
@@ -71,8 +94,6 @@ def fetch_model(cache, cfg: StudyConfig, name: str, lineage_corpus):
 
     The links keep the cache small; the manifest still checksums the weights, so a changed or
     deleted file in the HF cache is noticed and fetched again."""
-    from pathlib import Path
-
     m = cfg.zoo.models[name]
     subdirs = hub_subdirs(cfg, name)
 

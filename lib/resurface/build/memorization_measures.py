@@ -35,10 +35,15 @@ def measure_canaries(cache, model_art, subdir: str, canaries_art, prefix_len: in
                               stage="memorization")
 
 
-def memorized_probes(cache, hub_id: str, n: int, seed: int, data_files: str | None = None):
+def memorized_probes(cache, hub_id: str, n: int, seed: int, data_files: str | None = None, pinned=None):
     """Hub students: the sequences Pythia is known to have memorized, stored in the canaries' format
-    (all `held-out`: nothing guided our choices on them; `count` unknown, recorded as 0)."""
+    (all `held-out`: nothing guided our choices on them; `count` unknown, recorded as 0). `pinned` (a HubData)
+    reads them from a pinned revision of the data set."""
     import json
+
+    if pinned is not None and data_files is None:
+        from resurface.build.hub import dataset_files
+        data_files = [str(f) for f in dataset_files(pinned, memorized_evals_split(hub_id))]
 
     def build(tmp):
         seqs = memorized_evals_sequences(hub_id, n, seed, data_files)
@@ -46,8 +51,8 @@ def memorized_probes(cache, hub_id: str, n: int, seed: int, data_files: str | No
         (tmp / "canaries.json").write_text(json.dumps(recs))
         return {"n": len(recs), "source": MEMORIZED_EVALS, "split": memorized_evals_split(hub_id)}
 
-    return cache.get_or_build("canaries", f"memorized-{hub_id.replace('/', '--')}", {"hub_id": hub_id, "n": n,
-                              "seed": seed}, build, stage="memorization")
+    key = {"hub_id": hub_id, "n": n, "seed": seed, **({"pinned": pinned.model_dump()} if pinned else {})}
+    return cache.get_or_build("canaries", f"memorized-{hub_id.replace('/', '--')}", key, build, stage="memorization")
 
 
 EXTRACTION_COLUMNS = {"canary_id": "int64", "count": "int64", "split": "object", "extracted": "bool",
@@ -75,7 +80,7 @@ def memorized_evals_split(hub_id: str) -> str:
     return f"{'deduped' if m['dedup'] else 'duped'}.{m['size']}"
 
 
-def memorized_evals_sequences(hub_id: str, n: int, seed: int = 0, data_files: str | None = None) -> list[list[int]]:
+def memorized_evals_sequences(hub_id: str, n: int, seed: int = 0, data_files: str | list[str] | None = None) -> list[list[int]]:
     """A seeded sample of `n` sequences that the given Pythia model memorized (Biderman et al., 2023).
 
     Reads the Hub dataset (needs the network), or `data_files` (a local parquet in the same schema: columns

@@ -19,7 +19,7 @@ from resurface.compute.device import rows_per_pass
 from resurface.frame.cache import Artifact, Cache, file_sha256
 from resurface.lm.models import load_model
 from resurface.lm.training import document_start_id, mean_loss, pack_documents, tokenize_texts
-from resurface.names import ACCURACY_TASKS
+from resurface.names import ACCURACY_TASKS, REGISTRY_TASKS
 
 
 def sample_texts(texts: list[str], n: int, seed: int, max_chars: int = 1000) -> list[str]:
@@ -127,8 +127,9 @@ def blocks_sample(tokenizer, texts: list[str], seq_len: int, n_blocks: int, seed
 def benchmark_embeddings(cache: Cache, zoo, tasks: Artifact) -> Artifact:
     """Embeddings of the benchmarks' correct answers (a sample of `proxies.embed_texts`)."""
     cfg = zoo.cfg
-    texts = [(it["context"] + " " + it["choices"][it["label"]]).strip()
-             for t in ACCURACY_TASKS
+    from resurface.build.registry_tasks import task_text
+    registry = sorted(f.stem for f in tasks.path.glob("*.jsonl") if f.stem in REGISTRY_TASKS)
+    texts = [task_text(it) for t in (*ACCURACY_TASKS, *registry)
              if (tasks.path / f"{t}.jsonl").exists() for it in task_items(tasks, t)]
     return embed(cache, "benchmarks", sample_texts(texts, cfg.proxies.embed_texts, cfg.seed), [tasks])
 

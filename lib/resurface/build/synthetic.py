@@ -79,12 +79,20 @@ def replay_corpus(cache: Cache, zoo: Zoo) -> Artifact:
     drawn at random, as much text as a synthetic corpus holds (about 5 characters per token, generously)."""
     corpus = zoo.corpora["lineage"]
     chars = int(zoo.cfg.sampling.tokens_per_corpus * OVERSAMPLE * 5)
+    hub = zoo.cfg.corpora.replay  # Hub students: their own pretraining data (the deduplicated Pile), pinned
+
+    def documents() -> list[str]:
+        if hub is None:
+            return list(load_corpus(corpus)["train"]["text"])
+        import pyarrow.parquet as pq
+        from resurface.build.hub import dataset_files
+        return [t for f in dataset_files(hub) for t in pq.read_table(f, columns=[hub.text_column]).column(0).to_pylist()]
 
     def build(tmp: Path) -> dict:
         import numpy as np
         from datasets import Dataset
 
-        paras = [p for d in load_corpus(corpus)["train"]["text"] for p in d.split("\n\n") if len(p) > 40]
+        paras = [p for d in documents() for p in d.split("\n\n") if len(p) > 40]
         picked, total = [], 0
         for i in np.random.default_rng(zoo.cfg.seed).permutation(len(paras)):
             picked.append(paras[i])
@@ -94,8 +102,8 @@ def replay_corpus(cache: Cache, zoo: Zoo) -> Artifact:
         Dataset.from_dict({"text": picked}).save_to_disk(str(tmp / "data"))
         return {"documents": len(picked), "chars": total}
 
-    return cache.get_or_build("synthetic", "replay", {"seed": zoo.cfg.seed, "chars": chars}, build, inputs=[corpus],
-                              stage="sample")
+    key = {"seed": zoo.cfg.seed, "chars": chars, **({"hub": hub.model_dump()} if hub else {})}
+    return cache.get_or_build("synthetic", "replay", key, build, inputs=[] if hub else [corpus], stage="sample")
 
 
 def task_text_corpus(cache: Cache, zoo: Zoo) -> Artifact:

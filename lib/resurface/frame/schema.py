@@ -53,6 +53,18 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class HubData(Strict):
+    """A data set on the Hugging Face Hub, pinned: its id, revision (a commit hash where the page gives one) and the
+    files read (globs allowed; `{split}` is replaced by the split a reader asks for)."""
+    hub_id: str
+    revision: str
+    files: list[str] = Field(min_length=1)
+    text_column: str = "text"
+
+    def file_for(self, split: str) -> str:
+        return self.files[0].format(split=split)
+
+
 class CorporaConfig(Strict):
     lineage: list[Literal[CORPUS_SOURCES]] = Field(min_length=1)
     cross_family: list[Literal[CORPUS_SOURCES]] = Field(min_length=1)
@@ -60,6 +72,9 @@ class CorporaConfig(Strict):
     heldout_fraction: float = Field(0.1, gt=0, lt=0.5)
     max_chars: int | None = Field(None, gt=0, description="cap per corpus (smoke profiles)")
     split_seed: int = 0
+    replay: HubData | None = Field(None, description="Hub profiles: the students' own pretraining data (e.g. the "
+                                   "deduplicated Pile) for the replay control; without it, the lineage's training "
+                                   "split")
 
     @model_validator(mode="after")
     def _disjoint(self):
@@ -335,6 +350,8 @@ class MemorizationConfig(Strict):
                                                           "the test is contaminated")
     memorized_evals: int = Field(1000, gt=0, description="Hub profiles: sequences sampled from "
                                                          "EleutherAI/pythia-memorized-evals per student")
+    memorized_evals_data: HubData | None = Field(None, description="Hub profiles: where the memorized sequences "
+                                                 "are, pinned (`files` with `{split}`, e.g. `deduped.160m`)")
     natural: NaturalScanConfig | None = Field(None, description="real-weights profiles: scan famous text for "
                                               "passages the student memorized in its own pretraining")
 
@@ -344,6 +361,28 @@ class ProxiesConfig(Strict):
     loglik_documents: int = Field(400, gt=0)
     gradient_blocks: int = Field(32, gt=0)
     dev_blocks: int = Field(64, gt=0)
+
+
+class ModelCost(Strict):
+    """One model's measured (or, where `measured` is false, parameter-scaled) cost on the plan's device."""
+    parameters: int = Field(gt=0)
+    sample_tok_s: float = Field(gt=0, description="generated tokens per second at the profile's sampling batch")
+    finetune_tok_s: float = Field(gt=0, description="student tokens per second under the profile's fine-tuning")
+    sample_peak_gib: float | None = Field(None, gt=0)
+    finetune_peak_gib: float | None = Field(None, gt=0)
+    measured: bool = Field(False, description="true: measured on the device (look-alikes of the exact config); "
+                           "false: scaled from a measured model by parameter count")
+
+
+class GpuPlan(Strict):
+    """What a Hub profile costs on one GPU, for `resurface check` (GPU-hours per notebook, memory per stage)."""
+    device: str
+    memory_gib: float = Field(80.0, gt=0, description="the device's memory: a stage above it does not fit")
+    source: str = Field(description="where the measurements are (a file of outputs/bench/ and its script)")
+    eval_requests_per_s: float = Field(gt=0, description="lm-eval requests (one context and continuation) per "
+                                       "second for a 160M model; scaled by parameters for the others")
+    eval_measured: bool = False
+    models: dict[str, ModelCost] = Field(min_length=1)
 
 
 class StudyConfig(Strict):
@@ -373,6 +412,7 @@ class StudyConfig(Strict):
     proxies: ProxiesConfig = ProxiesConfig()
     recipe: RecipeConfig | None = None
     analysis: AnalysisConfig = AnalysisConfig()
+    gpu_plan: GpuPlan | None = Field(None, description="Hub profiles: measured throughputs, for `resurface check`")
 
     @model_validator(mode="after")
     def _references(self):
@@ -398,6 +438,10 @@ class StudyConfig(Strict):
             if self.sampling.max_new_tokens > limit:
                 raise ValueError(f"sampling.max_new_tokens={self.sampling.max_new_tokens} does not fit the zoo's "
                                  f"{self.zoo.seq_len} positions (at most {limit} after the start token)")
+        if self.gpu_plan is not None:
+            unplanned = sorted(n for n, m in models.items() if m.is_hub and n not in self.gpu_plan.models)
+            if unplanned:
+                raise ValueError(f"gpu_plan.models has no cost for Hub model(s) {unplanned}")
         for name, m in models.items():
             if m.is_planted and (m.init_from not in models or models[m.init_from].is_local
                                  or models[m.init_from].is_planted):

@@ -206,6 +206,41 @@ def crossed_command(args) -> int:
     return 0
 
 
+def check_command(argv: list[str]) -> int:
+    """Validate a profile; for a Hub profile, print its plan: every pinned model and data set with its size, the
+    GPU memory per stage and the GPU-hours per notebook (resurface.study.gpu_plan). One sentence on an error."""
+    from resurface.frame.profiles import ConfigError, config_dict, load_config, parse_overrides
+    ap = argparse.ArgumentParser(prog="resurface check", description="Validate a profile without running it; "
+                                 "for a Hub profile, print what it reads and what it costs.")
+    ap.add_argument("name", nargs="?", help="the profile (or --profile NAME)")
+    ap.add_argument("overrides", nargs="*", help="dotted key=value (value parsed as YAML)")
+    ap.add_argument("--profile", dest="profile")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    args = ap.parse_args(argv)
+    name = args.profile or args.name
+    overrides = list(args.overrides) + list(args.set)
+    if args.profile and args.name:  # `check --profile P key=value`: the positional is an override
+        overrides.insert(0, args.name)
+    if name is None:
+        ap.error("name a profile")
+    try:
+        cfg = load_config(name, parse_overrides(overrides))
+    except ConfigError as exc:
+        print(f"resurface: {exc}", file=sys.stderr)
+        return 1
+    if not any(m.is_hub for m in cfg.zoo.models.values()):
+        import yaml
+        print(yaml.safe_dump(config_dict(cfg), sort_keys=False))
+        return 0
+    from resurface.study.gpu_plan import PlanError, report
+    try:
+        print(report(cfg))
+    except PlanError as exc:
+        print(f"resurface: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="resurface", description="Prompt-free self-training, reproduced: run the "
                                  "study, test it, report, benchmark, check a profile, look after the cache.")
@@ -254,8 +289,7 @@ def main(argv: list[str] | None = None) -> int:
     if command == "bench":
         return subprocess.call([sys.executable, str(ROOT / "scripts" / "cost_bench.py"), *rest])
     if command == "check":
-        from resurface.frame.profiles import main as check
-        return check(rest)
+        return check_command(rest)
     args = ap.parse_args(argv)
     if command == "crossed":
         return crossed_command(args)

@@ -29,7 +29,8 @@ def probes_for(cfg, cache, zoo, student: str):
     m = cfg.zoo.models[student]
     if not m.is_hub:
         raise ValueError(f"student `{student}` has no canaries and is not a Pythia Hub model: nothing to extract")
-    return memorized_probes(cache, m.hub_id, cfg.memorization.memorized_evals, cfg.seed)
+    return memorized_probes(cache, m.hub_id, cfg.memorization.memorized_evals, cfg.seed,
+                            pinned=cfg.memorization.memorized_evals_data)
 
 
 def twin_plan(cfg, recipe: tuple[str, int]) -> list[dict]:
@@ -145,8 +146,15 @@ def gate(cfg, cache, zoo, plan_runs: list[dict], k: int = 16) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _hub_probes(cfg) -> bool:
+    return cfg.memorization.twin is None and cfg.memorization.natural is None and \
+        all(cfg.zoo.models[s].is_hub for s in cfg.transfer.students)
+
+
 def _load_probes(cfg, cache, zoo, student: str) -> list[dict]:
-    return load_canaries(probes_for(cfg, cache, zoo, student), planted_only=True)
+    """The sequences the gate looks for: the planted canaries, or every memorized-evals sequence (none of which
+    was planted by us, so none has a count)."""
+    return load_canaries(probes_for(cfg, cache, zoo, student), planted_only=not _hub_probes(cfg))
 
 
 def capability(cfg, table: pd.DataFrame, arts: dict, tasks: list[str]) -> tuple[pd.DataFrame, dict]:
@@ -169,8 +177,10 @@ def sequences(cfg, cache, zoo, table: pd.DataFrame, arts: dict) -> pd.DataFrame:
 
 def self_gate(cfg, cache, zoo, table: pd.DataFrame) -> tuple[pd.DataFrame, float]:
     """Step 1: the validity gate on the measured model's own samples: per corpus, and the share over all of them.
-    Hub profiles have no gate: Pythia's memorized evals were not planted by us, so there is no canary to write."""
-    if zoo.canaries is None:
+    On the planted canaries (embedded twin) and on Pythia's memorized evals (Hub students): self-training on
+    samples that write them out would teach them again. A natural scan has no gate (its probes are whatever
+    famous text the model half-remembers)."""
+    if zoo.canaries is None and not _hub_probes(cfg):
         return pd.DataFrame(), 0.0
     student = measured_model(cfg, table)
     plan_runs = [r for r in headline(table).to_dict("records") if r["student"] == student]
@@ -224,6 +234,11 @@ def design(cfg, zoo, cache=None) -> dict:
         keys = ("source", "documents", "windows", "tokens_scanned", "scan_seconds", "scan_tokens_per_s",
                 "memorized_windows", "memorized_dev", "memorized_heldout", "probes", "start_token")
         return {"natural_scan_of": student, **{k: meta.get(k) for k in keys}}
+    if _hub_probes(cfg) and cache is not None:  # Hub students: Pythia's memorized evals, not planted by us
+        probes = {s: probes_for(cfg, cache, zoo, s).meta for s in cfg.transfer.students}
+        return {"memorized_evals_of": sorted(probes), "source": next(iter(probes.values())).get("source"),
+                "splits": [p.get("split") for p in probes.values()], "sequences": [p.get("n") for p in probes.values()],
+                "measured_on": sorted(cfg.transfer.students)[0]}
     if zoo.canaries is None or m.twin is None:
         return {"twin": m.twin, "canaries": 0}
     t = cfg.zoo.models[m.twin]

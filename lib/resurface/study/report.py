@@ -101,8 +101,12 @@ def verdict_rows(out: Path) -> list[dict]:
             parts = [f"natural memorization of `{d['natural_scan_of']}`: {d['documents']} {d['source']} documents, "
                      f"{d['windows']} windows scanned; memorized (32/32, non-overlapping) dev {d['memorized_dev']}, "
                      f"held-out {d['memorized_heldout']} (the rule needs {f3.get('min_memorized', 'n/a')})"]
+        elif d.get("memorized_evals_of"):  # Hub students: the sequences Pythia is known to have memorized
+            parts = [f"`{d['source']}` ({', '.join(d['splits'])}): {', '.join(map(str, d['sequences']))} sequences; "
+                     f"judged on `{d['measured_on']}`; gate (own samples in matches) "
+                     f"{_num(100 * f3['gate_share'], '.3f')} %; memorized held-out sequences {f3['n_memorized']}"]
         else:
-                parts = [f"canary twin `{d.get('twin')}`: {d.get('copies')} copies = "
+            parts = [f"canary twin `{d.get('twin')}`: {d.get('copies')} copies = "
                      f"{_num(100 * d.get('canary_share', 0), '.2f')} % of its pretraining tokens; gate (own samples "
                      f"in canary matches) "
                      f"{_num(100 * f3['gate_share'], '.3f')} %; memorized held-out sequences {f3['n_memorized']}"]
