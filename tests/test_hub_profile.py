@@ -137,3 +137,10 @@ def test_the_gpu_script_runs_the_lookalike_profile_on_cuda(tmp_path, smoke_cache
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     result = json.loads((tmp_path / "gpu_lookalike_pythia.json").read_text())
     assert set(result["notebook_seconds"]) == set(NOTEBOOKS) and result["total_seconds"] < 600
+
+
+def test_a_schedule_that_needs_optimizer_state_is_refused_for_hub_students():
+    from resurface.frame.schema import ConfigError
+    with pytest.raises(ConfigError, match=r"\['continue'\] need the student's own optimizer state"):
+        load_config("pythia", parse_overrides(["recipe.schedules=[continue,rewarm@1e-05]"]))
+    assert load_config("pythia").recipe.fallback[0].startswith("rewarm")  # the fallback the profile states

@@ -483,6 +483,15 @@ class StudyConfig(Strict):
                 if s not in self.recipe.sources:
                     raise ValueError(f"recipe.sources has no list for recipe student `{s}`")
             refs += [r for v in self.recipe.sources.values() for r in v]
+            # `continue` and `constant` read the student's final pretraining learning rate (and, for `continue`,
+            # its AdamW moments): only a model trained here has them
+            needs_state = [sch for sch in self.recipe.schedules if split_schedule(sch)[0] != "rewarm"]
+            external = sorted({s for s in [*self.recipe.students, *self.transfer.students]
+                               if s in models and not models[s].is_local})
+            if needs_state and external:
+                raise ValueError(f"recipe schedule(s) {needs_state} need the student's own optimizer state and "
+                                 f"final learning rate, which {external} (not trained here) do not have; use "
+                                 "`rewarm` (optionally `rewarm@<peak lr>`)")
             if max(self.recipe.budgets) > self.sampling.tokens_per_corpus:
                 raise ValueError(f"recipe budget {max(self.recipe.budgets)} exceeds sampling.tokens_per_corpus="
                                  f"{self.sampling.tokens_per_corpus}, the tokens each corpus is sampled for")
