@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from resurface.build import zoo
+from resurface.builders import zoo
 from resurface.frame.cache import Cache
 from resurface.frame.profiles import load_config
 from resurface.frame.paths import ROOT, cache_root

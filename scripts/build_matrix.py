@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from resurface.build.zoo import build_zoo
+from resurface.builders.zoo import build_zoo
 from resurface.study.session import start
 from resurface.study.transfer import run_matrix
 

@@ -196,10 +196,10 @@ def bench_evaluation(cfg, models: list[str]) -> list[dict]:
     dev tasks and models (read from the study's cache: run the study first), one thread as in the worker pool."""
     import time
     from resurface.frame.cache import Cache
-    from resurface.build.evaluations import run_lm_eval
-    from resurface.build.benchmarks import write_task_yamls
+    from resurface.builders.evaluations import run_lm_eval
+    from resurface.builders.benchmarks import write_task_yamls
     from resurface.frame.paths import cache_root
-    from resurface.build.zoo import build_zoo
+    from resurface.builders.zoo import build_zoo
     from resurface.study.zoo_checks import dev_tasks
     import tempfile
     from pathlib import Path

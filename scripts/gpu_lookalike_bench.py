@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from transformers import AutoModelForCausalLM, GPTNeoXConfig, Qwen2Config
 from resurface.compute import device as dev
-from resurface.build.hub import lookalike_tokenizer
+from resurface.builders.hub import lookalike_tokenizer
 from resurface.lm.training import train_lm
 
 torch.backends.cuda.matmul.allow_tf32 = False

@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
         print("skipped: no CUDA device here (torch.cuda.is_available() is False); the GPU path is checked where "
               "one exists")
         return 0
-    from resurface.build.lookalikes import SCALED_DOWN, write_lookalike_hub, write_registry_lookalike
+    from resurface.builders.lookalikes import SCALED_DOWN, write_lookalike_hub, write_registry_lookalike
     from resurface.frame.cache import Cache
     from resurface.frame.profiles import load_config, parse_overrides
     sets = [*SCALED_DOWN, f"device={args.device}"]

@@ -42,7 +42,7 @@ def smoke_zoo(smoke_cache):
     from resurface.frame.cache import Cache
     from resurface.frame.profiles import load_config
     from resurface.study.session import go_offline
-    from resurface.build.zoo import build_zoo
+    from resurface.builders.zoo import build_zoo
     from resurface.lm.training import set_threads
     go_offline(smoke_cache / "hf_home")
     cfg = load_config("smoke")

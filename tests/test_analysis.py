@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from resurface.build import benchmarks
+from resurface.builders import benchmarks
 from resurface.analysis import stats
 from resurface.frame.profiles import load_config
 from resurface.study.matrix import plan, relation, strength_label
@@ -64,7 +64,7 @@ def test_minimal_pairs_are_minimal_and_deterministic():
 
 def test_smoke_benchmarks_come_from_heldout_only(smoke_zoo, smoke_cache):
     from resurface.frame.cache import Cache
-    from resurface.build.corpora import load_corpus
+    from resurface.builders.corpora import load_corpus
     cfg = smoke_zoo.cfg
     tasks = benchmarks.build_tasks(Cache(smoke_cache), smoke_zoo.corpora["lineage"], list(cfg.benchmarks.tasks),
                                    cfg.benchmarks.items_per_task, cfg.benchmarks.ppl_documents, cfg.seed)

@@ -55,7 +55,7 @@ def test_cache_list_and_prune(tmp_path, monkeypatch, capsys):
 
 def test_a_bundle_carries_the_profiles_corpus_packages_and_the_offline_steps(tmp_path, monkeypatch):
     """The corpus part of a workshop bundle (the wheels part is `pip download`, too large for the suite)."""
-    from resurface.build import corpora
+    from resurface.builders import corpora
     import os
     assert cli.main(["bundle", str(tmp_path / "b"), "--profile", "workshop", "--no-wheels"]) == 0
     assert "RESURFACE_PACKAGES" not in os.environ  # the bundle step leaves the environment as it found it

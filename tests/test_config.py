@@ -150,7 +150,7 @@ def _fake_hub_snapshot(hf_home, repo: str, revision: str) -> None:
 
 
 def test_a_hub_model_missing_offline_stops_with_one_sentence(isolated, monkeypatch):
-    from resurface.build import hub
+    from resurface.builders import hub
     from resurface.study.session import start
     hf_home = isolated / "hf"
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")

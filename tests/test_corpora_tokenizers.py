@@ -5,8 +5,8 @@ import dataclasses
 
 import pytest
 
-from resurface.build import corpora
-from resurface.build.corpora import FetchError, clean_text, split_documents
+from resurface.builders import corpora
+from resurface.builders.corpora import FetchError, clean_text, split_documents
 
 
 def test_split_is_by_document_disjoint_and_deterministic():
@@ -48,7 +48,7 @@ def test_missing_fetch_tool_is_one_clear_sentence(tmp_path, monkeypatch):
 
 
 def test_smoke_corpora_heldout_never_in_train(smoke_zoo):
-    from resurface.build.corpora import load_corpus
+    from resurface.builders.corpora import load_corpus
     ds = load_corpus(smoke_zoo.corpora["lineage"])
     assert not set(ds["train"]["id"]) & set(ds["heldout"]["id"])
     assert len(ds["heldout"]) > 0

@@ -10,9 +10,9 @@ def test_scores_equal_plain_simple_evaluate_without_the_environment_report(smoke
     import lm_eval
     import torch.utils.collect_env as collect_env
     from lm_eval.tasks import TaskManager
-    from resurface.build.benchmarks import build_tasks, write_task_yamls
+    from resurface.builders.benchmarks import build_tasks, write_task_yamls
     from resurface.frame.cache import Cache
-    from resurface.build.evaluations import run_lm_eval
+    from resurface.builders.evaluations import run_lm_eval
 
     b = smoke_zoo.cfg.benchmarks
     tasks = build_tasks(Cache(smoke_cache), smoke_zoo.corpora["lineage"], ["minimal_pairs", "next_sentence"],
@@ -38,7 +38,7 @@ def test_scores_equal_plain_simple_evaluate_without_the_environment_report(smoke
     assert [m > 0 for m in margins["minimal_pairs"]] == [a == 1.0 for a in items["minimal_pairs"]]
     # the proper score: log-loss of the normalised choices; for two choices it is softplus(-margin)
     import numpy as np
-    from resurface.build.evaluations import choice_logloss
+    from resurface.builders.evaluations import choice_logloss
     ll = np.array([choice_logloss(c) for c in choices["minimal_pairs"]])
     np.testing.assert_allclose(ll, np.log1p(np.exp(-np.array(margins["minimal_pairs"]))), rtol=1e-9, atol=1e-12)
     four = np.array([choice_logloss(c) for c in choices["next_sentence"]])

@@ -37,7 +37,7 @@ def test_build_threads_need_a_single_worker_and_a_profile_measures_one_kind_of_m
 
 def test_the_scanned_chapters_exist_in_the_pinned_bible(smoke_cache):
     from resurface.frame.cache import Cache
-    from resurface.build.corpora import load_documents, read_source
+    from resurface.builders.corpora import load_documents, read_source
     docs = {d["id"]: d["text"] for d in load_documents(read_source(Cache(smoke_cache), "kjv"))}
     assert len(docs) == 1189  # chapters of the King James Bible
     for name in C.load_config("gemma").memorization.natural.documents:
@@ -86,7 +86,7 @@ def test_one_forward_pass_finds_exactly_the_windows_greedy_decoding_extracts():
 
 
 def test_probes_keep_every_memorized_window_then_the_nearest_misses_without_overlap():
-    from resurface.build.natural_probes import document_split, pick_probes, windows
+    from resurface.builders.natural_probes import document_split, pick_probes, windows
     assert windows(list(range(130)), 64, 32) == [0, 32, 64]
     split = document_split([f"d{i}" for i in range(10)], 0.5, 0)
     assert sorted(split.values()).count("dev") == 5 and split == document_split([f"d{i}" for i in range(10)], 0.5, 0)
@@ -107,7 +107,7 @@ def tiny_gemma_run(tmp_path_factory, smoke_cache, smoke_zoo):
     smoke cache (fetched before the cut)."""
     from gguf_lookalike import single_gguf_wheel, split_gguf_wheels, write_tiny_gemma3_gguf
     from resurface.frame.cache import Cache
-    from resurface.build.corpora import read_source
+    from resurface.builders.corpora import read_source
     read_source(Cache(smoke_cache), "kjv")
     tmp = tmp_path_factory.mktemp("tiny-gemma")
     wheels = tmp / "wheels"

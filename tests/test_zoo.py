@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from resurface.build.canaries import load_canaries, plant
+from resurface.builders.canaries import load_canaries, plant
 from resurface.frame.schema import ModelConfig
 from resurface.frame.profiles import load_config
 from resurface.lm.models import hf_config, load_model
@@ -128,7 +128,7 @@ def test_the_checkpoint_key_of_a_trained_model_is_stable():
     """Adding a config field must not silently invalidate every cached zoo (a 15-minute rebuild): this is
     the exact dict the default lineage model's checkpoint is keyed by. Change it only on purpose."""
     from resurface.frame.profiles import load_config
-    from resurface.build.zoo import model_key
+    from resurface.builders.zoo import model_key
     m = load_config("default").zoo.models["lineage-small"]
     assert model_key(m) == {
         "kind": "lineage", "hub_id": None, "revision": None, "architecture": "gpt_neox", "tokenizer": "lineage",

@@ -97,7 +97,7 @@ def pending(cache: Cache, jobs: list[Job]) -> list[Job]:
 # What every kind of job needs; the server imports them once and each worker inherits them. (lm-eval and
 # sentence-transformers, 1-2 s each, are left to the jobs that use them.)
 PRELOAD = ["torch", "transformers.models.gpt_neox.modeling_gpt_neox", "transformers.models.llama.modeling_llama",
-           "transformers.models.gpt2.modeling_gpt2", "resurface.build.zoo", "resurface.lm.training"]
+           "transformers.models.gpt2.modeling_gpt2", "resurface.builders.zoo", "resurface.lm.training"]
 
 
 def _context():

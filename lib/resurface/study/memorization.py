@@ -7,12 +7,12 @@ import pandas as pd
 
 from resurface.analysis import verdicts
 from resurface.analysis.findings import headline
-from resurface.build.canaries import canary_share, load_canaries
-from resurface.build.memorization_measures import load_extraction, measure_canaries, memorized_probes
-from resurface.build.natural_probes import natural_probes, scan_summary
-from resurface.build.synthetic import load_synthetic, synthetic_corpus
-from resurface.build.tokenizers import load_tokenizer
-from resurface.build.zoo import model_size
+from resurface.builders.canaries import canary_share, load_canaries
+from resurface.builders.memorization_measures import load_extraction, measure_canaries, memorized_probes
+from resurface.builders.natural_probes import natural_probes, scan_summary
+from resurface.builders.synthetic import load_synthetic, synthetic_corpus
+from resurface.builders.tokenizers import load_tokenizer
+from resurface.builders.zoo import model_size
 from resurface.compute.pool import Job, build_all
 from resurface.lm.extraction import regurgitation_share
 from resurface.study.matrix import build_plan, eval_tasks, item_deltas, plan, run_plan

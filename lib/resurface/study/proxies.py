@@ -12,17 +12,17 @@ A relational score (ours, secondary):
   mean loss gradient on a dev slice of held-out lineage text. The dev slice comes from the half of the
   held-out documents that no benchmark item is drawn from, so no test item is ever used.
 
-The scores are built and cached by `build/proxy_scores.py`; here: one point per (student, corpus), what the rule
+The scores are built and cached by `builders/proxy_scores.py`; here: one point per (student, corpus), what the rule
 can conclude with that many points (`design`), and the verdict. The split into primary and secondary lives in
 `SCORES` only.
 """
 from __future__ import annotations
 
 from resurface.analysis import verdicts
-from resurface.build.proxy_scores import (benchmark_embeddings, corpus_embeddings, load_embeddings, proxy_scores,
+from resurface.builders.proxy_scores import (benchmark_embeddings, corpus_embeddings, load_embeddings, proxy_scores,
                                           similarity_scores)
-from resurface.build.synthetic import synthetic_corpus
-from resurface.build.zoo import model_size
+from resurface.builders.synthetic import synthetic_corpus
+from resurface.builders.zoo import model_size
 from resurface.compute.pool import Job, build_all
 from resurface.frame.cache import Cache
 from resurface.names import CONTROLS

@@ -16,7 +16,7 @@ from resurface.frame.cache import Cache
 from resurface.frame.schema import StudyConfig
 from resurface.study.matrix import build_plan, eval_tasks, item_deltas, plan, run_plan
 from resurface.analysis.findings import headline
-from resurface.build.zoo import Zoo
+from resurface.builders.zoo import Zoo
 from resurface.analysis import verdicts
 from resurface.study import zoo_checks
 

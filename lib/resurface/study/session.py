@@ -233,7 +233,7 @@ def start(profile: str, overrides: dict | None = None, notebook: str = "notebook
     if not any(m.is_hub for m in cfg.zoo.models.values()):
         go_offline(root / "hf_home")  # embedded profiles never touch the network
     else:
-        from resurface.build.hub import check_available_offline
+        from resurface.builders.hub import check_available_offline
         check_available_offline(cfg)  # a model id that is not here offline: one sentence, nothing written
     from resurface.compute.pool import set_build_threads, warm_up
     set_build_threads(cfg.build_threads)

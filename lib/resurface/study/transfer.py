@@ -16,12 +16,12 @@ import pandas as pd
 
 from resurface.analysis import verdicts
 from resurface.analysis.findings import headline
-from resurface.build.synthetic import synthetic_corpus
-from resurface.build.zoo import Zoo, model_size
+from resurface.builders.synthetic import synthetic_corpus
+from resurface.builders.zoo import Zoo, model_size
 from resurface.compute.pool import Job, build_all
 from resurface.frame.cache import Cache
 from resurface.frame.schema import StudyConfig
-from resurface.build.evaluations import item_margins
+from resurface.builders.evaluations import item_margins
 from resurface.study.matrix import CONTROL_SOURCES, base_evaluation, eval_tasks, plan, run_plan
 from resurface.study.recipe import matrix_recipe
 

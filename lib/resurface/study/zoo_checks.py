@@ -14,10 +14,10 @@ import numpy as np
 import pandas as pd
 
 from resurface.analysis import verdicts
-from resurface.build.benchmarks import build_tasks, split_heldout, task_items
-from resurface.build.evaluations import evaluate, item_loglosses, item_scores
-from resurface.build.tokenizers import load_tokenizer
-from resurface.build.zoo import Zoo, model_size
+from resurface.builders.benchmarks import build_tasks, split_heldout, task_items
+from resurface.builders.evaluations import evaluate, item_loglosses, item_scores
+from resurface.builders.tokenizers import load_tokenizer
+from resurface.builders.zoo import Zoo, model_size
 from resurface.compute.pool import Job, build_all
 from resurface.frame.cache import Artifact, Cache
 from resurface.frame.schema import PRIMARY_METRIC, StudyConfig, parse_model_ref

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 
-from resurface.build.canaries import load_canaries
-from resurface.build.corpora import SOURCES
-from resurface.build.memorization_measures import load_extraction, measure_canaries
-from resurface.build.tokenizers import load_tokenizer
-from resurface.build.zoo import Zoo, model_size
+from resurface.builders.canaries import load_canaries
+from resurface.builders.corpora import SOURCES
+from resurface.builders.memorization_measures import load_extraction, measure_canaries
+from resurface.builders.tokenizers import load_tokenizer
+from resurface.builders.zoo import Zoo, model_size
 from resurface.compute.pool import Job, build_all
 from resurface.frame.cache import Artifact, Cache
 from resurface.lm.models import load_model

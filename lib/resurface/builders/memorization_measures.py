@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from resurface.build.canaries import load_canaries
+from resurface.builders.canaries import load_canaries
 from resurface.compute.pool import BUILD_THREADS
 from resurface.lm.extraction import canary_extraction
 from resurface.lm.models import load_model
@@ -42,7 +42,7 @@ def memorized_probes(cache, hub_id: str, n: int, seed: int, data_files: str | No
     import json
 
     if pinned is not None and data_files is None:
-        from resurface.build.hub import dataset_files
+        from resurface.builders.hub import dataset_files
         data_files = [str(f) for f in dataset_files(pinned, memorized_evals_split(hub_id))]
 
     def build(tmp):

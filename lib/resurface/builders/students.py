@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from resurface.build.tokenizers import load_tokenizer
+from resurface.builders.tokenizers import load_tokenizer
 from resurface.compute.device import current
 from resurface.compute.distributed import collective_build, is_main
 from resurface.frame.cache import Artifact, Cache

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from resurface.build.corpora import load_corpus
+from resurface.builders.corpora import load_corpus
 from resurface.frame.cache import Artifact, Cache
 
 EOT = "<|endoftext|>"

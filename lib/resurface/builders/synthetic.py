@@ -7,10 +7,10 @@ import json
 import math
 from pathlib import Path
 
-from resurface.build.benchmarks import split_heldout
-from resurface.build.corpora import load_corpus
-from resurface.build.tokenizers import load_tokenizer
-from resurface.build.zoo import Zoo
+from resurface.builders.benchmarks import split_heldout
+from resurface.builders.corpora import load_corpus
+from resurface.builders.tokenizers import load_tokenizer
+from resurface.builders.zoo import Zoo
 from resurface.compute.device import current
 from resurface.frame.cache import Artifact, Cache
 from resurface.frame.schema import parse_model_ref
@@ -85,7 +85,7 @@ def replay_corpus(cache: Cache, zoo: Zoo) -> Artifact:
         if hub is None:
             return list(load_corpus(corpus)["train"]["text"])
         import pyarrow.parquet as pq
-        from resurface.build.hub import dataset_files
+        from resurface.builders.hub import dataset_files
         return [t for f in dataset_files(hub) for t in pq.read_table(f, columns=[hub.text_column]).column(0).to_pylist()]
 
     def build(tmp: Path) -> dict:
@@ -109,7 +109,7 @@ def replay_corpus(cache: Cache, zoo: Zoo) -> Artifact:
 def task_text_corpus(cache: Cache, zoo: Zoo) -> Artifact:
     """The control that says whether fine-tuning can teach the benchmark at all: the registry tasks' third
     split (items neither dev nor test), each item's context followed by its correct answer, as plain text."""
-    from resurface.build.registry_tasks import build_registry_tasks, task_text
+    from resurface.builders.registry_tasks import build_registry_tasks, task_text
     b = zoo.cfg.benchmarks
     items = build_registry_tasks(cache, list(b.registry), "task_text", zoo.cfg.seed)
 

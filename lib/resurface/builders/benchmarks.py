@@ -33,9 +33,9 @@ from pathlib import Path
 
 from resurface.frame.cache import Artifact, Cache
 from resurface.names import EMBEDDED_TASKS, REGISTRY_TASKS, TASK_KINDS
-from resurface.build.corpora import load_corpus
-from resurface.build.registry_tasks import build_registry_tasks
-from resurface.build.task_files import write_yamls
+from resurface.builders.corpora import load_corpus
+from resurface.builders.registry_tasks import build_registry_tasks
+from resurface.builders.task_files import write_yamls
 
 
 _SENT = re.compile(r"(?<=[.!?])\s+(?=[A-Z\"])")

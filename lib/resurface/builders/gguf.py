@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from resurface.build.hub import external_card
+from resurface.builders.hub import external_card
 from resurface.frame.cache import Artifact, Cache, file_sha256
 from resurface.frame.schema import StudyConfig, WheelFile
 

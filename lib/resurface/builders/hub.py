@@ -4,8 +4,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from resurface.build.corpora import load_corpus
-from resurface.build.tokenizers import load_tokenizer
+from resurface.builders.corpora import load_corpus
+from resurface.builders.tokenizers import load_tokenizer
 from resurface.frame.cache import Artifact
 from resurface.frame.schema import StudyConfig, parse_model_ref
 from resurface.lm.models import load_model

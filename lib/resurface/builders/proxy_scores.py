@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from resurface.build.benchmarks import task_items, split_heldout
-from resurface.build.synthetic import load_synthetic
-from resurface.build.tokenizers import load_tokenizer
+from resurface.builders.benchmarks import task_items, split_heldout
+from resurface.builders.synthetic import load_synthetic
+from resurface.builders.tokenizers import load_tokenizer
 from resurface.compute.device import rows_per_pass
 from resurface.frame.cache import Artifact, Cache, file_sha256
 from resurface.lm.models import load_model
@@ -127,7 +127,7 @@ def blocks_sample(tokenizer, texts: list[str], seq_len: int, n_blocks: int, seed
 def benchmark_embeddings(cache: Cache, zoo, tasks: Artifact) -> Artifact:
     """Embeddings of the benchmarks' correct answers (a sample of `proxies.embed_texts`)."""
     cfg = zoo.cfg
-    from resurface.build.registry_tasks import task_text
+    from resurface.builders.registry_tasks import task_text
     registry = sorted(f.stem for f in tasks.path.glob("*.jsonl") if f.stem in REGISTRY_TASKS)
     texts = [task_text(it) for t in (*ACCURACY_TASKS, *registry)
              if (tasks.path / f"{t}.jsonl").exists() for it in task_items(tasks, t)]

@@ -17,12 +17,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from resurface.build.canaries import canary_share, load_canaries, plant, select_canaries, word_starts
-from resurface.build.corpora import build_corpus, fetch_sources, load_corpus
-from resurface.build.gguf import fetch_gguf_model
-from resurface.build.hub import fetch_model
-from resurface.build.planted import plant_twin
-from resurface.build.tokenizers import build_tokenizer, load_tokenizer
+from resurface.builders.canaries import canary_share, load_canaries, plant, select_canaries, word_starts
+from resurface.builders.corpora import build_corpus, fetch_sources, load_corpus
+from resurface.builders.gguf import fetch_gguf_model
+from resurface.builders.hub import fetch_model
+from resurface.builders.planted import plant_twin
+from resurface.builders.tokenizers import build_tokenizer, load_tokenizer
 from resurface.compute.distributed import collective_build
 from resurface.compute.pool import Job, build_all
 from resurface.frame.cache import Artifact, Cache

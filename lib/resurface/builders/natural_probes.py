@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from resurface.build.corpora import load_documents, read_source
-from resurface.build.tokenizers import load_tokenizer
+from resurface.builders.corpora import load_documents, read_source
+from resurface.builders.tokenizers import load_tokenizer
 from resurface.frame.cache import Artifact, Cache
 from resurface.frame.schema import StudyConfig
 from resurface.lm.extraction import extraction, suffix_agreement

@@ -6,8 +6,8 @@ import json
 import logging
 from pathlib import Path
 
-from resurface.build.benchmarks import write_task_yamls
-from resurface.build.task_files import HIGHER_IS_BETTER, TASK_PREFIX
+from resurface.builders.benchmarks import write_task_yamls
+from resurface.builders.task_files import HIGHER_IS_BETTER, TASK_PREFIX
 from resurface.frame.schema import PRIMARY_METRIC
 from resurface.frame.cache import Artifact, Cache
 

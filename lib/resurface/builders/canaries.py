@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from resurface.frame.cache import Artifact, Cache
-from resurface.build.corpora import load_documents, read_source
-from resurface.build.tokenizers import load_tokenizer
+from resurface.builders.corpora import load_documents, read_source
+from resurface.builders.tokenizers import load_tokenizer
 
 
 def select_canaries(cache: Cache, source_name: str, tokenizer_art: Artifact, counts: list[int], per_count: int,
