@@ -1,8 +1,8 @@
 """The study's vocabulary, defined once: the relations a source can have to a student, and the embedded tasks.
 
 Every layer reads these tables (the config's validation, the matrix's plan, the verdicts, the figures, the
-report); adding a relation or a task means a row here plus the code that gives it meaning (see
-docs/architecture.md, "Extend the study"). Plain data, no imports: the lowest layer of the package.
+report); adding a relation or a task means a row here plus the code that gives it meaning (see the README's
+"Extend the study"). Plain data, no imports: the lowest layer of the package.
 """
 from __future__ import annotations
 
