@@ -1,6 +1,6 @@
 """The paper's own setting, end to end, offline: `params/pythia.yaml`, scaled down by overrides only, runs all five
-notebooks on random look-alikes of every model and data set it pins (GPTNeoX, Qwen2, Llama, GPT-2 and OPT models at
-their pinned revisions; the deduplicated Pile and pythia-memorized-evals in their schemas; the registry benchmarks'
+notebooks on random look-alikes of every model and data set it pins (GPTNeoX, Qwen2, Llama, BLOOM and OPT models at
+their pinned revisions, with their real context lengths; the deduplicated Pile and pythia-memorized-evals in their schemas; the registry benchmarks'
 request files), from a local Hugging Face cache with HF_HUB_OFFLINE=1 and the network cut. `resurface check` prices
 the real profile from the same cache, and fails in one sentence on a missing revision or an unreachable Hub."""
 from __future__ import annotations
@@ -55,7 +55,7 @@ def test_the_lookalikes_cover_every_pinned_model_and_architecture(hub_cache):
         assert f"{m.hub_id}@{m.revision}" in written
     assert "EleutherAI/pythia-160m-deduped@step36000" in written  # the capability axis's checkpoints too
     archs = {json.loads(p.read_text())["model_type"] for p in hub.glob("models--*/snapshots/*/config.json")}
-    assert archs == {"gpt_neox", "qwen2", "llama", "gpt2", "opt"}
+    assert archs == {"gpt_neox", "qwen2", "llama", "bloom", "opt"}
     assert not list(hub.rglob("*.bin"))
 
 
@@ -67,7 +67,7 @@ def test_the_pythia_profile_runs_every_notebook_offline(pythia_run):
         assert (out / "findings" / f"{nb.replace('_zoo', '_zoo_checks')}.json").exists() or nb == "00_zoo"
     assert (out / "findings" / "00_zoo_checks.json").exists() and (out / "REPORT.md").exists()
     zoo = pd.read_csv(out / "tables" / "zoo_models.csv")
-    assert set(zoo["architecture"]) == {"gpt_neox", "qwen2", "llama", "gpt2", "opt"}
+    assert set(zoo["architecture"]) == {"gpt_neox", "qwen2", "llama", "bloom", "opt"}
     runs = pd.read_csv(out / "tables" / "transfer_runs.csv")
     assert set(runs["student"]) == {"pythia-160m-deduped", "pythia-410m-deduped"}
     assert {"self", "same_lineage", "stronger_different", "cross_family", "real_text", "replay"} <= set(runs["relation"])
@@ -112,6 +112,8 @@ def test_check_fails_in_one_sentence_without_a_revision_or_the_hub(hub_cache):
     missing = _check(hub, "zoo.models.pythia-1b-deduped.revision=step1", HF_HUB_OFFLINE="1")
     assert missing.returncode == 1 and len(missing.stderr.strip().splitlines()) == 1
     assert "`EleutherAI/pythia-1b-deduped` at revision `step1`" in missing.stderr
+    short = _check(hub, "zoo.seq_len=4096", HF_HUB_OFFLINE="1")  # longer than Pythia's 2,048 positions
+    assert short.returncode == 1 and "reads 2048 positions, fewer than zoo.seq_len = 4096" in short.stderr
     unreachable = _check(hub, HF_HUB_OFFLINE="0", HF_ENDPOINT="http://127.0.0.1:9")
     assert unreachable.returncode == 1 and len(unreachable.stderr.strip().splitlines()) == 1
     assert "unreachable" in unreachable.stderr
@@ -144,3 +146,15 @@ def test_a_schedule_that_needs_optimizer_state_is_refused_for_hub_students():
     with pytest.raises(ConfigError, match=r"\['continue'\] need the student's own optimizer state"):
         load_config("pythia", parse_overrides(["recipe.schedules=[continue,rewarm@1e-05]"]))
     assert load_config("pythia").recipe.fallback[0].startswith("rewarm")  # the fallback the profile states
+
+
+def test_hub_sources_are_labelled_by_their_size_within_the_lineage():
+    from resurface.study.matrix import strength_label
+    cfg = load_config("pythia")
+    small, large = "pythia-160m-deduped", "pythia-410m-deduped"
+    assert strength_label(cfg, small, "pythia-160m-seed1") == "equal"
+    assert strength_label(cfg, small, large) == "stronger"
+    assert strength_label(cfg, large, "pythia-1b-deduped") == "stronger"
+    assert strength_label(cfg, large, "pythia-160m-seed1") == "weaker"
+    assert strength_label(cfg, small, f"{small}@step71000") == "weaker"
+    assert strength_label(cfg, small, "qwen2.5-0.5b") == "stronger_different"

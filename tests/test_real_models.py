@@ -65,7 +65,7 @@ def lookalike(tmp_path_factory, smoke_zoo, smoke_cache):
     raw = {"profile": "lookalike", "seed": 0, "corpora": smoke["corpora"],
            "zoo": {"seq_len": 64, "models": {
                "pythia-70m-deduped": {"kind": "lineage", "hub_id": "EleutherAI/pythia-70m-deduped",
-                                      "revision": "step143000"}}},
+                                      "revision": "step143000", "parameters": 70426624}}},
            "sampling": {"temperatures": [1.0], "max_new_tokens": 24, "tokens_per_corpus": 256, "batch_size": 8},
            "finetune": {"lr": 1e-4, "batch_size": 2, "warmup_steps": 0},
            "benchmarks": {"tasks": ["minimal_pairs", "next_sentence", "heldout_ppl"], "items_per_task": 12,

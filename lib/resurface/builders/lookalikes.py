@@ -3,7 +3,7 @@ Hugging Face cache exactly where a download would put them.
 
 A Hub profile (`params/pythia.yaml`) is proven on a machine without the Hub before anyone spends GPU-hours on it:
 `write_lookalike_hub(cfg, hub_cache)` writes, for every Hub model, a randomly initialised model of the *same
-architecture* (GPTNeoX, Qwen2, Llama, GPT-2, OPT; a few thousand parameters), a word-level tokenizer with that
+architecture* (GPTNeoX, Qwen2, Llama, GPT-2, OPT, BLOOM; a few thousand parameters) and context length, a word-level tokenizer with that
 family's start and end tokens, and every pinned revision (`main`'s pin and each `stepN` a source or the capability
 axis names); and, for the data sets, a Pile-like replay file and a memorized-evals parquet in the real ones'
 schemas. With `HF_HUB_OFFLINE=1` and `HF_HUB_CACHE` pointing there, the study runs through the same code as on
@@ -18,13 +18,18 @@ from resurface.frame.schema import StudyConfig
 
 # Hub id prefix -> the architecture its look-alike shares (a real model's config.json `model_type`)
 FAMILIES = {"EleutherAI/pythia": "gpt_neox", "Qwen/": "qwen2", "HuggingFaceTB/SmolLM": "llama",
-            "meta-llama/": "llama", "openai-community/gpt2": "gpt2", "gpt2": "gpt2", "facebook/opt": "opt"}
+            "meta-llama/": "llama", "openai-community/gpt2": "gpt2", "gpt2": "gpt2", "facebook/opt": "opt",
+            "bigscience/bloom": "bloom"}
 # each family's start / end / padding tokens, as its real tokenizer names them (Qwen2.5 has no start token)
 SPECIALS = {"gpt_neox": ("<|endoftext|>", "<|endoftext|>", "<|padding|>"),
             "qwen2": (None, "<|endoftext|>", "<|endoftext|>"),
             "llama": ("<|endoftext|>", "<|endoftext|>", None),
             "gpt2": ("<|endoftext|>", "<|endoftext|>", None),
-            "opt": ("</s>", "</s>", "<pad>")}
+            "opt": ("</s>", "</s>", "<pad>"),
+            "bloom": ("<s>", "</s>", "<pad>")}
+# positions each family's real models have (BLOOM's ALiBi has no table: None), so that a profile whose sequences are
+# longer than a model reads fails here as it would on the Hub
+POSITIONS = {"gpt_neox": 2048, "qwen2": 32768, "llama": 8192, "gpt2": 1024, "opt": 2048, "bloom": None}
 VOCAB = 512
 WORDS = ("the of and to in a is that for it as was with be by on not he this are or his from at which but have an "
          "they you were her she there been one all we their has would when if so no what can more out up").split()
@@ -42,17 +47,18 @@ def tiny_config(arch: str, tok, size: int = 32):
     """A randomly initialised model of `arch` with `size` hidden units and two layers."""
     from transformers import AutoConfig
     ids = dict(bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
-    common = dict(vocab_size=len(tok), max_position_embeddings=2048, **ids)
+    common = dict(vocab_size=len(tok), max_position_embeddings=POSITIONS[arch], **ids)
     shape = {"gpt_neox": dict(hidden_size=size, num_hidden_layers=2, num_attention_heads=4, intermediate_size=2 * size,
                               rotary_pct=0.25, use_parallel_residual=True, tie_word_embeddings=False),
              "qwen2": dict(hidden_size=size, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
                            intermediate_size=2 * size, tie_word_embeddings=True),
              "llama": dict(hidden_size=size, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
                            intermediate_size=2 * size, tie_word_embeddings=True),
-             "gpt2": dict(n_embd=size, n_layer=2, n_head=4, n_positions=2048),
+             "gpt2": dict(n_embd=size, n_layer=2, n_head=4, n_positions=POSITIONS["gpt2"]),
              "opt": dict(hidden_size=size, num_hidden_layers=2, num_attention_heads=4, ffn_dim=2 * size,
-                         word_embed_proj_dim=size)}[arch]
-    if arch == "gpt2":
+                         word_embed_proj_dim=size),
+             "bloom": dict(hidden_size=size, n_layer=2, n_head=4)}[arch]
+    if arch in ("gpt2", "bloom"):
         common.pop("max_position_embeddings")
     return AutoConfig.for_model(arch, **common, **shape)
 
@@ -211,7 +217,7 @@ def write_registry_lookalike(cache, tasks: list[str], items: int = 60) -> None:
 SCALED_DOWN = ["zoo.seq_len=64", "sampling.max_new_tokens=31", "sampling.tokens_per_corpus=512",
                "sampling.batch_size=8", "sampling.backend=fast", "finetune.batch_size=4",
                "finetune.micro_batch_size=2", "finetune.warmup_steps=1", "recipe.budgets=[256,512]",
-               "recipe.fallback=[rewarm@1e-05,512]", "benchmarks.items_per_task=12", "benchmarks.ppl_documents=4",
+               "recipe.fallback=[rewarm@1e-04,512]", "benchmarks.items_per_task=12", "benchmarks.ppl_documents=4",
                "benchmarks.batch_size=8", "corpora.max_chars=1500000", "analysis.bootstrap=200",
                "analysis.label_documents=12", "proxies.embed_texts=8", "proxies.loglik_documents=4",
                "proxies.gradient_blocks=2", "proxies.dev_blocks=4", "memorization.memorized_evals=8",

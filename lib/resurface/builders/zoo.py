@@ -101,7 +101,7 @@ def model_key(m: ModelConfig) -> dict:
     """The part of a locally trained model's config that keys its checkpoint. Fields added to ModelConfig
     for other kinds of models (`gguf`, a planted twin's `init_from`) stay out, so adding them does not invalidate
     every trained zoo."""
-    return m.model_dump(mode="json", exclude={"gguf", "init_from"})
+    return m.model_dump(mode="json", exclude={"gguf", "init_from", "parameters"})
 
 
 # A builder's own format version, in its config (the one style; cache.FORMAT_VERSION would re-key every artifact).

@@ -163,6 +163,8 @@ class ModelConfig(Strict):
     canaries: bool = False
     init_from: str | None = Field(None, description="a planted twin: this zoo model (Hub or GGUF) fine-tuned here "
                                   "for `steps` x `batch_size` blocks of the lineage's prose with the canaries inside")
+    parameters: int | None = Field(None, gt=0, description="a Hub model's parameter count: its structural strength "
+                                   "within a lineage (weaker / equal / stronger) and its cost in `resurface check`")
 
     @model_validator(mode="after")
     def _consistent(self):
@@ -171,6 +173,9 @@ class ModelConfig(Strict):
         if self.init_from is not None and (self.hub_id is not None or self.gguf is not None or not self.canaries):
             raise ValueError("a model with `init_from` is a planted twin: it has `canaries: true` and no `hub_id` "
                              "or `gguf` of its own")
+        if self.hub_id is not None and self.parameters is None:
+            raise ValueError(f"Hub model `{self.hub_id}` needs `parameters` (its size decides whether a same-lineage "
+                             "source is weaker, equal or stronger)")
         if self.is_local:
             if self.architecture is None or self.tokenizer is None:
                 raise ValueError("a locally trained model needs `architecture` and `tokenizer`")
@@ -364,14 +369,16 @@ class ProxiesConfig(Strict):
 
 
 class ModelCost(Strict):
-    """One model's measured (or, where `measured` is false, parameter-scaled) cost on the plan's device."""
-    parameters: int = Field(gt=0)
+    """One model's measured (or, where `measured` is false, scaled) cost on the plan's device."""
     sample_tok_s: float = Field(gt=0, description="generated tokens per second at the profile's sampling batch")
     finetune_tok_s: float = Field(gt=0, description="student tokens per second under the profile's fine-tuning")
+    cache_width: int = Field(gt=0, description="layers x key/value heads x head dimension: what one token of "
+                             "the key/value cache holds, which sets sampling memory at a large batch")
     sample_peak_gib: float | None = Field(None, gt=0)
     finetune_peak_gib: float | None = Field(None, gt=0)
-    measured: bool = Field(False, description="true: measured on the device (look-alikes of the exact config); "
-                           "false: scaled from a measured model by parameter count")
+    measured: bool = Field(False, description="true: measured on the device (look-alikes of the exact config, or "
+                           "of a model with the same config); false: rates scaled from a measured model by "
+                           "parameter count")
 
 
 class GpuPlan(Strict):

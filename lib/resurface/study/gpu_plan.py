@@ -4,8 +4,7 @@ disk, the GPU memory each stage needs, and the GPU-hours of each notebook from m
 
 The counts come from the same plans the notebooks run (the recipe grid, the controls under the chosen recipe, the
 matrix), with the recipe rule's fallback standing in for the choice notebook 01 will make; the rates from the
-profile's `gpu_plan` (measured on the device with look-alikes of the exact configs, or scaled by parameters where
-it says so). Sampling, fine-tuning and evaluation are priced; loading models and writing files are not.
+profile's `gpu_plan` (measured on the device with look-alikes of the exact configs, or scaled where it says so). Sampling, fine-tuning and evaluation are priced; loading models and writing files are not.
 """
 from __future__ import annotations
 
@@ -39,6 +38,8 @@ def _size(repo: str, revision: str, repo_type: str, patterns: list[str]) -> int:
         if hub_offline():
             snap = Path(snapshot_download(repo, repo_type=repo_type, revision=revision, allow_patterns=patterns,
                                           local_files_only=True))
+            if repo_type == "model" and not list(snap.glob("*.safetensors")):
+                raise PlanError(f"{what} has no safetensors weights; resurface never loads pickled checkpoints.")
             return sum(p.resolve().stat().st_size for p in snap.rglob("*") if p.is_file())
         info = HfApi().repo_info(repo, repo_type=repo_type, revision=revision, files_metadata=True)
     except RevisionNotFoundError:
@@ -56,7 +57,21 @@ def _size(repo: str, revision: str, repo_type: str, patterns: list[str]) -> int:
             raise PlanError(f"the Hugging Face Hub is unreachable ({type(exc).__name__}); set HF_HUB_OFFLINE=1 to "
                             "plan from the local cache.") from None
         raise
-    return sum(s.size or 0 for s in info.siblings if any(fnmatch.fnmatch(s.rfilename, p) for p in patterns))
+    files = [s for s in info.siblings if any(fnmatch.fnmatch(s.rfilename, p) for p in patterns)]
+    if repo_type == "model" and not any(s.rfilename.endswith(".safetensors") for s in files):
+        raise PlanError(f"{what} has no safetensors weights; resurface never loads pickled checkpoints.")
+    return sum(s.size or 0 for s in files)
+
+
+def _context(repo: str, revision: str) -> int | None:
+    """The positions a model reads (its config.json); None when it has no position table (ALiBi, as BLOOM)."""
+    import json
+    from huggingface_hub import hf_hub_download
+    config = json.loads(open(hf_hub_download(repo, "config.json", revision=revision)).read())
+    for key in ("max_position_embeddings", "n_positions", "seq_length"):
+        if config.get(key):
+            return int(config[key])
+    return None
 
 
 def inventory(cfg: StudyConfig) -> list[dict]:
@@ -67,9 +82,13 @@ def inventory(cfg: StudyConfig) -> list[dict]:
         if not m.is_hub:
             continue
         for sub, rev in hub_subdirs(cfg, name):
+            gib = _size(m.hub_id, rev, "model", ALLOW_PATTERNS) / GIB
+            positions = _context(m.hub_id, rev)
+            if positions is not None and positions < cfg.zoo.seq_len:
+                raise PlanError(f"model `{m.hub_id}` reads {positions} positions, fewer than zoo.seq_len = "
+                                f"{cfg.zoo.seq_len}; use a model with a longer context or a shorter zoo.seq_len.")
             rows.append({"what": "model", "name": name if sub == "main" else f"{name}@{sub}", "hub_id": m.hub_id,
-                         "revision": rev, "pinned by": _pin(rev),
-                         "gib": _size(m.hub_id, rev, "model", ALLOW_PATTERNS) / GIB})
+                         "revision": rev, "pinned by": _pin(rev), "positions": positions or "any", "gib": gib})
     for role, spec in required_datasets(cfg).items():
         files = list(spec.files)
         if role == "memorized_evals":
@@ -95,9 +114,12 @@ def _cost(cfg: StudyConfig, ref: str):
     return cfg.gpu_plan.models[parse_model_ref(ref)[0]]
 
 
+def _params(cfg: StudyConfig, ref: str) -> int:
+    return cfg.zoo.models[parse_model_ref(ref)[0]].parameters
+
+
 def _eval_s(cfg: StudyConfig, ref: str, requests: int) -> float:
-    base = cfg.gpu_plan.models[cfg.transfer.students[0]].parameters
-    return requests / cfg.gpu_plan.eval_requests_per_s * _cost(cfg, ref).parameters / base
+    return requests / cfg.gpu_plan.eval_requests_per_s * _params(cfg, ref) / _params(cfg, cfg.transfer.students[0])
 
 
 def _runs_s(cfg: StudyConfig, runs: list[dict], requests: int) -> tuple[float, float, float, set]:
@@ -152,31 +174,31 @@ def notebook_hours(cfg: StudyConfig) -> list[dict]:
 
 def memory(cfg: StudyConfig) -> list[dict]:
     """Peak GPU memory per stage and model: measured where the plan says so; else, when sampling, the nearest
-    measured model's peak scaled by parameters (weights and cache grow with the width and depth), and when
+    measured model's peak scaled by the key/value cache width (which dominates at a large batch), and when
     fine-tuning, weights and optimizer state (16 bytes a parameter) plus the largest measured activations."""
     g = cfg.gpu_plan
-    measured_act = max((c.finetune_peak_gib - 16 * c.parameters / GIB) for c in g.models.values()
-                       if c.finetune_peak_gib) if any(c.finetune_peak_gib for c in g.models.values()) else 0.0
+    params = {name: cfg.zoo.models[name].parameters for name in g.models}
+    tuned = [(n, c) for n, c in g.models.items() if c.finetune_peak_gib]
+    measured_act = max((c.finetune_peak_gib - 16 * params[n] / GIB) for n, c in tuned) if tuned else 0.0
+    sampled = [c for c in g.models.values() if c.sample_peak_gib]
     rows = []
     students = set(cfg.transfer.students)
     for name, c in g.models.items():
-        sample = c.sample_peak_gib or _scaled_sampling_peak(g, c.parameters)
-        row = {"model": name, "parameters_m": c.parameters / 1e6,
+        if c.sample_peak_gib:
+            sample = c.sample_peak_gib
+        elif sampled:
+            near = min(sampled, key=lambda m: abs(m.cache_width - c.cache_width))
+            sample = near.sample_peak_gib * c.cache_width / near.cache_width
+        else:
+            sample = float("nan")
+        row = {"model": name, "parameters_m": params[name] / 1e6,
                "sampling_gib": sample, "sampling": "measured" if c.sample_peak_gib else "estimated"}
         if name in students:
-            tune = c.finetune_peak_gib or 16 * c.parameters / GIB + measured_act
+            tune = c.finetune_peak_gib or 16 * params[name] / GIB + measured_act
             row |= {"finetuning_gib": tune, "finetuning": "measured" if c.finetune_peak_gib else "estimated"}
         row["fits"] = max(row["sampling_gib"], row.get("finetuning_gib", 0.0)) <= g.memory_gib
         rows.append(row)
     return rows
-
-
-def _scaled_sampling_peak(g, parameters: int) -> float:
-    measured = [c for c in g.models.values() if c.sample_peak_gib]
-    if not measured:
-        return float("nan")
-    near = min(measured, key=lambda c: abs(c.parameters - parameters))
-    return near.sample_peak_gib * parameters / near.parameters
 
 
 def report(cfg: StudyConfig) -> str:

@@ -187,6 +187,11 @@ def item_deltas(runs: pd.DataFrame, arts: dict, tasks: list[str], kind: str = "i
                               for r in runs.itertuples()]) for t in tasks]
 
 
+def _size(m) -> float:
+    """A model's size for strength labels: trained here, its shape; from the Hub, its parameter count."""
+    return m.parameters if m.parameters is not None else model_size(m)
+
+
 def strength_label(cfg: StudyConfig, student: str, source_ref: str) -> str:
     """What a source promises about its strength relative to the student, from the zoo's structure."""
     if source_ref in CONTROLS or source_ref in CONTROL_SOURCES:
@@ -199,7 +204,7 @@ def strength_label(cfg: StudyConfig, student: str, source_ref: str) -> str:
         return "stronger_different"
     if m.kind == "cross_family":
         return "cross"
-    size_m, size_s = model_size(m), model_size(s)
+    size_m, size_s = _size(m), _size(s)
     if step is not None:
         return "weaker" if size_m <= size_s else "checkpoint"
     if size_m > size_s:
