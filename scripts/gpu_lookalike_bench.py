@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from transformers import AutoModelForCausalLM, GPTNeoXConfig, Qwen2Config
 from resurface.compute import device as dev
-from resurface.builders.hub import lookalike_tokenizer
+from resurface.builders.lookalikes import family_tokenizer
 from resurface.lm.training import train_lm
 
 torch.backends.cuda.matmul.allow_tf32 = False
@@ -49,7 +49,7 @@ def part_b():
     out = results.setdefault("hub_lookalikes", [])
     for name, cfg in configs.items():
         print(name, time.strftime("%X"), flush=True)
-        tok = lookalike_tokenizer(min(cfg.vocab_size, 50304))
+        tok = family_tokenizer("gpt_neox", min(cfg.vocab_size, 50304))
         torch.manual_seed(0)
         model = AutoModelForCausalLM.from_config(cfg)
         n = sum(p.numel() for p in model.parameters())
@@ -98,7 +98,7 @@ def part_c():
     dev.use("cuda", "bfloat16")
     out = results.setdefault("scaling", [])
     for name, cfg, batches in (("pythia-160m", pythia(768, 12, 12), (1024, 2048)), ("pythia-410m", pythia(1024, 24, 16), (1024,))):
-        tok = lookalike_tokenizer(50304)
+        tok = family_tokenizer("gpt_neox", 50304)
         torch.manual_seed(0)
         model = AutoModelForCausalLM.from_config(cfg)
         m16 = model.to("cuda", torch.bfloat16).eval()

@@ -17,7 +17,7 @@ import torch
 
 from resurface.frame import profiles as C
 from resurface.frame import schema as S
-from resurface.builders.hub import lookalike_tokenizer
+from resurface.builders.lookalikes import family_tokenizer, snapshot_dir
 
 PYTHIA_70M = dict(vocab_size=50304, hidden_size=512, num_hidden_layers=6, num_attention_heads=8,
                   intermediate_size=2048, max_position_embeddings=2048, rotary_pct=0.25, rotary_emb_base=10000,
@@ -42,14 +42,10 @@ def test_pythia_profile_pins_every_model_and_names_the_standard_tasks():
 
 def _fake_download(hub_cache, repo: str, revisions: list[str], model, tok) -> None:
     """Save model + tokenizer where `snapshot_download(repo, revision=...)` finds them offline."""
-    d = hub_cache / f"models--{repo.replace('/', '--')}"
-    for i, rev in enumerate(revisions):
-        commit = f"{i + 1:040x}"
-        snap = d / "snapshots" / commit
+    for rev in revisions:
+        snap = snapshot_dir(hub_cache, "model", repo, rev)
         model.save_pretrained(str(snap), safe_serialization=True)
         tok.save_pretrained(str(snap))
-        (d / "refs").mkdir(parents=True, exist_ok=True)
-        (d / "refs" / rev).write_text(commit)
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +55,7 @@ def lookalike(tmp_path_factory, smoke_zoo, smoke_cache):
     hub_cache = tmp_path_factory.mktemp("hf") / "hub"
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(GPTNeoXConfig(**PYTHIA_70M))
-    tok = lookalike_tokenizer(50277)  # Pythia's tokenizer has 50277 entries; its embedding matrix 50304 rows
+    tok = family_tokenizer("gpt_neox", 50277)  # Pythia's tokenizer has 50277 entries; its embedding matrix 50304 rows
     _fake_download(hub_cache, "EleutherAI/pythia-70m-deduped", ["step143000", "step71000"], model, tok)
     smoke = C.load_raw("smoke")
     raw = {"profile": "lookalike", "seed": 0, "corpora": smoke["corpora"],

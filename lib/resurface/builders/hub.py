@@ -68,18 +68,6 @@ def check_available_offline(cfg: StudyConfig) -> None:
 ALLOW_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model", "*.tiktoken", "tokenizer*"]
 
 
-def lookalike_tokenizer(vocab_size: int, model_max_length: int = 2048):
-    """A tokenizer with a real model's vocabulary size (words w3..wN), EOS id 0 like Pythia's: enough to run a
-    randomly initialised look-alike of a Hub model through sampling, fine-tuning and scoring offline."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-    vocab = {"<|endoftext|>": 0, "<|padding|>": 1, "[UNK]": 2, **{f"w{i}": i for i in range(3, vocab_size)}}
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|endoftext|>", eos_token="<|endoftext|>",
-                                   pad_token="<|padding|>", unk_token="[UNK]", model_max_length=model_max_length)
-
-
 def hub_subdirs(cfg: StudyConfig, name: str) -> list[tuple[str, str]]:
     """[(subdir, revision)] for one Hub model: `main` (its pinned revision) and each `@stepN` a source uses."""
     m = cfg.zoo.models[name]

@@ -91,7 +91,7 @@ def _commit(*parts: str) -> str:
     return hashlib.sha1("/".join(parts).encode()).hexdigest()
 
 
-def _snapshot(hub_cache: Path, kind: str, repo: str, revision: str) -> Path:
+def snapshot_dir(hub_cache: Path, kind: str, repo: str, revision: str) -> Path:
     """The snapshot folder `hf_hub_download(repo, revision=...)` resolves offline, with its ref written."""
     d = Path(hub_cache) / f"{kind}s--{repo.replace('/', '--')}"
     commit = revision if len(revision) == 40 and all(c in "0123456789abcdef" for c in revision) \
@@ -113,7 +113,7 @@ def write_model(hub_cache: Path, hub_id: str, revisions: list[str], seed: int = 
     for i, rev in enumerate(revisions):
         torch.manual_seed(seed * 1000 + i)
         model = AutoModelForCausalLM.from_config(tiny_config(arch, tok))
-        snap = _snapshot(hub_cache, "model", hub_id, rev)
+        snap = snapshot_dir(hub_cache, "model", hub_id, rev)
         model.save_pretrained(str(snap), safe_serialization=True)
         tok.save_pretrained(str(snap))
 
@@ -124,7 +124,7 @@ def write_replay(hub_cache: Path, spec, documents: int = 400, seed: int = 0) -> 
     import pandas as pd
     rng = np.random.default_rng(seed)
     texts = [" ".join(WORDS[w] for w in rng.integers(0, len(WORDS), rng.integers(20, 200))) for _ in range(documents)]
-    snap = _snapshot(hub_cache, "dataset", spec.hub_id, spec.revision)
+    snap = snapshot_dir(hub_cache, "dataset", spec.hub_id, spec.revision)
     for f in spec.files:
         (snap / f).parent.mkdir(parents=True, exist_ok=True)
         pd.DataFrame({"text": texts, "meta": [{"pile_set_name": "Pile-CC"}] * documents}).to_parquet(snap / f)
@@ -135,7 +135,7 @@ def write_memorized_evals(hub_cache: Path, spec, splits: list[str], rows: int = 
     import numpy as np
     import pandas as pd
     rng = np.random.default_rng(seed)
-    snap = _snapshot(hub_cache, "dataset", spec.hub_id, spec.revision)
+    snap = snapshot_dir(hub_cache, "dataset", spec.hub_id, spec.revision)
     for split in splits:
         path = snap / spec.file_for(split)
         path.parent.mkdir(parents=True, exist_ok=True)

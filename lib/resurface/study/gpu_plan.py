@@ -8,9 +8,8 @@ profile's `gpu_plan` (measured on the device with look-alikes of the exact confi
 """
 from __future__ import annotations
 
-from resurface.builders.hub import dataset_files, hub_offline, hub_subdirs, required_datasets
+from resurface.builders.hub import hub_offline, hub_subdirs, required_datasets
 from resurface.frame.schema import StudyConfig, parse_model_ref
-from resurface.names import REGISTRY_TASKS
 
 GIB = 2 ** 30
 # lm-eval requests per item: one per choice (HellaSwag and ARC 4, PIQA 2), one for a greedy task (LAMBADA)
@@ -155,6 +154,8 @@ def notebook_hours(cfg: StudyConfig) -> list[dict]:
                  for stage, h in (("sampling", s), ("fine-tuning", t), ("evaluation", e))]
     matrix = plan(cfg, tuple(fallback))
     s, t, e, corpora = _runs_s(cfg, matrix, req)
+    if cfg.recipe is not None:  # the controls' students were fine-tuned for 01's gate; 02 scores them on test items
+        t -= _runs_s(cfg, [r for r in matrix if r["relation"] in verdicts.CONTROLS], req)[1]
     rows += [{"notebook": "02_transfer", "stage": "sampling", "runs": len(corpora), "hours": s / 3600},
              {"notebook": "02_transfer", "stage": "fine-tuning", "runs": len(matrix), "hours": t / 3600},
              {"notebook": "02_transfer", "stage": "evaluation", "runs": len(matrix), "hours": e / 3600}]
