@@ -1,6 +1,6 @@
 """Do the positive controls register at larger fine-tuning budgets? A measurement for choosing the budget.
 
-Fine-tunes the default profile's first two students on the two positive controls (real held-out text, replay of
+Fine-tunes the small-budget profile's first two students on the two positive controls (real held-out text, replay of
 their own pretraining data) at each budget and schedule, over three seeds, and scores them on the DEV items of
 the capability-axis tasks and on held-out bits/byte (notebook 01's grid, controls only). Nothing here reads a
 test item or a synthetic corpus. Writes outputs/bench/budget_pilot.csv (one row per run) and prints the means.
@@ -28,9 +28,9 @@ def main() -> None:
     ap.add_argument("--out", default="budget_pilot.csv", help="file name under outputs/bench/")
     args = ap.parse_args()
     budgets = [int(b) for b in args.budgets.split(",")]
-    base = load_config("default")
+    base = load_config("small-budget")
     students = list(base.transfer.students)[:2]
-    cfg = load_config("default", {"recipe.students": students, "recipe.sources": {s: [] for s in students},
+    cfg = load_config("small-budget", {"recipe.students": students, "recipe.sources": {s: [] for s in students},
                                   "recipe.budgets": budgets, "recipe.schedules": args.schedules.split(","),
                                   "recipe.fallback": None, "recipe.seeds": [0, 1, 2],
                                   "sampling.tokens_per_corpus": max(budgets),

@@ -27,12 +27,24 @@ def test_relations_are_derived_from_the_zoo():
 
 
 def test_strength_labels_cross_relation_with_strength():
-    cfg = load_config("default")
+    cfg = load_config("small-budget")
     s = "lineage-small"
     assert [strength_label(cfg, s, r) for r in cfg.transfer.sources_for(s)] == [
         "self", "weaker", "equal", "equal", "equal", "stronger", "stronger_different", "stronger_different",
         "stronger_different", "cross", "cross", "cross"]  # three sources per relation (replicated)
     assert strength_label(cfg, s, "real-text") == "control"
+
+
+def test_the_default_replicates_every_relation_and_student():
+    """The design the default runs: at least four students, and for each at least three independently trained
+    sources per relation (siblings and the larger member for the lineage), no weaker checkpoint pooled."""
+    cfg = load_config("default")
+    assert len(cfg.transfer.students) >= 4
+    for s in cfg.transfer.students:
+        labels = [strength_label(cfg, s, r) for r in cfg.transfer.sources_for(s)]
+        assert labels.count("self") == 1 and "weaker" not in labels
+        assert labels.count("equal") + labels.count("stronger") >= 3
+        assert labels.count("stronger_different") >= 3 and labels.count("cross") >= 3
 
 
 def test_students_never_see_a_canary():

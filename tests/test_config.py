@@ -21,7 +21,7 @@ def test_every_committed_profile_validates(profile):
 
 
 def test_required_profiles_exist():
-    assert {"smoke", "default", "workshop", "pythia", "smollm2"} <= set(PROFILES)
+    assert {"smoke", "default", "small-budget", "workshop", "pythia", "smollm2"} <= set(PROFILES)
 
 
 @pytest.mark.parametrize("overrides, words", [
@@ -170,7 +170,7 @@ def test_a_hub_model_missing_offline_stops_with_one_sentence(isolated, monkeypat
 
 
 def test_a_profile_can_extend_another(tmp_path, monkeypatch):
-    d, s = load_config("default"), load_config("smollm2")
+    d, s = load_config("small-budget"), load_config("smollm2")
     assert {n: m for n, m in s.zoo.models.items() if n != "smollm2"} == d.zoo.models  # shared artifacts reused
     assert s.sampling.temperatures == [1.0] and s.sampling.tokens_per_corpus == d.sampling.tokens_per_corpus
     assert s.description != d.description
@@ -190,9 +190,9 @@ def test_canaries_beyond_their_share_stop_before_any_compute():
 
 
 def test_an_extending_profile_can_leave_out_a_parent_model():
-    """`key: null` under `extends` removes the parent's entry: the workshop trains none of the default's
+    """`key: null` under `extends` removes the parent's entry: the workshop trains none of small-budget's
     replicated sources, and its students' source lists name only models it has."""
-    default, workshop = load_config("default"), load_config("workshop")
+    default, workshop = load_config("small-budget"), load_config("workshop")
     gone = set(default.zoo.models) - set(workshop.zoo.models)
     assert {"lineage-small-s2", "stronger-b", "cross-c"} <= gone
     assert list(workshop.transfer.sources) == ["lineage-small"]
