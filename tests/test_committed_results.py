@@ -97,6 +97,16 @@ def test_memorization_figure_and_report_agree_with_the_finding():
             assert f"({v['measure']}, {v['verdict']}): before {v['before']:.3f}" in report
 
 
+def test_the_report_shows_finding_1_on_the_secondary_score_with_its_instrument():
+    """The paper's measure (accuracy) sits beside the proper score in REPORT.md: its verdict and each control."""
+    second = _finding("02_transfer")["secondary_score"]
+    report = (OUT / "REPORT.md").read_text()
+    assert f"### Finding 1 on the secondary score: {second['score']}" in report
+    assert f"**{second['verdict']}**" in report
+    for control, c in second["instrument"]["controls"].items():
+        assert f"| {control} | {c['estimate']:.4g} |" in report
+
+
 def test_a_report_of_findings_judged_by_earlier_rules_says_so():
     """outputs/gemma predates the instrument check: its report says so above the findings; the default's does not."""
     from resurface.study.report import _stale_notice

@@ -191,12 +191,21 @@ def test_a_variant_changes_a_verdict_only_by_reaching_the_other_side():
     assert V.variant_changes(unsure, _pooled({"a": "holds", "b": "inconclusive"}, "inconclusive"))[1] is True
 
 
+def test_a_variant_names_the_comparisons_it_points_the_other_way():
+    def est(**e):
+        return {"pooled": {k: {"estimate": v} for k, v in e.items()}}
+    full = est(a=0.3, b=-0.2, c=0.1, d=float("nan"))
+    assert V.sign_flips(full, est(a=0.1, b=0.05, c=-0.4, d=1.0)) == ["b", "c"]
+    assert V.sign_flips(full, est(a=0.9, b=-0.01, c=float("nan"), d=-1.0)) == []
+
+
 def test_robustness_lists_every_variant_and_a_steady_verdict_survives():
     steady, d = _synthetic_matrix(PAPER, n_items=4000)
     sv = V.transfer_verdict(steady, d, TH)
     robust = V.robustness(steady, d, TH)
     assert {"without source cross_family-1", "without student a", "seed 0 alone"} <= set(robust["variant"])
     assert robust.loc[robust["variant"] == "all runs", "verdict"].item() == sv["verdict"] == "supported"
+    assert (robust["sign_flips"] == "").all()  # a steady effect points the same way in every variant
     final = V.finding1_verdict(sv, {"passed": True}, True, "", robust)
     assert final["verdict"] == "supported" and not final["fragile_variants"]
     flagged = robust.assign(changes_it=robust["variant"] == "seed 0 alone")

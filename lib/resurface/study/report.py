@@ -243,6 +243,27 @@ def _csv(out: Path, name: str) -> pd.DataFrame | None:
     return pd.read_csv(f) if f.exists() else None
 
 
+def secondary_score_section(second: dict) -> list[str]:
+    """Finding 1 on the secondary score (SCORE_RULE), with its own instrument check: for the embedded profiles
+    this is accuracy, the paper's measure, so a reader sees whether the controls registered there too."""
+    unit = SCORE_UNITS.get(second["score"], second["score"])
+    inst = second.get("instrument") or {}
+    controls = pd.DataFrame(inst.get("controls", {})).T
+    pooled = pd.DataFrame(second.get("pooled", {})).T
+    rel = pd.DataFrame(second.get("per_relation", []))
+    parts = ["", f"### Finding 1 on the secondary score: {second['score']} ({unit})", "",
+             f"**{second['verdict']}**" + (f" ({second['why']})" if second.get("why") else "") + "."]
+    if len(controls):
+        keep = [c for c in ("estimate", "lower", "mde", "outcome", "why") if c in controls]
+        parts += ["", "Instrument check on this score:", "", _table_md(controls[keep].reset_index(names="control"))]
+    if len(rel) and "student" in rel:
+        parts += ["", "Per relation, pooled over students:", "", _table_md(rel[rel["student"] == "pooled"])]
+    if len(pooled):
+        keep = [c for c in ("estimate", "lower", "upper", "mde", "outcome", "why") if c in pooled]
+        parts += ["", "Comparisons:", "", _table_md(pooled[keep].reset_index(names="comparison"))]
+    return parts
+
+
 def in_the_order_of_the_study(out: Path) -> list[str]:
     """The referee's reading order: the instrument, the recipe, finding 1 over its sources, robustness,
     resurfacing, finding 2, each from the products that hold it."""
@@ -279,6 +300,9 @@ def in_the_order_of_the_study(out: Path) -> list[str]:
         strength = _csv(out, "transfer_by_strength")
         if strength is not None:
             parts += ["", "Per strength of source:", "", _table_md(strength[strength["student"] == "pooled"])]
+    second = (f1 or {}).get("secondary_score")
+    if second:
+        parts += secondary_score_section(second)
     rob = _csv(out, "transfer_robustness")
     if rob is not None:
         parts += ["", "## 4 · Robustness of finding 1", "", _table_md(rob)]

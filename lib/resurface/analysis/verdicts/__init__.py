@@ -29,7 +29,7 @@ from resurface.analysis.verdicts.bootstrap import (  # noqa: F401
 from resurface.analysis.verdicts.zoo import (  # noqa: F401
     LABEL_RULE, label_ok, bpb_gap, CAPABILITY_RULE, NO_CAPABILITY, without_capability, capability_axis, HEADROOM_RULE, headroom)
 from resurface.analysis.verdicts.transfer import (  # noqa: F401
-    TRANSFER_RULE, FINDING1_COMPARISONS, WEAKER, COMPARISON_RELATIONS, matched_strength, _finding1_comparisons, unreplicated, _replication_guard, _below_sesoi_guard, _summary_rows, _replicated, transfer_verdict, beyond_strength, INSTRUMENT_RULE, instrument_check, ROBUSTNESS_RULE, DEFINITE, variant_changes, robustness, finding1_verdict)
+    TRANSFER_RULE, FINDING1_COMPARISONS, WEAKER, COMPARISON_RELATIONS, matched_strength, _finding1_comparisons, unreplicated, _replication_guard, _below_sesoi_guard, _summary_rows, _replicated, transfer_verdict, beyond_strength, INSTRUMENT_RULE, instrument_check, ROBUSTNESS_RULE, DEFINITE, variant_changes, sign_flips, robustness, finding1_verdict)
 from resurface.analysis.verdicts.recipe import (  # noqa: F401
     RECIPE_RULE, choose_recipe, HEADLINE_RULE, headline_gate, budget_calibration)
 from resurface.analysis.verdicts.proxies import (  # noqa: F401

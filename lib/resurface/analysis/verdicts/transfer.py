@@ -316,6 +316,15 @@ def variant_changes(full: dict, variant: dict) -> tuple[str, bool, list[str]]:
     return verdict, bool(flips or reversed_), reversed_
 
 
+def sign_flips(full: dict, variant: dict) -> list[str]:
+    """The comparisons whose estimate in the variant points the other way than on all the runs. Shown beside the
+    verdict, not part of it: a variant with one seed or one source cannot be definite (COMPARISON_RULE's
+    replication guard), and its direction is what it can still say."""
+    return [k for k, c in variant["pooled"].items()
+            if np.isfinite(c["estimate"]) and np.isfinite(full["pooled"][k]["estimate"])
+            and c["estimate"] * full["pooled"][k]["estimate"] < 0]
+
+
 def robustness(runs: pd.DataFrame, deltas_by_task: list[np.ndarray], th: Thresholds, temperature: float = 1.0,
                registers_sesoi: bool = True) -> pd.DataFrame:
     """ROBUSTNESS_RULE: the pooled verdict with each source left out, each student left out, each seed alone."""
@@ -337,7 +346,7 @@ def robustness(runs: pd.DataFrame, deltas_by_task: list[np.ndarray], th: Thresho
         full = full or v
         verdict, changes, reversed_ = variant_changes(full, v)
         rows.append({"variant": name, "verdict": verdict, "runs": int(sel.sum()), "changes_it": changes,
-                     "reversed": ", ".join(reversed_),
+                     "reversed": ", ".join(reversed_), "sign_flips": ", ".join(sign_flips(full, v)),
                      **{k: f"{c['outcome']} ({effect(c['estimate'])} [{effect(c['lower'])}, {effect(c['upper'])}])"
                         for k, c in v["pooled"].items()}})
     return pd.DataFrame(rows)
