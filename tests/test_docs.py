@@ -40,7 +40,7 @@ def test_readme_is_a_five_minute_read():
         assert (ROOT / link).exists(), f"README links to {link}, which does not exist"
 
 
-@pytest.mark.parametrize("profile", ["default", "calibrated"])
+@pytest.mark.parametrize("profile", ["default", "small-budget", "calibrated"])
 def test_readme_times_agree_with_the_committed_timings(profile):
     """A committed profile's row of the profile table quotes each notebook's wall time as in its timings.csv."""
     readme = (ROOT / "README.md").read_text()
