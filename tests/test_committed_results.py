@@ -107,12 +107,14 @@ def test_the_report_shows_finding_1_on_the_secondary_score_with_its_instrument()
         assert f"| {control} | {c['estimate']:.4g} |" in report
 
 
-def test_a_report_of_findings_judged_by_earlier_rules_says_so():
-    """outputs/gemma predates the instrument check: its report says so above the findings; the default's does not."""
+def test_a_report_of_findings_judged_by_earlier_rules_says_so(tmp_path):
+    """Findings written before the instrument check existed are flagged above them; the default's are not."""
     from resurface.study.report import _stale_notice
-    gemma = OUT.parent / "gemma"
-    assert "instrument" not in json.loads((gemma / "findings" / "02_transfer.json").read_text())
-    assert _stale_notice(gemma) and "earlier version of the rules" in (gemma / "REPORT.md").read_text()
+    old = tmp_path / "old"
+    (old / "findings").mkdir(parents=True)
+    (old / "findings" / "02_transfer.json").write_text(json.dumps({"verdict": "not supported", "per_relation": []}))
+    assert "earlier version of the rules" in " ".join(_stale_notice(old))
+    assert "instrument" in _finding("02_transfer")
     assert _stale_notice(OUT) == [] and "earlier version of the rules" not in (OUT / "REPORT.md").read_text()
 
 
