@@ -124,7 +124,8 @@ def _code_cells(path: Path) -> list[str]:
             and "injected-parameters" not in c.get("metadata", {}).get("tags", [])]
 
 
-@pytest.mark.parametrize("profile", sorted(p.name for p in OUT.parent.iterdir() if (p / "REPORT.md").exists()))
+@pytest.mark.parametrize("profile", sorted(p.name for p in OUT.parent.iterdir()  # a profile's run, not a contrast
+                                            if (p / "REPORT.md").exists() and (p / "params.resolved.yaml").exists()))
 def test_committed_executed_notebooks_ran_the_notebooks_of_this_repository(profile):
     """Every committed executed notebook's code is its source notebook's (papermill's injected parameters aside),
     so executed copies cannot drift from the code unnoticed; a profile whose report says its notebooks ran an
