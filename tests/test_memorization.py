@@ -7,7 +7,7 @@ import torch
 
 import pandas as pd
 
-from resurface.lm.extraction import extraction, regurgitation_share, suffix_nll
+from resurface.lm.extraction import extraction, regurgitation_by_canary, regurgitation_share, suffix_nll
 from resurface.analysis.verdicts import Thresholds, exact_sign_test, memorization_verdict, paired_sign_tests
 from resurface.analysis.verdicts.memorization import clopper_pearson_upper
 from resurface.lm.training import train_lm
@@ -154,6 +154,64 @@ def test_regurgitation_gate_counts_only_long_matches():
     g = regurgitation_share(docs, [canary], k=16)
     assert g["tokens_in_matches"] == 20 and g["documents_with_a_match"] == 1
     assert g["share"] == pytest.approx(20 / (40 + 35 + 40))
+
+
+def test_the_gate_listed_per_canary_attributes_each_copy_to_its_canary():
+    a, b, c = list(range(100, 164)), list(range(200, 264)), list(range(300, 364))
+    docs = [[1] * 10 + a[5:25] + [2] * 10 + b[0:30],   # 20 tokens of a, 30 of b, one sample
+            [1] * 10 + a[30:45] + [2] * 10,              # 15 tokens of a: below the gate's 16
+            [1] * 5 + b[10:30]]                         # 20 tokens of b, another sample
+    per = regurgitation_by_canary(docs, [a, b, c], k=16)
+    assert [r["tokens_in_matches"] for r in per] == [20, 50, 0]
+    assert [r["documents_with_a_match"] for r in per] == [1, 2, 0]
+    # canaries that share no window: the per-canary tokens add up to the gate's
+    assert sum(r["tokens_in_matches"] for r in per) == regurgitation_share(docs, [a, b, c], k=16)["tokens_in_matches"]
+
+
+def test_two_seeds_do_not_pass_for_a_precise_mean():
+    """The seeds' resampled deviation is scaled by sqrt(n / (n - 1)): with two seeds that disagree on every
+    sequence (0 and 1), the bootstrap variance of the mean is the textbook s^2 / n = 0.25, not 0.125."""
+    from resurface.analysis.verdicts.memorization import source_boot
+    rows = [{"source": "twin", "temperature": 1.0, "seed": seed, "canary_id": i, "x": float(seed)}
+            for seed in (0, 1) for i in range(30)]
+    _, reps = source_boot(pd.DataFrame(rows), "x", Thresholds(bootstrap=20000, seed=0))["twin"]
+    assert np.var(reps) == pytest.approx(0.25, rel=0.05)
+    from resurface.analysis.verdicts import cell_means
+    runs = pd.DataFrame({"source": ["twin", "twin"], "temperature": [1.0, 1.0]})
+    scores = np.tile([0.0, 1.0], (20000, 1))  # no item noise: the seeds alone
+    (_, boot), = cell_means(runs, scores, np.array([0.0, 1.0]), ["source"], ["temperature"],
+                            np.random.default_rng(0)).values()
+    assert np.var(boot) == pytest.approx(0.25, rel=0.05)
+
+
+def test_the_likelihood_advantage_is_taken_apart_into_canaries_and_never_planted_passages():
+    from resurface.study.memorization import nll_components
+    rows = []
+    for source, relation, shift_canary, shift_control in (("untouched", "untouched", 0.0, 0.0),
+                                                          ("real-text", "real_text", 0.0, -0.5),
+                                                          ("twin", "self", 1.0, 0.0)):
+        for seed in ((0,) if source == "untouched" else (0, 1)):
+            rows += [{"source": source, "relation": relation, "split": "heldout", "canary_id": i, "seed": seed,
+                      "suffix_nll": 1.0 + 0.1 * i + shift_canary} for i in range(5)]
+            rows += [{"source": source, "relation": relation, "split": "control", "canary_id": 10 + i, "seed": seed,
+                      "suffix_nll": 4.0 + 0.1 * i + shift_control} for i in range(4)]
+    t = nll_components(pd.DataFrame(rows)).set_index("source")
+    assert list(t.index) == ["untouched", "real-text", "twin"]
+    assert t.loc["untouched", "advantage"] == pytest.approx(4.15 - 1.2)
+    # real text shrinks the advantage by lowering the never-planted passages' NLL, not by touching the canaries
+    assert t.loc["real-text", "canary_change"] == pytest.approx(0) and t.loc["real-text", "never_planted_change"] == pytest.approx(-0.5)
+    assert t.loc["twin", "canary_change"] == pytest.approx(1.0) and t.loc["twin", "never_planted_change"] == pytest.approx(0)
+    assert t.loc["twin", "advantage"] == pytest.approx(t.loc["untouched", "advantage"] - 1.0)
+    assert nll_components(pd.DataFrame(rows).query("split != 'control'")).empty
+
+
+def test_a_twin_is_compared_with_the_model_it_copies():
+    from resurface.frame import profiles as C
+    from resurface.study.memorization import twin_base
+    assert twin_base(C.load_config("small-budget")) == "lineage-small"      # the same recipe, no canaries
+    assert twin_base(C.load_config("planted-smollm2")) == "smollm2"         # a planted twin's init_from
+    assert twin_base(C.load_config("small-budget", {"zoo.models.lineage-small-twin.lr": 0.001})) is None
+    assert twin_base(C.load_config("crossed-smollm2")) is None              # no twin
 
 
 def test_suffix_nll_is_lower_for_a_memorized_sequence(memorizer):

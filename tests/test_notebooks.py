@@ -224,6 +224,36 @@ def test_smoke_report_matches_findings(smoke_run):
 
 
 @pytest.mark.slow
+def test_smoke_finding_3_products_recompute_from_each_other(smoke_run):
+    """Notebook 04's added tables agree with the ones they take apart: the planting cost with the untouched twin's
+    and its base model's scores, the advantage's components with the advantage, the per-canary gate with the gate;
+    and REPORT.md shows finding 3 from them."""
+    out, _, _ = smoke_run
+    t = lambda name: pd.read_csv(out / "tables" / f"{name}.csv")  # noqa: E731
+    cost = t("memorization_planting_cost").set_index("task")
+    twin = t("memorization_transfer").drop_duplicates("task").set_index("task")["base"]
+    base = t("transfer").query("student == 'lineage-small'").drop_duplicates("task").set_index("task")["base"]
+    tasks = [k for k in cost.index if k != "headline"]
+    assert tasks and set(cost["base"]) == {"lineage-small"} and set(cost["twin"]) == {"lineage-small-twin"}
+    for task in tasks:
+        assert cost.loc[task, "twin_minus_base"] == pytest.approx(100 * (twin[task] - base[task]), abs=1e-9)
+    assert cost.loc["headline", "twin_minus_base"] == pytest.approx(cost.loc[tasks, "twin_minus_base"].mean())
+    parts = t("memorization_nll_components").set_index("source")
+    before_after = t("memorization_before_after").set_index("source")
+    for source in before_after.index:
+        assert parts.loc[source, "advantage"] == pytest.approx(before_after.loc[source, "advantage_nats"], abs=1e-9)
+    gate = t("memorization_gate")
+    per_canary = out / "tables" / "memorization_gate_per_canary.csv"
+    if gate["tokens_in_matches"].sum() == 0:
+        assert not per_canary.exists()
+    else:
+        assert pd.read_csv(per_canary)["tokens_in_matches"].sum() >= gate["tokens_in_matches"].sum()
+    report = (out / "REPORT.md").read_text()
+    section = report[report.index("## 7 · Finding 3"):]
+    assert "memorization_planting_cost.csv" in section and "memorization_nll_components.csv" in section
+
+
+@pytest.mark.slow
 def test_smoke_study_ran_without_network(smoke_run):
     if not no_network_prefix():
         pytest.skip("no `unshare -rn` on this machine: cannot cut the network for a process")

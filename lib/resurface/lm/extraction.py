@@ -109,3 +109,22 @@ def regurgitation_share(docs: list[list[int]], canaries: list[list[int]], k: int
         hit_docs += bool(mask.any())
     return {"share": covered / total if total else 0.0, "tokens": int(total), "tokens_in_matches": int(covered),
             "documents": len(docs), "documents_with_a_match": int(hit_docs), "k": k}
+
+
+def regurgitation_by_canary(docs: list[list[int]], canaries: list[list[int]], k: int = 16) -> list[dict]:
+    """The validity gate, canary by canary: per canary, the sample tokens inside a run of `k` or more tokens
+    copied from it, and the samples holding one (a window two canaries share counts for both)."""
+    owners: dict[tuple, set[int]] = {}
+    for j, c in enumerate(canaries):
+        for i in range(len(c) - k + 1):
+            owners.setdefault(tuple(c[i:i + k]), set()).add(j)
+    tokens, hit_docs = np.zeros(len(canaries), int), np.zeros(len(canaries), int)
+    for d in docs:
+        masks: dict[int, np.ndarray] = {}
+        for i in range(len(d) - k + 1):
+            for j in owners.get(tuple(d[i:i + k]), ()):
+                masks.setdefault(j, np.zeros(len(d), bool))[i:i + k] = True
+        for j, mask in masks.items():
+            tokens[j] += int(mask.sum())
+            hit_docs[j] += 1
+    return [{"tokens_in_matches": int(t), "documents_with_a_match": int(h)} for t, h in zip(tokens, hit_docs)]

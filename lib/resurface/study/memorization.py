@@ -8,14 +8,15 @@ import pandas as pd
 from resurface.analysis import verdicts
 from resurface.analysis.findings import headline
 from resurface.builders.canaries import canary_share, load_canaries
+from resurface.builders.evaluations import item_scores
 from resurface.builders.memorization_measures import load_extraction, measure_canaries, memorized_probes
 from resurface.builders.natural_probes import natural_probes, scan_summary
 from resurface.builders.synthetic import load_synthetic, synthetic_corpus
 from resurface.builders.tokenizers import load_tokenizer
 from resurface.builders.zoo import model_size
 from resurface.compute.pool import Job, build_all
-from resurface.lm.extraction import regurgitation_share
-from resurface.study.matrix import build_plan, eval_tasks, item_deltas, plan, run_plan
+from resurface.lm.extraction import regurgitation_by_canary, regurgitation_share
+from resurface.study.matrix import base_evaluation, build_plan, eval_tasks, item_deltas, plan, run_plan
 from resurface.study.transfer import run_matrix
 
 
@@ -116,6 +117,67 @@ def before_after(seqs: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def nll_components(seqs: pd.DataFrame) -> pd.DataFrame:
+    """The likelihood advantage taken apart, per source: the held-out canaries' mean suffix NLL and the
+    never-planted passages' (nats per token, each source's runs averaged), and each one's change from the
+    untouched model with its standard error over sequences (paired: the same sequences before and after). A
+    source that lowers the never-planted passages' NLL (real prose of the same kind) shrinks the advantage
+    without touching the canaries; this table tells the two apart. Empty without control passages."""
+    parts = seqs[seqs["split"].isin(["heldout", "control"])]
+    if not (parts["split"] == "control").any():
+        return pd.DataFrame()
+    per_seq = parts.groupby(["source", "split", "canary_id"])["suffix_nll"].mean()
+    rows = []
+    for source in [s for s in parts["source"].drop_duplicates() if s != "untouched"] + ["untouched"]:
+        row = {"source": source, "relation": parts.loc[parts["source"] == source, "relation"].iloc[0]}
+        for split, name in (("heldout", "canary"), ("control", "never_planted")):
+            after, before = per_seq[(source, split)], per_seq[("untouched", split)]
+            d = (after - before.reindex(after.index)).dropna()
+            row |= {f"{name}_nll": float(after.mean()), f"{name}_change": float(d.mean()),
+                    f"{name}_change_se": float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else float("nan")}
+        row["advantage"] = row["never_planted_nll"] - row["canary_nll"]
+        rows.append(row)
+    out = pd.DataFrame(rows)
+    return pd.concat([out[out.source == "untouched"], out[out.source != "untouched"]], ignore_index=True)
+
+
+def twin_base(cfg) -> str | None:
+    """The model the twin is a canary-carrying copy of: a planted twin's `init_from`, or (embedded) the zoo model
+    with the twin's very recipe and no canaries (saved checkpoints aside); None when there is none."""
+    twin = cfg.memorization.twin
+    if twin is None:
+        return None
+    t = cfg.zoo.models[twin]
+    if t.is_planted:
+        return t.init_from
+    recipe = lambda m: {k: v for k, v in m.model_dump().items() if k not in ("canaries", "checkpoints")}  # noqa: E731
+    return next((name for name, m in cfg.zoo.models.items()
+                 if name != twin and not m.canaries and recipe(m) == recipe(t)), None)
+
+
+def planting_cost(cfg, cache, zoo, arts: dict, tasks: list[str]) -> pd.DataFrame:
+    """What carrying the canaries costs: the untouched twin against its canary-free base model on the test
+    items, per headline task and as the headline (points, + = the twin scores higher), with the paired standard
+    error over items. Empty without a twin or a base model."""
+    twin, base = cfg.memorization.twin, twin_base(cfg)
+    if twin is None or base is None or twin not in arts.get("base_evaluations", {}):
+        return pd.DataFrame()
+    base_items = item_scores(base_evaluation(cache, zoo, arts["tasks"], base))
+    twin_items = item_scores(arts["base_evaluations"][twin])
+    rows, var = [], []
+    for task in tasks:
+        d = 100 * (np.asarray(twin_items[task], float) - np.asarray(base_items[task], float))
+        se = float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else float("nan")
+        rows.append({"task": task, "twin": twin, "base": base, "items": len(d), "twin_minus_base": float(d.mean()),
+                     "se": se})
+        var.append(se ** 2)
+    head = {"task": "headline", "twin": twin, "base": base, "items": sum(r["items"] for r in rows),
+            "twin_minus_base": float(np.mean([r["twin_minus_base"] for r in rows])),
+            "se": float(np.sqrt(np.sum(var)) / len(var)) if var else float("nan")}
+    out = pd.DataFrame(rows + [head])
+    return out.assign(ci_low=out["twin_minus_base"] - 1.96 * out["se"], ci_high=out["twin_minus_base"] + 1.96 * out["se"])
+
+
 def sequence_table(seqs: pd.DataFrame) -> pd.DataFrame:
     """One row per held-out sequence: extraction and likelihood advantage before (untouched) and, per source,
     the mean over its runs. `seqs`: `per_sequence` rows with `with_advantage`'s column."""
@@ -144,6 +206,31 @@ def gate(cfg, cache, zoo, plan_runs: list[dict], k: int = 16) -> pd.DataFrame:
         rows.append({"corpus": art.name, "temperature": art.meta["temperature"], "seed": art.meta["seed"],
                      **regurgitation_share(docs, canaries, k)})
     return pd.DataFrame(rows)
+
+
+def gate_by_canary(cfg, cache, zoo, table: pd.DataFrame) -> pd.DataFrame:
+    """The validity gate, listed per canary: over all the measured model's self corpora, the sample tokens inside
+    a match with each canary and the samples that hold one, most-written first (canaries never written are left
+    out). Shows whether contamination is a few passages written often or many written once."""
+    if zoo.canaries is None and not _hub_probes(cfg):
+        return pd.DataFrame()
+    student = measured_model(cfg, table)
+    plan_runs = [r for r in headline(table).to_dict("records") if r["student"] == student]
+    probes = _load_probes(cfg, cache, zoo, student)
+    tok = load_tokenizer(zoo.models[student].path / "main")
+    tokens, docs = np.zeros(len(probes), int), np.zeros(len(probes), int)
+    for art in twin_samples(cache, zoo, plan_runs):
+        texts = tok(list(load_synthetic(art.path)["text"]), add_special_tokens=False)["input_ids"]
+        per = regurgitation_by_canary(texts, [c["token_ids"] for c in probes], cfg.memorization.gate_tokens)
+        tokens += [r["tokens_in_matches"] for r in per]
+        docs += [r["documents_with_a_match"] for r in per]
+    rows = pd.DataFrame({"canary_id": [c["canary_id"] for c in probes], "split": [c["split"] for c in probes],
+                         "copies": [c["count"] for c in probes], "tokens_in_matches": tokens,
+                         "documents_with_a_match": docs})
+    rows = rows[rows["tokens_in_matches"] > 0]
+    total = rows["tokens_in_matches"].sum()
+    return (rows.assign(share_of_matched_tokens=rows["tokens_in_matches"] / total if total else 0.0)
+            .sort_values(["tokens_in_matches", "canary_id"], ascending=[False, True]).reset_index(drop=True))
 
 
 def _hub_probes(cfg) -> bool:

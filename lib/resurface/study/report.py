@@ -240,7 +240,7 @@ def _stale_notice(out: Path) -> list[str]:
 
 def _csv(out: Path, name: str) -> pd.DataFrame | None:
     f = out / "tables" / f"{name}.csv"
-    return pd.read_csv(f) if f.exists() else None
+    return pd.read_csv(f) if f.exists() and f.stat().st_size > 1 else None  # an empty table is saved as no columns
 
 
 def secondary_score_section(second: dict) -> list[str]:
@@ -264,9 +264,39 @@ def secondary_score_section(second: dict) -> list[str]:
     return parts
 
 
+def memorization_section(out: Path) -> list[str]:
+    """Finding 3 in full, from notebook 04's products: the verdict, what was there to forget, extraction and the
+    likelihood advantage before and after per source with CIs and the capability change, what planting cost
+    the twin, the advantage taken apart, and the gate canary by canary."""
+    f3 = _load(out, "04_memorization")
+    if not f3:
+        return []
+    parts = ["", "## 7 · Finding 3: memorization before and after", "",
+             f"**{f3['verdict']}**" + (f" ({f3['why']})" if f3.get("why") else "") + ".", "",
+             f"Memorized held-out sequences (the untouched model extracts 32/32): {f3['n_memorized']} (the rule needs "
+             f"{f3.get('min_memorized', 'n/a')}); gate: {_num(100 * f3['gate_share'], '.3f')} % of the model's own "
+             f"sample tokens inside a canary match (at most {_num(100 * (f3.get('primary') or {}).get('gate_max', 0.01), 'g')} %)."]
+    shown = [("memorization_primary", "Exact extraction of the memorized set (primary), per source"),
+             ("memorization_secondary", "Likelihood advantage of the held-out canaries (secondary, nats), per source"),
+             ("memorization_planting_cost", "What planting cost: the untouched twin minus its canary-free base "
+                                            "model (test items, points)"),
+             ("memorization_nll_components", "The advantage taken apart: canary and never-planted suffix NLL "
+                                             "(nats per token) and their change from the untouched model")]
+    for name, title in shown:
+        t = _csv(out, name)
+        if t is not None and len(t):
+            parts += ["", f"{title} (table `tables/{name}.csv`):", "", _table_md(t)]
+    g = _csv(out, "memorization_gate_per_canary")
+    if g is not None and len(g):
+        parts += ["", f"The gate per canary: {len(g)} canaries written by the model's own samples "
+                  f"({int((g['split'] == 'heldout').sum())} held-out), the most written first (table "
+                  "`tables/memorization_gate_per_canary.csv`):", "", _table_md(g.head(10))]
+    return parts
+
+
 def in_the_order_of_the_study(out: Path) -> list[str]:
     """The referee's reading order: the instrument, the recipe, finding 1 over its sources, robustness,
-    resurfacing, finding 2, each from the products that hold it."""
+    resurfacing, finding 2, finding 3, each from the products that hold it."""
     parts = []
     f0, f1r, f1, f2 = (_load(out, n) for n in ("00_zoo_checks", "01_recipe", "02_transfer", "03_proxies"))
     if f1 and f1.get("instrument"):
@@ -318,7 +348,7 @@ def in_the_order_of_the_study(out: Path) -> list[str]:
         parts += ["", "## 6 · Finding 2: proxies, with corpora resampled together", "",
                   f"**{(f2 or {}).get('verdict', 'n/a')}**" + (f" ({f2['why']})" if f2 and f2.get("why") else ""),
                   "", _table_md(cor)]
-    return parts
+    return parts + memorization_section(out)
 
 
 def build_report(profile: str) -> Path:

@@ -23,7 +23,8 @@ def item_resampled_scores(deltas_by_task: list[np.ndarray], n_boot: int, rng: np
 def cell_means(runs: pd.DataFrame, scores: np.ndarray, point: np.ndarray, group: list[str],
                stratum: list[str], rng: np.random.Generator) -> dict:
     """Per group (e.g. student x relation): the mean over strata (source x temperature) of the mean over seeds,
-    as a point estimate and as bootstrap replicates with the seeds of each stratum resampled."""
+    as a point estimate and as bootstrap replicates with the seeds of each stratum resampled (their deviation
+    scaled by sqrt(n / (n - 1)), as in `hierarchical_means`)."""
     out = {}
     n_boot = scores.shape[0]
     for key, g in runs.groupby(group, sort=True, dropna=False):
@@ -31,7 +32,8 @@ def cell_means(runs: pd.DataFrame, scores: np.ndarray, point: np.ndarray, group:
         for _, s in g.groupby(stratum, sort=True, dropna=False):
             idx = s.index.to_numpy()
             pick = idx[rng.integers(0, len(idx), (n_boot, len(idx)))]
-            reps.append(scores[np.arange(n_boot)[:, None], pick].mean(1))
+            drawn = scores[np.arange(n_boot)[:, None], pick].mean(1)
+            reps.append(_inflated(scores[:, idx].mean(1), drawn, len(idx)))
             est.append(point[idx].mean())
         out[key if isinstance(key, tuple) else (key,)] = (float(np.mean(est)), np.mean(reps, axis=0))
     return out

@@ -5,6 +5,7 @@ import numpy as np
 import pandas as pd
 
 from resurface.names import CONTROLS
+from resurface.analysis.verdicts.bootstrap import _inflated
 from resurface.analysis.verdicts.judging import Thresholds, _z, judge
 
 
@@ -17,8 +18,9 @@ MEMORIZATION_RULE = (
     "prefix); it moves where greedy extraction cannot. For each measure: after = mean over sequences of each "
     "sequence's mean over a source's runs (seeds x temperatures); relative drop = 1 - after / before. CIs (95 %) "
     "and one-sided bounds at alpha from a bootstrap that resamples sequences (the same resample for every "
-    "source, so comparisons stay paired) and, within each temperature, the seeds. Capability: the headline "
-    "delta on the TEST items of finding 1, items and seeds resampled; non-inferior when its one-sided lower "
+    "source, so comparisons stay paired) and, within each temperature, the seeds (their resampled deviation "
+    "scaled by sqrt(n / (n - 1)), n seeds, so that two seeds do not pass for a precise mean). Capability: the "
+    "headline delta on the TEST items of finding 1, items and seeds resampled (seeds scaled the same way); non-inferior when its one-sided lower "
     "bound is above -margin (analysis.noninferiority_points), inferior when its upper bound is below -margin. "
     "Verdict on `self`, per measure: `supported` when the drop's one-sided lower bound (level alpha) is at least "
     "0.95 and capability is non-inferior; `not supported` when the drop's upper bound is below 0.95 or capability is inferior; "
@@ -75,7 +77,8 @@ def exact_drop_lower(values: pd.DataFrame, column: str, before: float, alpha: fl
 def source_boot(values: pd.DataFrame, column: str, th: Thresholds) -> dict:
     """Per source: (point, bootstrap replicates) of the mean of `column` over sequences, each sequence first
     averaged over the source's runs. Sequences are resampled once for all sources (paired); within each
-    temperature, the seeds are resampled.
+    temperature, the seeds are resampled, their deviation scaled by sqrt(n / (n - 1)) (as in the transfer
+    bootstrap).
 
     `values`: one row per (run, sequence) with columns source, temperature, seed, canary_id and `column`; the
     untouched model is a source with one run."""
@@ -92,7 +95,8 @@ def source_boot(values: pd.DataFrame, column: str, th: Thresholds) -> dict:
         for t in np.unique(temps):
             rows = m.to_numpy()[temps == t]
             seeds = rng.integers(0, len(rows), (th.bootstrap, len(rows)))
-            per_seq = rows[seeds].mean(1)  # (boot, sequences): seeds resampled
+            # (boot, sequences): seeds resampled, their deviation scaled up (two seeds are not a precise mean)
+            per_seq = _inflated(rows.mean(0), rows[seeds].mean(1), len(rows))
             reps.append(np.nanmean(np.take_along_axis(per_seq, pick, axis=1), axis=1))
         point = float(np.mean([np.nanmean(m.to_numpy()[temps == t], axis=0).mean() for t in np.unique(temps)]))
         out[source] = (point, np.mean(reps, axis=0))
