@@ -184,6 +184,14 @@ def test_two_seeds_do_not_pass_for_a_precise_mean():
     assert np.var(boot) == pytest.approx(0.25, rel=0.05)
 
 
+def test_a_share_of_sequences_keeps_its_interval_inside_0_and_1():
+    """Two seeds, scaled up, could carry a replicate of a near-0 extraction rate below 0: a rate's interval stays
+    in [0, 1] and a drop's at or below 1."""
+    v = _verdict(_values(0.03, n_seq=40, seeds=2))
+    for r in v["per_source"].values():
+        assert 0 <= r["after_ci"][0] <= r["after_ci"][1] <= 1 and r["drop_ci"][1] <= 1 and r["drop_upper"] <= 1
+
+
 def test_the_likelihood_advantage_is_taken_apart_into_canaries_and_never_planted_passages():
     from resurface.study.memorization import nll_components
     rows = []

@@ -115,8 +115,10 @@ def memorization_verdict(values: pd.DataFrame, column: str, capability: dict, n_
     relation = values.groupby("source")["relation"].first().to_dict() if len(values) else {}
     q = (1 - 0.95) / 2
     z = _z(1 - th.alpha) + _z(th.power)
-    before, bboot = rates.get("untouched", (float("nan"), np.full(th.bootstrap, np.nan)))
     binary = len(values) > 0 and bool(values[column].dropna().isin([0, 1]).all())
+    if binary:  # a share of sequences: the scaled seed deviation must not carry a replicate outside [0, 1]
+        rates = {src: (est, np.clip(boot, 0.0, 1.0)) for src, (est, boot) in rates.items()}
+    before, bboot = rates.get("untouched", (float("nan"), np.full(th.bootstrap, np.nan)))
     exact = exact_drop_lower(values, column, before, th.alpha) if binary and before > 0 else {}
     per_source = {}
     for source, (est, boot) in rates.items():
