@@ -204,13 +204,28 @@ def test_the_likelihood_advantage_is_taken_apart_into_canaries_and_never_planted
             rows += [{"source": source, "relation": relation, "split": "control", "canary_id": 10 + i, "seed": seed,
                       "suffix_nll": 4.0 + 0.1 * i + shift_control} for i in range(4)]
     t = nll_components(pd.DataFrame(rows)).set_index("source")
-    assert list(t.index) == ["untouched", "real-text", "twin"]
+    assert list(t.index) == ["untouched", "real-text", "twin"] and "planting_gain_undone" not in t
     assert t.loc["untouched", "advantage"] == pytest.approx(4.15 - 1.2)
     # real text shrinks the advantage by lowering the never-planted passages' NLL, not by touching the canaries
     assert t.loc["real-text", "canary_change"] == pytest.approx(0) and t.loc["real-text", "never_planted_change"] == pytest.approx(-0.5)
     assert t.loc["twin", "canary_change"] == pytest.approx(1.0) and t.loc["twin", "never_planted_change"] == pytest.approx(0)
     assert t.loc["twin", "advantage"] == pytest.approx(t.loc["untouched", "advantage"] - 1.0)
     assert nll_components(pd.DataFrame(rows).query("split != 'control'")).empty
+    # beside the canary-free base model: the share of what planting gained on the canaries that a source undid
+    base = pd.DataFrame([{"split": "heldout", "canary_id": i, "suffix_nll": 3.0 + 0.1 * i} for i in range(5)]
+                        + [{"split": "control", "canary_id": 10 + i, "suffix_nll": 4.0 + 0.1 * i} for i in range(4)]
+                        + [{"split": "heldout", "canary_id": 99, "suffix_nll": 9.0}])  # not judged: left out
+    t = nll_components(pd.DataFrame(rows), base).set_index("source")
+    assert list(t.index) == ["base", "untouched", "real-text", "twin"]
+    assert t.loc["base", "canary_nll"] == pytest.approx(3.2) and t.loc["base", "canary_change"] == pytest.approx(2.0)
+    assert t.loc["twin", "planting_gain_undone"] == pytest.approx(0.5)     # 1.0 of the 2.0 nats planting gained
+    assert t.loc["real-text", "planting_gain_undone"] == pytest.approx(0)
+
+
+def test_a_passage_the_book_holds_twice_counts_once():
+    from resurface.builders.canaries import repeated_passages
+    recs = [{"canary_id": i, "token_ids": ids} for i, ids in enumerate([[1, 2], [3, 4], [1, 2], [5], [3, 4]])]
+    assert repeated_passages(recs) == [2, 4]
 
 
 def test_a_twin_is_compared_with_the_model_it_copies():

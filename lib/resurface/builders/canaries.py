@@ -69,6 +69,18 @@ def load_canaries(artifact: Artifact, planted_only: bool = False) -> list[dict]:
     return [r for r in recs if r["count"] > 0] if planted_only else recs
 
 
+def repeated_passages(records: list[dict]) -> list[int]:
+    """The ids of passages whose tokens repeat an earlier passage's (a book can hold the same paragraph twice, and
+    the selection does not look): the analysis counts each distinct passage once, under its first id."""
+    seen, repeats = set(), []
+    for r in records:
+        key = tuple(r["token_ids"])
+        if key in seen:
+            repeats.append(r["canary_id"])
+        seen.add(key)
+    return repeats
+
+
 def word_starts(tokenizer) -> np.ndarray:
     """Per token id: does the token begin a word (byte-level BPE marks a leading space with `Ġ`, SentencePiece
     with `▁`)?"""

@@ -7,7 +7,7 @@ import pandas as pd
 
 from resurface.analysis import verdicts
 from resurface.analysis.findings import headline
-from resurface.builders.canaries import canary_share, load_canaries
+from resurface.builders.canaries import canary_share, load_canaries, repeated_passages
 from resurface.builders.evaluations import item_scores
 from resurface.builders.memorization_measures import load_extraction, measure_canaries, memorized_probes
 from resurface.builders.natural_probes import natural_probes, scan_summary
@@ -117,18 +117,24 @@ def before_after(seqs: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def nll_components(seqs: pd.DataFrame) -> pd.DataFrame:
+def nll_components(seqs: pd.DataFrame, base: pd.DataFrame | None = None) -> pd.DataFrame:
     """The likelihood advantage taken apart, per source: the held-out canaries' mean suffix NLL and the
     never-planted passages' (nats per token, each source's runs averaged), and each one's change from the
     untouched model with its standard error over sequences (paired: the same sequences before and after). A
     source that lowers the never-planted passages' NLL (real prose of the same kind) shrinks the advantage
-    without touching the canaries; this table tells the two apart. Empty without control passages."""
+    without touching the canaries; this table tells the two apart. With `base` (the twin's canary-free base
+    model's rows, source `base`): its row too, and per source the share of what planting gained on the canaries
+    (base minus twin NLL) that the source undid. Empty without control passages."""
     parts = seqs[seqs["split"].isin(["heldout", "control"])]
     if not (parts["split"] == "control").any():
         return pd.DataFrame()
+    if base is not None and len(base):
+        keep = base[base["canary_id"].isin(parts["canary_id"])]
+        parts = pd.concat([parts, keep.assign(source="base", relation="base")], ignore_index=True)
     per_seq = parts.groupby(["source", "split", "canary_id"])["suffix_nll"].mean()
     rows = []
-    for source in [s for s in parts["source"].drop_duplicates() if s != "untouched"] + ["untouched"]:
+    sources = [s for s in parts["source"].drop_duplicates() if s not in ("untouched", "base")]
+    for source in ["base"] * bool((parts["source"] == "base").any()) + ["untouched"] + sources:
         row = {"source": source, "relation": parts.loc[parts["source"] == source, "relation"].iloc[0]}
         for split, name in (("heldout", "canary"), ("control", "never_planted")):
             after, before = per_seq[(source, split)], per_seq[("untouched", split)]
@@ -138,7 +144,24 @@ def nll_components(seqs: pd.DataFrame) -> pd.DataFrame:
         row["advantage"] = row["never_planted_nll"] - row["canary_nll"]
         rows.append(row)
     out = pd.DataFrame(rows)
-    return pd.concat([out[out.source == "untouched"], out[out.source != "untouched"]], ignore_index=True)
+    if "base" in set(out["source"]):
+        gained = out.loc[out.source == "base", "canary_nll"].iloc[0] - out.loc[out.source == "untouched", "canary_nll"].iloc[0]
+        out["planting_gain_undone"] = out["canary_change"] / gained if gained > 0 else float("nan")
+        out.loc[out.source == "base", "planting_gain_undone"] = float("nan")
+    return out
+
+
+def base_sequences(cfg, cache, zoo) -> pd.DataFrame | None:
+    """The twin's canary-free base model on the same passages (suffix NLL and extraction per passage), read from
+    notebook 00's measurement where it made one (a planted twin's base), else measured here; None without a
+    twin or a base."""
+    base, m = twin_base(cfg), cfg.memorization
+    if base is None or zoo.canaries is None or base not in zoo.models:
+        return None
+    label = f"{base}-base"
+    job = Job(model_size(cfg.zoo.models[base]), label, measure_canaries,
+              (zoo.models[base], "main", zoo.canaries, m.prefix_len, m.suffix_len, m.batch_size, label))
+    return load_extraction(build_all(cache, [job], cfg.workers, desc="the twin's base model")[label])
 
 
 def twin_base(cfg) -> str | None:
@@ -156,9 +179,10 @@ def twin_base(cfg) -> str | None:
 
 
 def planting_cost(cfg, cache, zoo, arts: dict, tasks: list[str]) -> pd.DataFrame:
-    """What carrying the canaries costs: the untouched twin against its canary-free base model on the test
-    items, per headline task and as the headline (points, + = the twin scores higher), with the paired standard
-    error over items. Empty without a twin or a base model."""
+    """Where the twin starts: the untouched twin against its base model (`twin_base`) on the test items, per
+    headline task and as the headline (points, + = the twin scores higher), with the paired standard error over
+    items. For the embedded twin only the canaries differ; for a planted twin, the whole planting run. Empty
+    without a twin or a base model."""
     twin, base = cfg.memorization.twin, twin_base(cfg)
     if twin is None or base is None or twin not in arts.get("base_evaluations", {}):
         return pd.DataFrame()
@@ -217,6 +241,8 @@ def gate_by_canary(cfg, cache, zoo, table: pd.DataFrame) -> pd.DataFrame:
     student = measured_model(cfg, table)
     plan_runs = [r for r in headline(table).to_dict("records") if r["student"] == student]
     probes = _load_probes(cfg, cache, zoo, student)
+    repeats = set(repeated_passages(probes))
+    probes = [c for c in probes if c["canary_id"] not in repeats]  # a repeated passage counts once
     tok = load_tokenizer(zoo.models[student].path / "main")
     tokens, docs = np.zeros(len(probes), int), np.zeros(len(probes), int)
     for art in twin_samples(cache, zoo, plan_runs):
@@ -257,9 +283,13 @@ def capability(cfg, table: pd.DataFrame, arts: dict, tasks: list[str]) -> tuple[
 
 
 def sequences(cfg, cache, zoo, table: pd.DataFrame, arts: dict) -> pd.DataFrame:
-    """Step 2: the measured model's per-sequence rows (`per_sequence`), with each sequence's likelihood advantage."""
-    seqs = with_advantage(per_sequence(cfg, cache, zoo, table, arts))
-    return seqs[seqs["student"] == measured_model(cfg, table)]
+    """Step 2: the measured model's per-sequence rows (`per_sequence`), with each sequence's likelihood advantage;
+    a passage that repeats an earlier one (`repeated_passages`) counts once, under its first id."""
+    student = measured_model(cfg, table)
+    repeats = repeated_passages(load_canaries(probes_for(cfg, cache, zoo, student)))
+    seqs = per_sequence(cfg, cache, zoo, table, arts)
+    seqs = with_advantage(seqs[~seqs["canary_id"].isin(repeats)])
+    return seqs[seqs["student"] == student]
 
 
 def self_gate(cfg, cache, zoo, table: pd.DataFrame) -> tuple[pd.DataFrame, float]:
@@ -335,6 +365,7 @@ def design(cfg, zoo, cache=None) -> dict:
     planted_into = {"planted_into": t.init_from} if t.is_planted else {}  # a real-weights student, fine-tuned
     return {"twin": m.twin, **planted_into,
             "pretraining_tokens": tokens, "canaries": len(planted),
+            "repeated_passages": repeated_passages(load_canaries(zoo.canaries)),  # counted once, under the first id
             "heldout_canaries": sum(c["split"] == "heldout" for c in planted),
             "control_passages": len(load_canaries(zoo.canaries)) - len(planted),
             "copies": sum(c["count"] for c in planted), "counts": list(k.counts),

@@ -123,7 +123,9 @@ def verdict_rows(out: Path) -> list[dict]:
                              f"self-training {_num(s['after'], '.3f')} [{_num(s['after_ci'][0], '.3f')}, "
                              f"{_num(s['after_ci'][1], '.3f')}], relative drop {_num(s['relative_drop'], '.2f')} "
                              f"[{_num(s['drop_ci'][0], '.2f')}, {_num(s['drop_ci'][1], '.2f')}], Δ accuracy "
-                             f"{_cmp(s['capability'])}; controls: {ctrl}"
+                             f"{_num(s['capability']['estimate'])} [{_num(s['capability_ci'][0])}, "
+                             f"{_num(s['capability_ci'][1])}], MDE {_num(s['capability']['mde'], '.2f')}: "
+                             f"{s['capability']['outcome']}; controls: {ctrl}"
                              + (f" ({v['attribution']})" if v.get("attribution") else ""))
             else:
                 parts.append(f"{name} ({v['measure']}, {v['verdict']}): {v['why']}")
@@ -278,14 +280,44 @@ def memorization_section(out: Path) -> list[str]:
              f"sample tokens inside a canary match (at most {_num(100 * (f3.get('primary') or {}).get('gate_max', 0.01), 'g')} %)."]
     shown = [("memorization_primary", "Exact extraction of the memorized set (primary), per source"),
              ("memorization_secondary", "Likelihood advantage of the held-out canaries (secondary, nats), per source"),
-             ("memorization_planting_cost", "What planting cost: the untouched twin minus its canary-free base "
-                                            "model (test items, points)"),
+             ("memorization_planting_cost", "Where the twin starts: the untouched twin minus the model it copies "
+                                            "(test items, points; for a planted twin, the whole planting run)"),
              ("memorization_nll_components", "The advantage taken apart: canary and never-planted suffix NLL "
-                                             "(nats per token) and their change from the untouched model")]
+                                             "(nats per token), their change from the untouched twin, and the share "
+                                             "of planting's canary gain each source undid")]
+    d = f3.get("design", {})
+    if d.get("canaries"):
+        repeats = d.get("repeated_passages") or []
+        parts += ["", f"Planted: {d['canaries']} passages ({d.get('heldout_canaries')} held-out, the rest dev), "
+                  f"{d.get('copies')} copies in all ({_num(100 * d.get('canary_share', 0), '.2f')} % of the twin's "
+                  f"{d.get('pretraining_tokens')} training tokens), beside {d.get('control_passages')} never-planted "
+                  "passages" + (f"; passages {', '.join(map(str, repeats))} repeat an earlier passage's tokens and "
+                                "are counted once" if repeats else "") + "."]
+    primary = f3.get("primary") or {}
+    per = primary.get("per_source", {})
+    controls = {src: r for src, r in per.items() if r["relation"] in CONTROLS}
+    if controls:  # beside the verdict: does any fine-tuning erase what was planted?
+        erased = [f"{src} {_num(r['relative_drop'], '.2f')} [{_num(r['drop_ci'][0], '.2f')}, "
+                  f"{_num(r['drop_ci'][1], '.2f')}]" for src, r in controls.items()]
+        some = [src for src, r in controls.items() if r["drop_ci"][0] is not None and r["drop_ci"][0] > 0]
+        parts += ["", "Does fine-tuning as such erase planted memories? The controls' relative drops of extraction "
+                  f"(95 % CI): {'; '.join(erased)}: "
+                  + (f"{', '.join(some)} erase{'s' if len(some) == 1 else ''} part of them (CI above 0)."
+                     if some else "no control's drop is shown above 0.")]
+        mdes = [r["capability"]["mde"] for r in per.values() if r["capability"].get("mde") is not None]
+        margin = primary.get("noninferiority_points")
+        if mdes and margin is not None and min(mdes) > margin:
+            parts += ["", f"Capability's MDE ({_num(min(mdes), '.2f')} points at best) exceeds the non-inferiority "
+                      f"margin ({_num(margin, '.2f')}): a source with no effect on capability is not expected to "
+                      "be shown non-inferior here; `supported` needs one that raises capability."]
     for name, title in shown:
         t = _csv(out, name)
         if t is not None and len(t):
             parts += ["", f"{title} (table `tables/{name}.csv`):", "", _table_md(t)]
+    signs = _csv(out, "memorization_sign_tests")
+    if signs is not None and len(signs):
+        parts += ["", "Exact sign tests over sequences (each sequence's mean over a source's runs; ties drop out; "
+                  "table `tables/memorization_sign_tests.csv`):", "", _table_md(signs)]
     g = _csv(out, "memorization_gate_per_canary")
     if g is not None and len(g):
         parts += ["", f"The gate per canary: {len(g)} canaries written by the model's own samples "
@@ -335,7 +367,13 @@ def in_the_order_of_the_study(out: Path) -> list[str]:
         parts += secondary_score_section(second)
     rob = _csv(out, "transfer_robustness")
     if rob is not None:
+        if "sign_flips" in rob:
+            rob = rob.assign(sign_flips=rob["sign_flips"].fillna("none"))
         parts += ["", "## 4 · Robustness of finding 1", "", _table_md(rob)]
+        if rob["variant"].astype(str).str.endswith(" alone").any():
+            parts += ["", "A seed alone gives each corpus one seed, so the replication guard makes its comparisons "
+                      "`inconclusive` by construction: those rows can show a sign flip (`sign_flips`), never a "
+                      "changed verdict."]
     if f1 and f1.get("resurfacing"):
         r = f1["resurfacing"]
         parts += ["", "## 5 · Is it resurfacing?", "", f"**{r['verdict']}**" + (f": {r['why']}" if r.get("why") else ""),
