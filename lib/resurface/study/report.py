@@ -368,7 +368,7 @@ def in_the_order_of_the_study(out: Path) -> list[str]:
     rob = _csv(out, "transfer_robustness")
     if rob is not None:
         if "sign_flips" in rob:
-            rob = rob.assign(sign_flips=rob["sign_flips"].fillna("none"))
+            rob = rob.assign(sign_flips=rob["sign_flips"].astype(object).where(rob["sign_flips"].notna(), "none"))
         parts += ["", "## 4 · Robustness of finding 1", "", _table_md(rob)]
         if rob["variant"].astype(str).str.endswith(" alone").any():
             parts += ["", "A seed alone gives each corpus one seed, so the replication guard makes its comparisons "
