@@ -140,3 +140,25 @@ def test_committed_executed_notebooks_ran_the_notebooks_of_this_repository(profi
         assert "executed notebooks ran an earlier version" in (out / "REPORT.md").read_text()
     else:
         assert not drifted, f"outputs/{profile}: {drifted} ran other code than notebooks/; re-run the profile"
+
+
+def test_the_planted_twin_report_takes_finding_3_apart_from_its_tables():
+    """outputs/planted-smollm2: a passage planted twice is counted once, the report says what the controls
+    erase with their CIs, and the NLL components recompute the advantage and the share of planting's gain undone."""
+    out = OUT.parent / "planted-smollm2"
+    f = json.loads((out / "findings" / "04_memorization.json").read_text())
+    seq = pd.read_csv(out / "tables" / "memorization_per_sequence.csv")
+    repeats = f["design"]["repeated_passages"]
+    assert not set(repeats) & set(seq["canary_id"])          # judged once, under the first id
+    assert f["n_memorized"] == int((seq["extracted_before"] == 1).sum())
+    report = (out / "REPORT.md").read_text()
+    section = report[report.index("## 7 · Finding 3"):]
+    for src, r in f["primary"]["per_source"].items():
+        if r["relation"] in ("real_text", "task_text"):
+            assert f"{src} {r['relative_drop']:.2f} [{r['drop_ci'][0]:.2f}, {r['drop_ci'][1]:.2f}]" in section
+    parts = pd.read_csv(out / "tables" / "memorization_nll_components.csv").set_index("source")
+    gained = parts.loc["base", "canary_nll"] - parts.loc["untouched", "canary_nll"]
+    for src in f["primary"]["per_source"]:
+        assert parts.loc[src, "planting_gain_undone"] == pytest.approx(parts.loc[src, "canary_change"] / gained)
+        assert parts.loc[src, "advantage"] == pytest.approx(
+            f["secondary"]["per_source"][src]["after"], abs=1e-9)

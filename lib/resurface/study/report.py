@@ -302,7 +302,7 @@ def memorization_section(out: Path) -> list[str]:
         some = [src for src, r in controls.items() if r["drop_ci"][0] is not None and r["drop_ci"][0] > 0]
         parts += ["", "Does fine-tuning as such erase planted memories? The controls' relative drops of extraction "
                   f"(95 % CI): {'; '.join(erased)}: "
-                  + (f"{', '.join(some)} erase{'s' if len(some) == 1 else ''} part of them (CI above 0)."
+                  + (f"{' and '.join(some)} erase{'s' if len(some) == 1 else ''} part of them (CI above 0)."
                      if some else "no control's drop is shown above 0.")]
         mdes = [r["capability"]["mde"] for r in per.values() if r["capability"].get("mde") is not None]
         margin = primary.get("noninferiority_points")
