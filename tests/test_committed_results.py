@@ -152,6 +152,9 @@ def test_the_planted_twin_report_takes_finding_3_apart_from_its_tables():
     assert not set(repeats) & set(seq["canary_id"])          # judged once, under the first id
     assert f["n_memorized"] == int((seq["extracted_before"] == 1).sum())
     report = (out / "REPORT.md").read_text()
+    # the design paragraph says what this partial run does not have, before any table
+    head = report[:report.index("## The three claims")]
+    assert "no finding-1 matrix" in head and "no capability axis" in head
     section = report[report.index("## 7 · Finding 3"):]
     for src, r in f["primary"]["per_source"].items():
         if r["relation"] in ("real_text", "task_text"):
