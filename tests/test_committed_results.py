@@ -165,3 +165,7 @@ def test_the_planted_twin_report_takes_finding_3_apart_from_its_tables():
         assert parts.loc[src, "planting_gain_undone"] == pytest.approx(parts.loc[src, "canary_change"] / gained)
         assert parts.loc[src, "advantage"] == pytest.approx(
             f["secondary"]["per_source"][src]["after"], abs=1e-9)
+    # capability against the model the twin copies: the twin's start plus each source's change
+    cost = pd.read_csv(out / "tables" / "memorization_planting_cost.csv").set_index("task")
+    for src, r in f["primary"]["per_source"].items():
+        assert f"{src} {cost.loc['headline', 'twin_minus_base'] + r['capability']['estimate']:+.2f}" in section

@@ -337,6 +337,13 @@ def memorization_section(out: Path) -> list[str]:
         t = _csv(out, name)
         if t is not None and len(t):
             parts += ["", f"{title} (table `tables/{name}.csv`):", "", _table_md(t)]
+    cost = _csv(out, "memorization_planting_cost")
+    if cost is not None and len(cost) and per and (cost["task"] == "headline").any():
+        start = float(cost.loc[cost["task"] == "headline", "twin_minus_base"].iloc[0])
+        against = "; ".join(f"{src} {_num(start + r['capability']['estimate'])}" for src, r in per.items()
+                            if r["capability"].get("estimate") is not None)
+        parts += ["", f"Each source's capability against `{cost['base'].iloc[0]}` rather than the twin (the twin's "
+                  f"start, {_num(start)} points, plus the source's change; point estimates): {against}."]
     signs = _csv(out, "memorization_sign_tests")
     if signs is not None and len(signs):
         parts += ["", "Exact sign tests over sequences (each sequence's mean over a source's runs; ties drop out; "
