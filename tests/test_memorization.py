@@ -222,6 +222,23 @@ def test_the_likelihood_advantage_is_taken_apart_into_canaries_and_never_planted
     assert t.loc["real-text", "planting_gain_undone"] == pytest.approx(0)
 
 
+def test_what_the_twin_writes_is_set_against_what_each_source_keeps():
+    from resurface.study.memorization import written_vs_kept
+    rows = [{"source": "untouched", "relation": "untouched", "split": "heldout", "canary_id": i, "seed": 0,
+             "extracted": True} for i in range(4)]
+    for seed in (0, 1):  # self keeps canaries 0 and 1 (the written ones), loses 2 and 3; real text loses all
+        rows += [{"source": "twin", "relation": "self", "split": "heldout", "canary_id": i, "seed": seed,
+                  "extracted": i < 2} for i in range(4)]
+        rows += [{"source": "real-text", "relation": "real_text", "split": "heldout", "canary_id": i, "seed": seed,
+                  "extracted": False} for i in range(4)]
+    seqs = pd.DataFrame(rows)
+    memorized = pd.DataFrame({"student": "twin", "canary_id": range(4)})
+    t = written_vs_kept(pd.DataFrame({"canary_id": [0, 1]}), seqs, memorized).set_index(["source", "written"])
+    assert t.loc[("twin", True), "kept"] == 1.0 and t.loc[("twin", False), "kept"] == 0.0
+    assert t.loc[("real-text", True), "kept"] == 0.0 and t.loc[("twin", True), "sequences"] == 2
+    assert written_vs_kept(pd.DataFrame(columns=["canary_id"]), seqs, memorized).empty
+
+
 def test_a_passage_the_book_holds_twice_counts_once():
     from resurface.builders.canaries import repeated_passages
     recs = [{"canary_id": i, "token_ids": ids} for i, ids in enumerate([[1, 2], [3, 4], [1, 2], [5], [3, 4]])]

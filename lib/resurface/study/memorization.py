@@ -164,6 +164,22 @@ def base_sequences(cfg, cache, zoo) -> pd.DataFrame | None:
     return load_extraction(build_all(cache, [job], cfg.workers, desc="the twin's base model")[label])
 
 
+def written_vs_kept(by_canary: pd.DataFrame, seqs: pd.DataFrame, memorized: pd.DataFrame) -> pd.DataFrame:
+    """Does self-training keep what the twin writes? Per source, exact extraction after fine-tuning of the
+    memorized set, split by whether the twin's own samples write the canary (`gate_by_canary`): if self-training
+    re-taught what it samples, self would keep the written canaries more than the unwritten ones, and more than
+    the other sources do. Empty when the twin writes none or nothing is memorized."""
+    if not len(by_canary) or not len(memorized):
+        return pd.DataFrame()
+    on_set = seqs[seqs["canary_id"].isin(memorized["canary_id"]) & (seqs["split"] == "heldout")]
+    on_set = on_set.assign(extracted=on_set["extracted"].astype(float))
+    after = on_set[on_set["source"] != "untouched"].groupby(["source", "canary_id"])["extracted"].mean().reset_index()
+    after["written"] = after["canary_id"].isin(by_canary["canary_id"])
+    out = (after.groupby(["source", "written"])["extracted"].agg(kept="mean", sequences="size").reset_index())
+    relation = seqs.groupby("source")["relation"].first()
+    return out.assign(relation=out["source"].map(relation))[["source", "relation", "written", "sequences", "kept"]]
+
+
 def twin_base(cfg) -> str | None:
     """The model the twin is a canary-carrying copy of: a planted twin's `init_from`, or (embedded) the zoo model
     with the twin's very recipe and no canaries (saved checkpoints aside); None when there is none."""

@@ -353,6 +353,11 @@ def memorization_section(out: Path) -> list[str]:
         parts += ["", f"The gate per canary: {len(g)} canaries written by the model's own samples "
                   f"({int((g['split'] == 'heldout').sum())} held-out), the most written first (table "
                   "`tables/memorization_gate_per_canary.csv`):", "", _table_md(g.head(10))]
+    kept = _csv(out, "memorization_written_vs_kept")
+    if kept is not None and len(kept):
+        parts += ["", "Does self-training keep what the twin writes? Extraction after each source, over the memorized "
+                  "set, by whether the twin's own samples write the canary (table "
+                  "`tables/memorization_written_vs_kept.csv`):", "", _table_md(kept)]
     return parts
 
 
