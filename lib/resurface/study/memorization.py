@@ -79,6 +79,11 @@ def per_sequence(cfg, cache, zoo, table: pd.DataFrame, arts: dict) -> pd.DataFra
              for r in runs.itertuples()]
     jobs = {label: Job(model_size(cfg.zoo.models[s]), label, measure_canaries,
                        (model, "main", probes[s], *lengths, label)) for label, s, model, _ in rows}
+    base = twin_base(cfg)
+    if base is not None and zoo.canaries is not None and base in zoo.models:  # read by `base_sequences`, built here
+        label = f"{base}-base"  # in the pool with the rest, not alone in the kernel
+        jobs.setdefault(label, Job(model_size(cfg.zoo.models[base]), label, measure_canaries,
+                                   (zoo.models[base], "main", zoo.canaries, *lengths, label)))
     done = build_all(cache, list(jobs.values()), cfg.workers, desc="extraction before and after")
     return pd.concat([load_extraction(done[label]).assign(run_label=label, **info) for label, _, _, info in rows],
                      ignore_index=True)
@@ -152,8 +157,8 @@ def nll_components(seqs: pd.DataFrame, base: pd.DataFrame | None = None) -> pd.D
 
 
 def base_sequences(cfg, cache, zoo) -> pd.DataFrame | None:
-    """The twin's canary-free base model on the same passages (suffix NLL and extraction per passage), read from
-    notebook 00's measurement where it made one (a planted twin's base), else measured here; None without a
+    """The twin's canary-free base model on the same passages (suffix NLL and extraction per passage): notebook
+    00's measurement of a planted twin's base, or the one `per_sequence` built beside the twin's; None without a
     twin or a base."""
     base, m = twin_base(cfg), cfg.memorization
     if base is None or zoo.canaries is None or base not in zoo.models:

@@ -317,16 +317,21 @@ def memorization_section(out: Path) -> list[str]:
                   "passages" + (f"; passages {', '.join(map(str, repeats))} repeat an earlier passage's tokens and "
                                 "are counted once" if repeats else "") + "."]
     primary = f3.get("primary") or {}
+    if not primary.get("per_source"):  # nothing extracted before: the secondary measure is what moves
+        primary = f3.get("secondary") or primary
     per = primary.get("per_source", {})
     controls = {src: r for src, r in per.items() if r["relation"] in CONTROLS}
     if controls:  # beside the verdict: does any fine-tuning erase what was planted?
         erased = [f"{src} {_num(r['relative_drop'], '.2f')} [{_num(r['drop_ci'][0], '.2f')}, "
                   f"{_num(r['drop_ci'][1], '.2f')}]" for src, r in controls.items()]
         some = [src for src, r in controls.items() if r["drop_ci"][0] is not None and r["drop_ci"][0] > 0]
-        parts += ["", "Does fine-tuning as such erase planted memories? The controls' relative drops of extraction "
-                  f"(95 % CI): {'; '.join(erased)}: "
+        measure = {"extracted": "extraction", "advantage": "the likelihood advantage"}.get(primary.get("measure"))
+        parts += ["", "Does fine-tuning as such erase planted memories? The controls' relative drops of "
+                  f"{measure or primary.get('measure')} (95 % CI): {'; '.join(erased)}: "
                   + (f"{' and '.join(some)} erase{'s' if len(some) == 1 else ''} part of them (CI above 0)."
-                     if some else "no control's drop is shown above 0.")]
+                     if some else "no control's drop is shown above 0.")
+                  + (" A drop of the advantage may be prose learnt rather than canaries forgotten: its parts are "
+                     "below." if primary.get("measure") == "advantage" else "")]
         mdes = [r["capability"]["mde"] for r in per.values() if r["capability"].get("mde") is not None]
         margin = primary.get("noninferiority_points")
         if mdes and margin is not None and min(mdes) > margin:
