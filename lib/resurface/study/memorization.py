@@ -239,18 +239,23 @@ def twin_samples(cache, zoo, plan_runs: list[dict]) -> list:
     return [synthetic_corpus(cache, zoo, s, t, seed) for s, t, seed in keys]
 
 
-def gate(cfg, cache, zoo, plan_runs: list[dict], k: int = 16) -> pd.DataFrame:
-    """The validity gate per self corpus: the share of sample tokens inside a >= k-token match with a canary
-    (dev and held-out), re-tokenized with the sampling model's own tokenizer."""
-    rows = []
+def own_samples(cfg, cache, zoo, table: pd.DataFrame):
+    """The measured model's self corpora (its own BOS samples, one per temperature x seed), each as (artifact,
+    token ids re-tokenized with the model's own tokenizer): what the gate and its per-canary listing read."""
+    student = measured_model(cfg, table)
+    plan_runs = [r for r in headline(table).to_dict("records") if r["student"] == student]
+    tok = load_tokenizer(zoo.models[student].path / "main")
     for art in twin_samples(cache, zoo, plan_runs):
-        student = art.meta["source_model"]
-        canaries = [c["token_ids"] for c in _load_probes(cfg, cache, zoo, student)]
-        tok = load_tokenizer(zoo.models[student].path / "main")
-        docs = tok(list(load_synthetic(art.path)["text"]), add_special_tokens=False)["input_ids"]
-        rows.append({"corpus": art.name, "temperature": art.meta["temperature"], "seed": art.meta["seed"],
-                     **regurgitation_share(docs, canaries, k)})
-    return pd.DataFrame(rows)
+        yield art, tok(list(load_synthetic(art.path)["text"]), add_special_tokens=False)["input_ids"]
+
+
+def gate(cfg, cache, zoo, table: pd.DataFrame) -> pd.DataFrame:
+    """The validity gate per self corpus: the share of sample tokens inside a >= k-token match with a canary
+    (dev and held-out)."""
+    canaries = [c["token_ids"] for c in _load_probes(cfg, cache, zoo, measured_model(cfg, table))]
+    return pd.DataFrame([{"corpus": art.name, "temperature": art.meta["temperature"], "seed": art.meta["seed"],
+                          **regurgitation_share(docs, canaries, cfg.memorization.gate_tokens)}
+                         for art, docs in own_samples(cfg, cache, zoo, table)])
 
 
 def gate_by_canary(cfg, cache, zoo, table: pd.DataFrame) -> pd.DataFrame:
@@ -259,15 +264,11 @@ def gate_by_canary(cfg, cache, zoo, table: pd.DataFrame) -> pd.DataFrame:
     out). Shows whether contamination is a few passages written often or many written once."""
     if zoo.canaries is None and not _hub_probes(cfg):
         return pd.DataFrame()
-    student = measured_model(cfg, table)
-    plan_runs = [r for r in headline(table).to_dict("records") if r["student"] == student]
-    probes = _load_probes(cfg, cache, zoo, student)
+    probes = _load_probes(cfg, cache, zoo, measured_model(cfg, table))
     repeats = set(repeated_passages(probes))
     probes = [c for c in probes if c["canary_id"] not in repeats]  # a repeated passage counts once
-    tok = load_tokenizer(zoo.models[student].path / "main")
     tokens, docs = np.zeros(len(probes), int), np.zeros(len(probes), int)
-    for art in twin_samples(cache, zoo, plan_runs):
-        texts = tok(list(load_synthetic(art.path)["text"]), add_special_tokens=False)["input_ids"]
+    for _, texts in own_samples(cfg, cache, zoo, table):
         per = regurgitation_by_canary(texts, [c["token_ids"] for c in probes], cfg.memorization.gate_tokens)
         tokens += [r["tokens_in_matches"] for r in per]
         docs += [r["documents_with_a_match"] for r in per]
@@ -320,9 +321,7 @@ def self_gate(cfg, cache, zoo, table: pd.DataFrame) -> tuple[pd.DataFrame, float
     famous text the model half-remembers)."""
     if zoo.canaries is None and not _hub_probes(cfg):
         return pd.DataFrame(), 0.0
-    student = measured_model(cfg, table)
-    plan_runs = [r for r in headline(table).to_dict("records") if r["student"] == student]
-    gates = gate(cfg, cache, zoo, plan_runs, cfg.memorization.gate_tokens)
+    gates = gate(cfg, cache, zoo, table)
     return gates, float(gates["tokens_in_matches"].sum() / gates["tokens"].sum()) if len(gates) else 0.0
 
 
