@@ -168,3 +168,106 @@ def test_a_parameter_added_at_its_default_does_not_make_products_stale():
     assert changed_keys({"analysis": {"alpha": 0.05}}, {"analysis": {"alpha": 0.05, "score": "accuracy"}}) == []
     assert changed_keys({"analysis": {"alpha": 0.05}},
                         {"analysis": {"alpha": 0.05, "score": "logloss"}}) == ["analysis.score"]
+
+
+def _lender(out: Path, config: dict, notebook: str = "01_recipe") -> None:
+    """A lender profile's outputs: every product `notebook` declares, its executed copy, its provenance record."""
+    from resurface.study.pipeline import SUFFIXES, record_provenance
+    step = pipeline.load().steps[notebook]
+    for product in step.writes:
+        for suffix in SUFFIXES[product.split("/")[0]]:
+            (out / f"{product}{suffix}").parent.mkdir(parents=True, exist_ok=True)
+            (out / f"{product}{suffix}").write_text(f"{product} of the lender")
+    (out / f"{notebook}.ipynb").write_text("{}")
+    record_provenance(out, notebook, config, ROOT / "notebooks" / f"{notebook}.ipynb")
+
+
+def test_a_profile_borrows_a_notebook_run_under_the_parameters_it_reads(tmp_path):
+    """planted-smollm2 takes crossed-smollm2's recipe: the two differ only where 01 never reads (canaries,
+    memorization) and in a model the lender does not have (the planted twin)."""
+    from resurface.frame.profiles import config_dict, load_config
+    lender, here = tmp_path / "crossed-smollm2", tmp_path / "planted-smollm2"
+    _lender(lender, config_dict(load_config("crossed-smollm2")))
+    cfg = load_config("planted-smollm2")
+    assert cfg.borrow == {"01_recipe": "crossed-smollm2"}
+    copied = pipeline.borrow("01_recipe", "crossed-smollm2", lender, config_dict(cfg), ROOT / "notebooks", here,
+                             pipeline.load())
+    assert (here / "findings" / "01_recipe.json").read_text() == "findings/01_recipe of the lender"
+    assert (here / "01_recipe.ipynb").exists() and len(copied) == 2 * 4 + 2 + 1 + 1  # 4 tables, a figure, the finding, the notebook
+    record = pipeline.read_provenance(here)["01_recipe"]
+    assert record["borrowed_from"] == "crossed-smollm2" and record["config"]["profile"] == "planted-smollm2"
+    from resurface.study.runner import timings_say_borrowed
+    timings_say_borrowed(here, "01_recipe", "crossed-smollm2")  # what the runner does next
+    timings = (here / "tables" / "timings.csv").read_text()
+    assert "01_recipe,notebook,borrowed from crossed-smollm2,0.0,borrowed" in timings
+    # what 04 then reads is current: its upstream record is this profile's parameters
+    assert pipeline.load().stale_inputs("04_memorization", here, config_dict(cfg), ROOT / "notebooks") == {}
+
+
+@pytest.mark.parametrize("change, says", [
+    ({"finetune.lr": 0.0001}, "ran it under other parameters (finetune.lr differ, and 01_recipe reads them)"),
+    ({"zoo.models.gemma.kind": "stronger_different"}, "(zoo.models.gemma.kind differ"),
+    ("notebook", "came from another version of 01_recipe.ipynb"),
+    ("no record", "hold no record of it; run it there first (run_all.sh --profile crossed-smollm2 --only 01)"),
+    ("no finding", "lack findings/01_recipe.json"),
+])
+def test_a_borrow_that_would_not_be_the_same_products_is_refused_before_copying(tmp_path, change, says):
+    from resurface.frame.profiles import config_dict, load_config
+    lender, here = tmp_path / "lender", tmp_path / "here"
+    _lender(lender, config_dict(load_config("crossed-smollm2")))
+    folder = ROOT / "notebooks"
+    if change == "notebook":
+        folder = tmp_path / "nbs"
+        shutil.copytree(ROOT / "notebooks", folder)
+        (folder / "01_recipe.ipynb").write_text((folder / "01_recipe.ipynb").read_text() + "\n")
+    elif change == "no record":
+        (lender / "provenance.json").unlink()
+    elif change == "no finding":
+        (lender / "findings" / "01_recipe.json").unlink()
+    overrides = change if isinstance(change, dict) else {}
+    with pytest.raises(pipeline.PipelineError) as err:
+        pipeline.borrow("01_recipe", "crossed-smollm2", lender, config_dict(load_config("planted-smollm2", overrides)),
+                        folder, here, pipeline.load(folder / "pipeline.yaml"))
+    assert says in str(err.value)
+    assert not here.exists()
+
+
+def test_a_profile_runs_the_notebooks_it_names_and_each_needs_its_upstream():
+    from resurface.study.runner import notebooks
+    pipe = pipeline.load()
+    folder = ROOT / "notebooks"
+    assert notebooks(folder, pipe, None, ["00_zoo", "01_recipe", "04_memorization"]) == [
+        "00_zoo", "01_recipe", "04_memorization"]
+    assert notebooks(folder, pipe, "04", ["00_zoo", "01_recipe", "04_memorization"]) == ["04_memorization"]
+    assert notebooks(folder, pipe, "02", ["00_zoo", "01_recipe", "04_memorization"]) == []
+    with pytest.raises(pipeline.PipelineError, match="runs 04_memorization, which reads the products of 01_recipe"):
+        notebooks(folder, pipe, None, ["00_zoo", "04_memorization"])
+    with pytest.raises(pipeline.PipelineError, match="name 05_extra, which is not in notebooks/pipeline.yaml"):
+        notebooks(folder, pipe, None, ["00_zoo", "05_extra"])
+
+
+@pytest.mark.parametrize("overrides, says", [
+    ({"borrow": {"01_recipe": "planted-smollm2"}}, "cannot borrow from itself"),
+    ({"borrow": {"01_recipe": "nowhere"}}, "there is no profile `nowhere`"),
+    ({"notebooks": ["00_zoo", "04_memorization"]}, "borrow names 01_recipe, which is not among the profile's"),
+    ({"notebooks": ["4"]}, "`notebooks.0` = \"4\" is not allowed"),
+])
+def test_notebooks_and_borrow_are_validated_in_one_sentence(overrides, says):
+    from resurface.frame.profiles import load_config
+    from resurface.frame.schema import ConfigError
+    with pytest.raises(ConfigError) as err:
+        load_config("planted-smollm2", overrides)
+    assert says in str(err.value)
+
+
+def test_the_runner_refuses_a_borrow_before_running_anything(tmp_path):
+    """smoke borrowing workshop's recipe: workshop ran 01 under other parameters, so the run stops with one
+    sentence naming them, before notebook 00 or anything else has run."""
+    from resurface.frame.profiles import config_dict, load_config
+    _lender(tmp_path / "out" / "workshop", config_dict(load_config("workshop")))
+    proc = _run_all(tmp_path, "--set", "borrow={01_recipe: workshop}")
+    assert proc.returncode == 1, proc.stderr
+    assert "01_recipe is borrowed from profile workshop, which ran it under other parameters (" in proc.stderr
+    assert not (tmp_path / "out" / "smoke").exists() and not (tmp_path / "cache").exists()
+    proc = _run_all(tmp_path, "--set", "notebooks=[00_zoo, 02_transfer]")
+    assert proc.returncode == 1 and "runs 02_transfer, which reads the products of 01_recipe" in proc.stderr

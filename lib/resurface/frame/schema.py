@@ -45,6 +45,16 @@ def _schedule_name(name: str) -> str:
 ScheduleName = Annotated[str, AfterValidator(_schedule_name)]
 
 
+def _profile_name(name: str) -> str:
+    if not (ROOT / "params" / f"{name}.yaml").exists():
+        raise ValueError(f"there is no profile `{name}` (params/{name}.yaml)")
+    return name
+
+
+NotebookName = Annotated[str, Field(pattern=r"^[0-9]{2}_[a-z_]+$")]
+ProfileName = Annotated[str, AfterValidator(_profile_name)]
+
+
 class ConfigError(ValueError):
     """A parameter problem, stated in one sentence."""
 
@@ -420,9 +430,21 @@ class StudyConfig(Strict):
     recipe: RecipeConfig | None = None
     analysis: AnalysisConfig = AnalysisConfig()
     gpu_plan: GpuPlan | None = Field(None, description="Hub profiles: measured throughputs, for `resurface check`")
+    notebooks: list[NotebookName] | None = Field(
+        None, min_length=1, description="the notebooks this profile runs (default: all of notebooks/pipeline.yaml); "
+                                        "a profile that studies one finding names the ones it needs")
+    borrow: dict[NotebookName, ProfileName] = Field(
+        default_factory=dict, description="notebook -> profile: take that notebook's committed products from the "
+                                          "other profile's outputs instead of running it here, after checking they "
+                                          "were made by the same notebook under the parameters it reads")
 
     @model_validator(mode="after")
     def _references(self):
+        if self.profile in self.borrow.values():
+            raise ValueError(f"borrow: profile {self.profile} cannot borrow from itself")
+        if self.notebooks is not None and set(self.borrow) - set(self.notebooks):
+            raise ValueError(f"borrow names {sorted(set(self.borrow) - set(self.notebooks))[0]}, which is not "
+                             f"among the profile's notebooks {self.notebooks}")
         if self.build_threads > 1 and self.workers != 1:
             raise ValueError(f"build_threads = {self.build_threads} needs workers: 1 (pooled builds are "
                              "single-threaded)")

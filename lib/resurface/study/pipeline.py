@@ -32,6 +32,7 @@ class Step:
     writes: tuple[str, ...]
     may_write: tuple[str, ...]
     builds: tuple[str, ...]
+    independent_of: tuple[str, ...] = ()  # parameter sections it never reads (what a profile may borrow across)
 
 
 @dataclass(frozen=True)
@@ -92,7 +93,7 @@ class Pipeline:
         for up in self.needs(name):
             if up not in record:
                 continue
-            changed = changed_keys(record[up]["config"], config)
+            changed = computing_keys(changed_keys(record[up]["config"], config))
             if changed:
                 shown = ", ".join(changed[:3]) + (f" and {len(changed) - 3} more" if len(changed) > 3 else "")
                 stale[up] = f"ran under other parameters ({shown} changed since)"
@@ -129,7 +130,7 @@ def load(path: Path | None = None) -> Pipeline:
     """Read and check the pipeline file: known fields, every read written by exactly one notebook, no circle."""
     path = path or NOTEBOOKS_DIR / "pipeline.yaml"
     raw = yaml.safe_load(path.read_text())
-    fields = {"question", "reads", "writes", "may_write", "builds"}
+    fields = {"question", "reads", "writes", "may_write", "builds", "independent_of"}
     steps = {}
     for name, spec in (raw.get("notebooks") or {}).items():
         unknown = set(spec) - fields
@@ -137,7 +138,8 @@ def load(path: Path | None = None) -> Pipeline:
             raise PipelineError(f"{path.name}: notebook {name} has unknown field(s) {sorted(unknown)}; "
                                 f"known: {sorted(fields)}")
         steps[name] = Step(name, spec.get("question", ""), *(tuple(spec.get(f) or ()) for f in
-                                                               ("reads", "writes", "may_write", "builds")))
+                                                               ("reads", "writes", "may_write", "builds",
+                                                                "independent_of")))
     pipe = Pipeline(steps, tuple(raw.get("every_notebook_writes") or ()))
     for step in steps.values():
         for product in step.reads + step.writes + step.may_write:
@@ -191,16 +193,78 @@ def read_provenance(out: Path) -> dict:
     return json.loads(f.read_text()) if f.exists() else {}
 
 
-def record_provenance(out: Path, name: str, config: dict, notebook: Path) -> None:
-    """After a notebook ran: the resolved parameters and the notebook's hash its products came from."""
+def record_provenance(out: Path, name: str, config: dict, notebook: Path, borrowed_from: str | None = None) -> None:
+    """After a notebook ran: the resolved parameters and the notebook's hash its products came from (and the
+    profile they were borrowed from, when they were)."""
     record = read_provenance(out)
     record[name] = {"config": config, "notebook_sha256": file_sha256(notebook)}
+    if borrowed_from:
+        record[name]["borrowed_from"] = borrowed_from
     tmp = out / f".{PROVENANCE}.tmp"
     tmp.write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
     os.replace(tmp, out / PROVENANCE)
 
 
 _BOTH = object()
+
+# Keys that say how a profile runs or what it is called, never what a notebook computes.
+RUN_KEYS = ("profile", "description", "notebooks", "borrow")
+
+
+def computing_keys(keys: list[str]) -> list[str]:
+    """`keys` (dotted) without those that cannot change a product (RUN_KEYS)."""
+    return [k for k in keys if k.split(".")[0] not in RUN_KEYS]
+
+
+def borrowable(name: str, lender: str, lender_out: Path, config: dict, folder: Path, pipe: "Pipeline") -> list[Path]:
+    """The files of notebook `name`'s products (and its executed copy) in profile `lender`'s outputs, after
+    checking they are what running `name` under `config` would write: the same version of the notebook, run
+    under the same parameters except the sections `name` never reads (`independent_of` in the pipeline file)
+    and models the lender does not have. Raises PipelineError, in one sentence, when they are not."""
+    record = read_provenance(lender_out).get(name)
+    again = f"run it there first (run_all.sh --profile {lender} --only {name[:2]})"
+    if record is None:
+        raise PipelineError(f"{name} is borrowed from profile {lender}, whose outputs ({lender_out}) hold no "
+                            f"record of it; {again}")
+    if record["notebook_sha256"] != file_sha256(folder / f"{name}.ipynb"):
+        raise PipelineError(f"{name} is borrowed from profile {lender}, whose products came from another version "
+                            f"of {name}.ipynb; {again}")
+    lent_models = set(record["config"].get("zoo", {}).get("models", {}))
+    ignored = pipe.steps[name].independent_of
+    changed = [k for k in computing_keys(changed_keys(record["config"], config))
+               if not any(k == p or k.startswith(p + ".") for p in ignored)
+               and not (k.startswith("zoo.models.") and k.split(".")[2] not in lent_models)]
+    if changed:
+        shown = ", ".join(changed[:3]) + (f" and {len(changed) - 3} more" if len(changed) > 3 else "")
+        raise PipelineError(f"{name} is borrowed from profile {lender}, which ran it under other parameters "
+                            f"({shown} differ, and {name} reads them); run {name} here instead")
+    step = pipe.steps[name]
+    files = [f for p in step.writes for f in files_of(lender_out, p)]
+    files += [f for p in step.may_write for f in files_of(lender_out, p) if f.exists()]
+    files += [f for f in (lender_out / f"{name}.ipynb", lender_out / f"{name}.html") if f.exists()]
+    missing = [f for f in files if not f.exists()]
+    if missing:
+        raise PipelineError(f"{name} is borrowed from profile {lender}, whose outputs lack "
+                            f"{missing[0].relative_to(lender_out)}; {again}")
+    return files
+
+
+def borrow(name: str, lender: str, lender_out: Path, config: dict, folder: Path, out: Path,
+           pipe: "Pipeline") -> list[Path]:
+    """Copy notebook `name`'s products from profile `lender`'s outputs into `out` once `borrowable` has checked
+    them (nothing is copied when it refuses), and record where they came from in `out/provenance.json`."""
+    import shutil
+    files = borrowable(name, lender, lender_out, config, folder, pipe)
+    copied = []
+    for f in files:
+        target = out / f.relative_to(lender_out)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.tmp")
+        shutil.copyfile(f, tmp)
+        os.replace(tmp, target)
+        copied.append(target)
+    record_provenance(out, name, config, folder / f"{name}.ipynb", borrowed_from=lender)
+    return copied
 
 
 def changed_keys(before: dict, after: dict, prefix: str = "") -> list[str]:

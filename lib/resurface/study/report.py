@@ -17,7 +17,7 @@ import pandas as pd
 
 from resurface.frame.paths import outputs_dir
 from resurface.names import CONTROLS, SOURCE_RELATIONS
-from resurface.study.pipeline import current as current_pipeline
+from resurface.study.pipeline import current as current_pipeline, read_provenance
 
 CAPTIONS = {
     "zoo_loss_curves": "Pretraining loss of every zoo model against tokens seen.",
@@ -226,7 +226,10 @@ def _what_this_run_has(out: Path) -> str:
     """How much of that design this profile's run has, read from its products (a profile may run part of the
     study, or lack what the design asks for: real weights have no capability axis, one source per relation)."""
     f0, f1r, f1 = (_load(out, n) for n in ("00_zoo_checks", "01_recipe", "02_transfer"))
-    ran = ", ".join(p.stem for p in sorted(out.glob("[0-9][0-9]_*.ipynb")))
+    record = read_provenance(out)
+    ran = ", ".join(p.stem + (f" (borrowed from `{record[p.stem]['borrowed_from']}`)"
+                              if record.get(p.stem, {}).get("borrowed_from") else "")
+                    for p in sorted(out.glob("[0-9][0-9]_*.ipynb")))
     said = [f"What this run has of it: notebooks {ran}"]
     if f0 is not None:
         said.append("a capability axis" if f0.get("capability_axis") else

@@ -21,14 +21,14 @@ from pathlib import Path
 from resurface.frame.schema import ConfigError
 from resurface.frame.profiles import config_dict, load_config, parse_overrides
 from resurface.frame.paths import outputs_dir
-from resurface.study.pipeline import Pipeline, PipelineError, load, notebooks_folder, record_provenance
+from resurface.study.pipeline import Pipeline, PipelineError, borrow, borrowable, load, notebooks_folder, record_provenance
 
 NAME = "run_all.sh"  # what the user typed; messages name it
 
 
-def notebooks(folder: Path, pipe: Pipeline, only: str | None = None) -> list[str]:
-    """The pipeline's notebooks (those starting with `only`, if given); each must exist in `folder`, and every
-    numbered notebook there must be in the pipeline."""
+def notebooks(folder: Path, pipe: Pipeline, only: str | None = None, profile: list[str] | None = None) -> list[str]:
+    """The pipeline's notebooks (those the profile names in `profile`, if given; of those, the ones starting with
+    `only`, if given); each must exist in `folder`, and every numbered notebook there must be in the pipeline."""
     files = {p.stem for p in folder.glob("[0-9][0-9]_*.ipynb")}
     if set(pipe.steps) - files:
         raise PipelineError(f"notebooks/pipeline.yaml names {', '.join(sorted(set(pipe.steps) - files))}, "
@@ -36,7 +36,17 @@ def notebooks(folder: Path, pipe: Pipeline, only: str | None = None) -> list[str
     if files - set(pipe.steps):
         raise PipelineError(f"{', '.join(sorted(files - set(pipe.steps)))} is not in {folder / 'pipeline.yaml'}; "
                             "declare what it reads and writes there")
-    return [n for n in pipe.steps if not only or n.startswith(only)]
+    if profile is not None:
+        unknown = [n for n in profile if n not in pipe.steps]
+        if unknown:
+            raise PipelineError(f"the profile's notebooks name {unknown[0]}, which is not in notebooks/pipeline.yaml "
+                                f"({', '.join(pipe.steps)})")
+        for name in profile:
+            lacking = [w for w in pipe.needs(name) if w not in profile]
+            if lacking:
+                raise PipelineError(f"the profile runs {name}, which reads the products of {lacking[0]}; add "
+                                    f"{lacking[0]} to its notebooks (or borrow it)")
+    return [n for n in pipe.steps if (profile is None or n in profile) and (not only or n.startswith(only))]
 
 
 # Two kernels started side by side can race for a port (jupyter_client picks free ports, then the kernel binds
@@ -130,9 +140,11 @@ def main(argv: list[str] | None = None) -> int:
     out = outputs_dir(args.profile)
     try:  # the graph, and what --only needs, before anything is created or run
         pipe = load(folder / "pipeline.yaml")
-        chosen = notebooks(folder, pipe, args.only)
+        chosen = notebooks(folder, pipe, args.only, cfg.notebooks)
         if not chosen:
-            raise PipelineError(f"no notebook starts with {args.only!r}; the notebooks are {', '.join(pipe.steps)}")
+            ran = cfg.notebooks or list(pipe.steps)
+            raise PipelineError(f"no notebook starts with {args.only!r}; the notebooks "
+                                f"{'of this profile ' if cfg.notebooks else ''}are {', '.join(ran)}")
         for name in chosen if args.only else []:
             missing = {w: p for w, p in pipe.missing_inputs(name, out).items() if w not in chosen}
             if missing:
@@ -145,6 +157,8 @@ def main(argv: list[str] | None = None) -> int:
                 first = sorted(stale)[0]
                 raise PipelineError(f"{name} reads the products of {first}, which {stale[first]}; run {first} "
                                     f"first ({NAME} --profile {args.profile} --only {first[:2]})")
+        for name in [n for n in chosen if n in cfg.borrow]:  # a borrow that would be refused, before any compute
+            borrowable(name, cfg.borrow[name], outputs_dir(cfg.borrow[name]), config_dict(cfg), folder, pipe)
     except PipelineError as exc:
         print(f"resurface: {exc}", file=sys.stderr)
         return 1
@@ -160,6 +174,20 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     follower = follow_progress(run_log)
     for names in pipe.stages(chosen, side_by_side):
+        for name in [n for n in names if n in cfg.borrow]:  # products made elsewhere: checked, then copied
+            lender = cfg.borrow[name]
+            try:
+                borrow(name, lender, outputs_dir(lender), config_dict(cfg), folder, out, pipe)
+                timings_say_borrowed(out, name, lender)
+            except PipelineError as exc:
+                print(f"{NAME}: {exc}", file=sys.stderr)
+                say(f"{NAME}: {exc}", echo=False)
+                return 1
+            say(f"==> {name}: borrowed from profile {lender} (outputs/{lender}/; the same notebook, run under "
+                f"the parameters it reads)")
+        names = [n for n in names if n not in cfg.borrow]
+        if not names:
+            continue
         group = [folder / f"{n}.ipynb" for n in names]
         say(f"==> {' + '.join(nb.name for nb in group)} (profile: {args.profile})")
         failed = run_group(group, out, args.profile, overrides, say, pipe)
@@ -179,6 +207,24 @@ def main(argv: list[str] | None = None) -> int:
     say(f"Study '{args.profile}' finished in {time.perf_counter() - start:.0f} s; results in {out}/ "
         f"(log: {run_log})")
     return 0
+
+
+def timings_say_borrowed(out: Path, name: str, lender: str) -> None:
+    """tables/timings: the borrowed notebook's rows (of an earlier run here) become one row that says it spent
+    nothing here; what it cost is in the lender's timings."""
+    import pandas as pd
+    from resurface.study.report import latex_table
+    p = out / "tables" / "timings.csv"
+    row = pd.DataFrame([{"notebook": name, "stage": "notebook", "artifact": f"borrowed from {lender}",
+                         "seconds": 0.0, "status": "borrowed", "build_seconds": None, "worker": 0}])
+    if p.exists():
+        old = pd.read_csv(p)
+        row = pd.concat([old[old["notebook"] != name], row], ignore_index=True)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    for path, text in ((p, row.to_csv(index=False)), (p.with_suffix(".tex"), latex_table(row, "timings"))):
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(text)
+        os.replace(tmp, path)
 
 
 def written_products(out: Path, notebook: str) -> list[str]:
