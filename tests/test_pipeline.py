@@ -107,8 +107,8 @@ def test_the_flow_tables_are_the_pipeline_file():
 
 def test_the_memorization_notebook_may_fetch_the_texts_it_scans(tmp_path):
     """A real-weights profile's natural scan (params/gemma.yaml) fetches its texts (sources/kjv) in notebook 04;
-    no earlier notebook does. Session 12's gemma run stopped there with NotYours (the look-alike test had put the
-    texts in the cache first, so it never saw this)."""
+    no earlier notebook does, so the cache must let 04 build them (a look-alike test that puts the texts in the
+    cache first would not see a NotYours there)."""
     from resurface.frame.profiles import load_config
     assert load_config("gemma").memorization.natural is not None
     cache = Cache(tmp_path)
