@@ -309,6 +309,10 @@ class RecipeConfig(Strict):
     fallback: tuple[ScheduleName, Annotated[int, Field(gt=0)]] | None = Field(
         None, description="[schedule, budget] used when no recipe is distinguishable (RECIPE_RULE); fixed "
         "before the grid runs. Default: the first schedule at the largest budget")
+    grid_scores: Literal["all", "bits_per_byte"] = Field(
+        "all", description="what each grid run is scored on: every dev task (`all`), or only the held-out "
+        "bits/byte RECIPE_RULE reads (`bits_per_byte`: for real weights, whose dev items take minutes per run); "
+        "either way the controls of the chosen recipe are scored on every dev task for HEADLINE_RULE")
 
 
 class AnalysisConfig(Strict):
@@ -440,6 +444,10 @@ class StudyConfig(Strict):
 
     @model_validator(mode="after")
     def _references(self):
+        if self.recipe is not None and self.recipe.grid_scores == "bits_per_byte" and \
+                "heldout_ppl" not in self.benchmarks.tasks:
+            raise ValueError("recipe.grid_scores = bits_per_byte scores the grid on the held-out documents, but "
+                             "benchmarks.tasks has no heldout_ppl")
         if self.profile in self.borrow.values():
             raise ValueError(f"borrow: profile {self.profile} cannot borrow from itself")
         if self.notebooks is not None and set(self.borrow) - set(self.notebooks):

@@ -174,8 +174,10 @@ def proxy_scatter(df, scores: list[str], corr: dict, title: str = "Scores before
 
 def recipe_grid(summary, title: str = "Recipe grid on dev items: mean Δ by schedule and budget", score: str = "accuracy"):
     """One panel per budget: the mean headline delta (dev) per schedule, one marker per relation x temperature,
-    with a 95 % interval from the items (the grid's runs are single seeds)."""
+    with a 95 % interval from the items (the grid's runs are single seeds). A grid scored on bits/byte alone
+    (`recipe.grid_scores`) shows the held-out bits/byte gain RECIPE_RULE reads instead."""
     import numpy as np
+    value = "headline_delta" if summary["headline_delta"].notna().any() else "bpb_gain"
     budgets = sorted(summary["budget"].unique())
     fig, axes = figure("double", aspect=0.32, ncols=len(budgets), sharey=True)
     axes = axes if hasattr(axes, "__len__") else [axes]
@@ -189,14 +191,15 @@ def recipe_grid(summary, title: str = "Recipe grid on dev items: mean Δ by sche
             g = d[(d["budget"] == b) & (d["series"] == name)].set_index("schedule").reindex(schedules)
             x = np.arange(len(schedules)) - 0.35 + width * (k + 0.5)
             rel = name.split(" ")[0]
-            ax.errorbar(x, g["headline_delta"], yerr=1.96 * g["item_se"].fillna(0), fmt="o" if "T=0" not in name
+            ax.errorbar(x, g[value], yerr=1.96 * g["item_se"].fillna(0), fmt="o" if "T=0" not in name
                         else "s", color=RELATION_COLOURS.get(rel, "grey"), ms=3, lw=0.8, capsize=1.5,
                         label=name.replace(rel, RELATION_LABELS.get(rel, rel), 1))
         ax.axhline(0, color="black", lw=0.6)
         ax.set_xticks(range(len(schedules)), schedules)
         ax.set_title(f"budget {b} student tokens")
         ax.set_xlabel("fine-tuning schedule")
-        ax.set_ylabel(score_label(score, "dev items") if b == budgets[0] else "")
+        label = score_label(score, "dev items") if value == "headline_delta" else "held-out bits/byte gain (dev)"
+        ax.set_ylabel(label if b == budgets[0] else "")
     axes[-1].legend(fontsize=5, bbox_to_anchor=(1.02, 1), loc="upper left", borderaxespad=0)
     fig.suptitle(title, fontsize=9)
     return fig

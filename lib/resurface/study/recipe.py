@@ -15,7 +15,8 @@ import pandas as pd
 from resurface.frame.cache import Cache
 from resurface.frame.schema import StudyConfig
 from resurface.study.matrix import build_plan, eval_tasks, item_deltas, plan, run_plan
-from resurface.analysis.findings import headline
+from resurface.analysis.findings import RUN_KEYS, headline
+from resurface.builders.benchmarks import build_tasks
 from resurface.builders.zoo import Zoo
 from resurface.analysis import verdicts
 from resurface.study import zoo_checks
@@ -27,17 +28,33 @@ def grid_plan(cfg: StudyConfig) -> list[dict]:
     return build_plan(cfg, list(r.students), lambda s: r.sources[s], list(r.temperatures), list(r.seeds), recipes)
 
 
+def grid_tasks(cfg: StudyConfig, cache: Cache, zoo: Zoo):
+    """The DEV tasks a grid run is scored on: every dev task, or only the held-out documents whose bits/byte
+    RECIPE_RULE reads (`recipe.grid_scores: bits_per_byte`; the same documents, without the benchmark items)."""
+    if cfg.recipe.grid_scores == "all":
+        return eval_tasks(cfg, cache, zoo, "dev")
+    b = cfg.benchmarks
+    return build_tasks(cache, zoo.corpora["lineage"], ["heldout_ppl"], b.items_per_task, b.ppl_documents, cfg.seed,
+                       b.items_by_task, split="dev", registry=[])
+
+
 def run_grid(cfg: StudyConfig, cache: Cache, zoo: Zoo, tasks: list[str] | None = None) -> tuple[pd.DataFrame, dict]:
     """Every grid run on the DEV items; one row per run with its headline delta over `tasks` (notebook 00's
-    capability-axis tasks; recomputed from the cache when not given)."""
-    table, arts = run_plan(cfg, cache, zoo, grid_plan(cfg), eval_tasks(cfg, cache, zoo, "dev"), desc="recipe grid")
+    capability-axis tasks; recomputed from the cache when not given) and its held-out bits/byte gain. A grid
+    scored on bits/byte alone (`recipe.grid_scores`) has no headline delta (NaN)."""
+    table, arts = run_plan(cfg, cache, zoo, grid_plan(cfg), grid_tasks(cfg, cache, zoo), desc="recipe grid")
+    bpb = table[table["metric"] == "bits_per_byte"]
+    if cfg.recipe.grid_scores == "bits_per_byte":
+        keys = [k for k in RUN_KEYS if k in bpb.columns] + ["run_label"]
+        return (bpb[keys + ["delta"]].rename(columns={"delta": "bpb_gain"})
+                .assign(headline_delta=float("nan"), item_se=float("nan")).reset_index(drop=True), arts)
     if tasks is None:
         tasks, _ = zoo_checks.headline(cfg, cache, zoo)
     runs = headline(table, tasks)
     deltas = item_deltas(runs, arts, tasks, verdicts.score_kind(cfg.analysis.score))  # SCORE_RULE
     runs["headline_delta"] = verdicts.run_means(deltas)
     runs["item_se"] = verdicts.per_run_paired_se(deltas)  # one run's noise from its items
-    bpb = table[table["metric"] == "bits_per_byte"][["run_label", "delta"]].rename(columns={"delta": "bpb_gain"})
+    bpb = bpb[["run_label", "delta"]].rename(columns={"delta": "bpb_gain"})
     return runs.merge(bpb, on="run_label", how="left"), arts
 
 
