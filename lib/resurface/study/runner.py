@@ -21,7 +21,8 @@ from pathlib import Path
 from resurface.frame.schema import ConfigError
 from resurface.frame.profiles import config_dict, load_config, parse_overrides
 from resurface.frame.paths import outputs_dir
-from resurface.study.pipeline import Pipeline, PipelineError, borrow, borrowable, load, notebooks_folder, record_provenance
+from resurface.study.pipeline import (Pipeline, PipelineError, borrow, borrowable, load, notebooks_folder,
+                                      record_provenance)
 
 NAME = "run_all.sh"  # what the user typed; messages name it
 
