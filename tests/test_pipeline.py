@@ -168,6 +168,10 @@ def test_a_parameter_added_at_its_default_does_not_make_products_stale():
     assert changed_keys({"analysis": {"alpha": 0.05}}, {"analysis": {"alpha": 0.05, "score": "accuracy"}}) == []
     assert changed_keys({"analysis": {"alpha": 0.05}},
                         {"analysis": {"alpha": 0.05, "score": "logloss"}}) == ["analysis.score"]
+    # ... inside an optional section too (`recipe` may be null)
+    assert changed_keys({"recipe": {"seeds": [0]}}, {"recipe": {"seeds": [0], "grid_scores": "all"}}) == []
+    assert changed_keys({"recipe": {"seeds": [0]}},
+                        {"recipe": {"seeds": [0], "grid_scores": "bits_per_byte"}}) == ["recipe.grid_scores"]
 
 
 def _lender(out: Path, config: dict, notebook: str = "01_recipe") -> None:

@@ -6,6 +6,7 @@ turns that into `ConfigError` with one sentence naming the key, the value and wh
 from __future__ import annotations
 
 import re
+import typing
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -580,7 +581,9 @@ def field_default(dotted: str):
         if not (isinstance(model, type) and issubclass(model, BaseModel)) or part not in model.model_fields:
             return _NO_DEFAULT
         field = model.model_fields[part]
-        model = field.annotation
+        # an optional section (`recipe: RecipeConfig | None`): its model
+        model = next((a for a in typing.get_args(field.annotation) if isinstance(a, type) and issubclass(a, BaseModel)),
+                     field.annotation)
     if field is None or field.default is PydanticUndefined:
         return _NO_DEFAULT
     return field.default
