@@ -62,10 +62,13 @@ def plan(cfg: StudyConfig, recipe: tuple[str, int] | None = None) -> list[dict]:
                       list(cfg.transfer.seeds), [recipe])
 
 
-def eval_tasks(cfg: StudyConfig, cache: Cache, zoo: Zoo, split: str = "test") -> Artifact:
+def eval_tasks(cfg: StudyConfig, cache: Cache, zoo: Zoo, split: str = "test", only: list[str] | None = None
+               ) -> Artifact:
+    """The profile's benchmark items of `split` (of its tasks, only those named in `only`, when given)."""
     b = cfg.benchmarks
-    return build_tasks(cache, zoo.corpora["lineage"], list(b.tasks), b.items_per_task, b.ppl_documents, cfg.seed,
-                       b.items_by_task, split=split, registry=list(b.registry))
+    keep = (lambda ts: [t for t in ts if t in only]) if only is not None else list  # noqa: E731
+    return build_tasks(cache, zoo.corpora["lineage"], keep(b.tasks), b.items_per_task, b.ppl_documents, cfg.seed,
+                       b.items_by_task, split=split, registry=keep(b.registry))
 
 
 def run_plan(cfg: StudyConfig, cache: Cache, zoo: Zoo, runs: list[dict], tasks: Artifact,

@@ -16,7 +16,6 @@ from resurface.frame.cache import Cache
 from resurface.frame.schema import StudyConfig
 from resurface.study.matrix import build_plan, eval_tasks, item_deltas, plan, run_plan
 from resurface.analysis.findings import RUN_KEYS, headline
-from resurface.builders.benchmarks import build_tasks
 from resurface.builders.zoo import Zoo
 from resurface.analysis import verdicts
 from resurface.study import zoo_checks
@@ -31,11 +30,8 @@ def grid_plan(cfg: StudyConfig) -> list[dict]:
 def grid_tasks(cfg: StudyConfig, cache: Cache, zoo: Zoo):
     """The DEV tasks a grid run is scored on: every dev task, or only the held-out documents whose bits/byte
     RECIPE_RULE reads (`recipe.grid_scores: bits_per_byte`; the same documents, without the benchmark items)."""
-    if cfg.recipe.grid_scores == "all":
-        return eval_tasks(cfg, cache, zoo, "dev")
-    b = cfg.benchmarks
-    return build_tasks(cache, zoo.corpora["lineage"], ["heldout_ppl"], b.items_per_task, b.ppl_documents, cfg.seed,
-                       b.items_by_task, split="dev", registry=[])
+    return eval_tasks(cfg, cache, zoo, "dev", only=["heldout_ppl"] if cfg.recipe.grid_scores == "bits_per_byte"
+                      else None)
 
 
 def run_grid(cfg: StudyConfig, cache: Cache, zoo: Zoo, tasks: list[str] | None = None) -> tuple[pd.DataFrame, dict]:
