@@ -6,12 +6,19 @@ twin at one design point, then measures what a planted profile's choices rest on
 - extraction (32/32 greedy) and suffix NLL of the planted passages, by the twin and by its base model;
 - the same for never-planted passages of the book (what planting costs text it did not plant);
 - the validity gate: the share of the twin's own BOS-sample tokens inside a >= `memorization.gate_tokens` match with
-  a planted passage (notebook 04 refuses finding 3 above `memorization.max_gate_share`).
-Nothing here reads a benchmark item or a result of the profile. Every build goes through the artifact cache
-(a design point run again is read back). Appends one row per design point to outputs/bench/planting_pilot.csv.
+  a planted passage (notebook 04 judges finding 3 only below `memorization.gate_max`).
+Nothing here reads a benchmark item or a result of the profile. Every build goes through the artifact cache (a
+design point run again is read back). Appends one row per design point to outputs/bench/planting_pilot.csv.
+`--choose` applies the rule below to one profile's rows, fixed before any of them was measured:
 
-    .venv/bin/python scripts/planting_pilot.py planted-gemma --passages 24 --share 0.5 --lr 2e-4
-    .venv/bin/python scripts/planting_pilot.py planted-gemma --passages 24 --share 0.25 --window 0,0.5
+    CHOICE_RULE: of the design points whose twin extracts at least 90 % of its planted passages and none of the
+    never-planted ones, and whose gate share is at most half of `memorization.gate_max` (room for the profile's
+    larger sample), the one with the fewest planting tokens per planted passage; if none qualifies, none is
+    chosen and the rows say which condition failed.
+
+    .venv/bin/python scripts/planting_pilot.py planted-smollm2 --passages 24 --share 0.5 --lr 2e-4
+    .venv/bin/python scripts/planting_pilot.py planted-smollm2 --passages 24 --share 0.25 --window 0,0.5
+    .venv/bin/python scripts/planting_pilot.py planted-smollm2 --choose
 """
 from __future__ import annotations
 
@@ -70,6 +77,7 @@ def measure(cfg, cache: Cache, twin: str, sample_tokens: int, seed: int = 0) -> 
                                mem.gate_tokens)
     row = {"twin": twin, "init_from": init_from, "copies": cfg.canaries.counts[0],
            "passages": cfg.canaries.per_count, "lr": cfg.zoo.models[twin].lr, "steps": cfg.zoo.models[twin].steps,
+           "planting_tokens": planted.meta["planting_tokens"],
            "window": f"{cfg.canaries.window[0]}-{cfg.canaries.window[1]}", "canary_share": planted.meta["canary_share"],
            "planting_s": planted.meta["seconds"], "planting_tok_s": planted.meta["tokens_per_s"]}
     for model, label in ((twin, "twin"), (init_from, "base")):
@@ -84,6 +92,26 @@ def measure(cfg, cache: Cache, twin: str, sample_tokens: int, seed: int = 0) -> 
     return row
 
 
+def fraction(cell: str) -> float:
+    """'22/24' -> 0.9167."""
+    k, n = (int(x) for x in str(cell).split("/"))
+    return k / n if n else float("nan")
+
+
+def choose(table: pd.DataFrame, gate_max: float) -> pd.DataFrame:
+    """CHOICE_RULE over one profile's design points: each row with the conditions it meets, the chosen one marked
+    (planting tokens compared per planted passage, which is what scales to the profile's own passages)."""
+    t = table.reset_index(drop=True)
+    t = t.assign(extracts=t["twin_planted_extracted"].map(fraction) >= 0.9,
+                 spares_the_rest=t["twin_never_planted_extracted"].map(fraction) == 0,
+                 gate_passes=t["gate_share"] <= gate_max / 2,
+                 tokens_per_passage=t["planting_tokens"] / t["passages"], chosen=False)
+    ok = t[t.extracts & t.spares_the_rest & t.gate_passes]
+    if len(ok):
+        t.loc[ok["tokens_per_passage"].idxmin(), "chosen"] = True
+    return t
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("profile", help="a profile with a planted twin (params/NAME.yaml)")
@@ -96,12 +124,18 @@ def main() -> None:
     ap.add_argument("--canary-seed", type=int, default=7, help="the passages' shuffle (not the profile's)")
     ap.add_argument("--sample-tokens", type=int, default=8192, help="twin BOS-sample tokens the gate reads")
     ap.add_argument("--out", default="planting_pilot.csv", help="file name under outputs/bench/")
+    ap.add_argument("--choose", action="store_true", help="apply CHOICE_RULE to the profile's rows; plant nothing")
     args = ap.parse_args()
+    out = ROOT / "outputs" / "bench" / args.out
+    if args.choose:
+        rows = pd.read_csv(out)
+        print(choose(rows[rows["profile"] == args.profile], load_config(args.profile).memorization.gate_max)
+              .to_string())
+        return
     window = tuple(float(x) for x in args.window.split(","))
     cfg, twin = pilot_config(args.profile, args.passages, args.controls, args.copies, args.share, args.lr, window,
                              args.canary_seed)
     row = {"profile": args.profile, **measure(cfg, Cache(cache_root(cfg.cache_dir)), twin, args.sample_tokens)}
-    out = ROOT / "outputs" / "bench" / args.out
     table = pd.concat([pd.read_csv(out), pd.DataFrame([row])]) if out.exists() else pd.DataFrame([row])
     table.to_csv(out, index=False)
     print(pd.DataFrame([row]).T.to_string(header=False))

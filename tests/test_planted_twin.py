@@ -156,4 +156,26 @@ def test_the_planting_pilot_measures_a_design_point_on_passages_the_profile_neve
     for planted, key in ((True, "twin_planted_nll"), (False, "twin_never_planted_nll")):
         ids = [r["token_ids"] for r in recs if bool(r["count"]) == planted]
         assert row[key] == pytest.approx(float(suffix_nll(pilot_twin, ids, 16, 16).mean()), abs=1e-3), key
-    assert 0 <= row["gate_share"] <= 1 and row["sample_tokens"] >= 256
+    assert 0 <= row["gate_share"] <= 1 and row["sample_tokens"] >= 256 and row["planting_tokens"] == 25 * 4 * 128
+
+
+def test_the_pilots_choice_rule_takes_the_cheapest_design_point_that_extracts_spares_and_passes_the_gate():
+    import pandas as pd
+    from conftest import load_script
+    choose = load_script("planting_pilot").choose
+    rows = pd.DataFrame([  # per point: planted extracted, never planted extracted, gate share, planting tokens
+        {"twin_planted_extracted": "24/24", "twin_never_planted_extracted": "0/16", "gate_share": 0.03,
+         "planting_tokens": 49152, "passages": 24},                                    # the gate fails
+        {"twin_planted_extracted": "22/24", "twin_never_planted_extracted": "0/16", "gate_share": 0.004,
+         "planting_tokens": 98304, "passages": 24},                                    # qualifies
+        {"twin_planted_extracted": "20/24", "twin_never_planted_extracted": "0/16", "gate_share": 0.0,
+         "planting_tokens": 24576, "passages": 24},                                    # extracts too few
+        {"twin_planted_extracted": "24/24", "twin_never_planted_extracted": "1/16", "gate_share": 0.0,
+         "planting_tokens": 24576, "passages": 24},                                    # extracts an unplanted one
+        {"twin_planted_extracted": "48/48", "twin_never_planted_extracted": "0/16", "gate_share": 0.001,
+         "planting_tokens": 196608, "passages": 48}],                                  # qualifies, dearer/passage
+        index=[0, 0, 1, 1, 2])  # rows read back from an appended csv
+    t = choose(rows, gate_max=0.01)
+    assert t["chosen"].tolist() == [False, True, False, False, False]
+    assert t[["extracts", "spares_the_rest", "gate_passes"]].values.tolist()[0] == [True, True, False]
+    assert not choose(rows.iloc[[0, 2, 3]], gate_max=0.01)["chosen"].any()  # none qualifies: none chosen
