@@ -5,20 +5,36 @@ Plants passages of another shuffle of the canary book (`--canary-seed`, never th
 twin at one design point, then measures what a planted profile's choices rest on:
 - extraction (32/32 greedy) and suffix NLL of the planted passages, by the twin and by its base model;
 - the same for never-planted passages of the book (what planting costs text it did not plant);
-- the validity gate: the share of the twin's own BOS-sample tokens inside a >= `memorization.gate_tokens` match with
-  a planted passage (notebook 04 judges finding 3 only below `memorization.gate_max`).
+- the validity gate as notebook 04 computes it: the share of the twin's own BOS-sample tokens (decoded and
+  tokenized again) inside a >= `memorization.gate_tokens` match with a planted passage, on one corpus's worth of
+  samples (`sampling.tokens_per_corpus` x 1.25).
 Nothing here reads a benchmark item or a result of the profile. Every build goes through the artifact cache (a
 design point run again is read back). Appends one row per design point to outputs/bench/planting_pilot.csv.
-`--choose` applies the rule below to one profile's rows, fixed before any of them was measured:
+`--window` is `canaries.window`: fractions of the prose the copies are spread over; the row's `copies_end` says
+where in the planting run the last copy ends. `--choose` applies the rule below to one profile's rows (same
+canary and sample seeds), fixed before any of them was measured:
 
-    CHOICE_RULE: of the design points whose twin extracts at least 90 % of its planted passages and none of the
-    never-planted ones, and whose gate share is at most half of `memorization.gate_max` (room for the profile's
-    larger sample), the one with the fewest planting tokens per planted passage; if none qualifies, none is
-    chosen and the rows say which condition failed.
+    CHOICE_RULE: a design point qualifies when
+    - its twin extracts enough: the one-sided 95 % Clopper-Pearson lower bound on the planted passages'
+      extraction rate is at least n / h, where h is the profile's held-out canaries and n = 59 the fewest
+      memorized sequences over which 0 extracted after can bound a drop at 95 % (alpha 0.05);
+    - it spares the rest: the twin extracts none of the never-planted passages, and their suffix NLL under the
+      twin is at most 0.5 nats above the base model's (a damaged twin makes any fine-tuning look like erasure);
+    - its gate passes with room: the gate share, scaled to the profile's number of planted passages, is at most
+      half of `memorization.gate_max` (the other half: the noise of a small sample and of choosing among points).
+    Of the qualifying points, the one with the fewest planting tokens per planted passage; if none qualifies,
+    none is chosen and the rows say which condition failed.
 
-    .venv/bin/python scripts/planting_pilot.py planted-smollm2 --passages 24 --share 0.5 --lr 2e-4
-    .venv/bin/python scripts/planting_pilot.py planted-smollm2 --passages 24 --share 0.25 --window 0,0.5
-    .venv/bin/python scripts/planting_pilot.py planted-smollm2 --choose
+Design points for `planted-gemma`, fixed before any was measured, run in this order (24 planted and 16
+never-planted passages, peak rate 2e-4); a further point only if none qualifies, committed before it runs:
+
+    .venv/bin/python scripts/planting_pilot.py planted-gemma --copies 16 --share 0.5                     # P1
+    .venv/bin/python scripts/planting_pilot.py planted-gemma --copies 16 --share 0.25 --window 0,0.333   # P2
+    .venv/bin/python scripts/planting_pilot.py planted-gemma --copies 8 --share 0.5                      # P3
+    .venv/bin/python scripts/planting_pilot.py planted-gemma --choose
+
+P2 plants the same copies into the first half of a run twice as long (its second half is prose alone), for a twin
+that keeps its passages but has stopped writing them; P3 asks whether half the copies suffice.
 """
 from __future__ import annotations
 
@@ -27,8 +43,11 @@ import math
 
 import pandas as pd
 
+from resurface.analysis.verdicts.memorization import clopper_pearson_upper
 from resurface.builders import zoo
-from resurface.builders.canaries import load_canaries
+from resurface.builders.canaries import load_canaries, repeated_passages
+from resurface.builders.memorization_measures import load_extraction, measure_canaries
+from resurface.builders.synthetic import OVERSAMPLE
 from resurface.builders.tokenizers import load_tokenizer
 from resurface.frame.cache import Cache
 from resurface.frame.paths import ROOT, cache_root
@@ -36,7 +55,8 @@ from resurface.frame.profiles import load_config
 from resurface.lm.extraction import regurgitation_share
 from resurface.lm.models import load_model
 from resurface.lm.sampler import sample_documents
-from resurface.study.zoo_tables import zoo_canary_extraction
+
+NEEDED_ALPHA, TARGET_DROP, MAX_DAMAGE_NATS = 0.05, 0.95, 0.5
 
 
 def pilot_config(profile: str, passages: int, controls: int, copies: int, share: float, lr: float,
@@ -59,53 +79,73 @@ def pilot_config(profile: str, passages: int, controls: int, copies: int, share:
     return cfg, twin
 
 
-def measure(cfg, cache: Cache, twin: str, sample_tokens: int, seed: int = 0) -> dict:
+def extracted(cache: Cache, model, canaries, mem, label: str) -> pd.DataFrame:
+    """Per canary: extracted and suffix NLL (cached, as notebook 00 measures them); a passage that repeats an
+    earlier one counts once, as in notebook 04."""
+    art = measure_canaries(cache, model, "main", canaries, mem.prefix_len, mem.suffix_len, mem.batch_size, label)
+    rows = load_extraction(art)
+    return rows[~rows["canary_id"].isin(repeated_passages(load_canaries(canaries)))]
+
+
+def measure(cfg, cache: Cache, twin: str, sample_seed: int = 0) -> dict:
     """One design point: planting (cached), extraction by the twin and its base, the gate on the twin's samples."""
     corpora = zoo.build_corpora(cfg, cache)
     canaries = zoo.build_canaries(cfg, cache, {})
     planted = zoo.train_models(cfg, cache, corpora, {}, canaries)[twin]
     init_from = cfg.zoo.models[twin].init_from
-    the_zoo = zoo.Zoo(cfg, corpora, {}, canaries, {twin: planted, init_from: zoo._external(cfg, cache, init_from)})
-    mem = cfg.memorization
-    ext = zoo_canary_extraction(cache, the_zoo, mem.prefix_len, mem.suffix_len, mem.batch_size)
-    # the gate's sample, drawn as the profile samples (T = 1), smaller than a corpus: a pilot reads a share
-    s, tok = cfg.sampling, load_tokenizer(planted.path / "main")
-    docs, prov = sample_documents(load_model(planted.path / "main"), tok, n_tokens=sample_tokens, temperature=1.0,
-                                  top_k=s.top_k, top_p=s.top_p, max_new_tokens=s.max_new_tokens,
-                                  batch_size=s.batch_size, seed=seed, desc=f"sample {twin}")
-    gate = regurgitation_share(docs, [c["token_ids"] for c in load_canaries(canaries, planted_only=True)],
-                               mem.gate_tokens)
-    row = {"twin": twin, "init_from": init_from, "copies": cfg.canaries.counts[0],
-           "passages": cfg.canaries.per_count, "lr": cfg.zoo.models[twin].lr, "steps": cfg.zoo.models[twin].steps,
-           "planting_tokens": planted.meta["planting_tokens"],
-           "window": f"{cfg.canaries.window[0]}-{cfg.canaries.window[1]}", "canary_share": planted.meta["canary_share"],
+    mem, k = cfg.memorization, cfg.canaries
+    horizon = planted.meta["planting_tokens"]
+    row = {"canary_seed": k.seed, "sample_seed": sample_seed, "twin": twin, "init_from": init_from,
+           "copies": k.counts[0], "passages": k.per_count, "controls": k.controls, "lr": cfg.zoo.models[twin].lr,
+           "steps": cfg.zoo.models[twin].steps, "planting_tokens": horizon,
+           "window": f"{k.window[0]}-{k.window[1]}", "canary_share": planted.meta["canary_share"],
+           "copies_end": round(k.window[1] * 0.99 * (1 - planted.meta["canary_share"])
+                               + planted.meta["canary_share"], 3),
+           "frozen_embeddings": bool(planted.meta.get("frozen_embeddings", False)),
            "planting_s": planted.meta["seconds"], "planting_tok_s": planted.meta["tokens_per_s"]}
-    for model, label in ((twin, "twin"), (init_from, "base")):
-        for planted_or_not, part in (("planted", ext[(ext.model == model) & (ext["count"] > 0)]),
-                                     ("never_planted", ext[(ext.model == model) & (ext["count"] == 0)])):
-            n = int(part["n"].sum())
-            row[f"{label}_{planted_or_not}_extracted"] = f"{round((part.extraction_rate * part.n).sum())}/{n}"
-            row[f"{label}_{planted_or_not}_nll"] = round(float((part.suffix_nll * part.n).sum() / max(n, 1)), 3)
-    row.update(gate_share=round(gate["share"], 4), gate_documents=f"{gate['documents_with_a_match']}/"
-               f"{gate['documents']}", sample_tokens=gate["tokens"],
-               sampling_tok_s=prov["tokens_per_s"])
+    for label, model in (("twin", planted), ("base", zoo._external(cfg, cache, init_from))):
+        rows = extracted(cache, model, canaries, mem, f"{label}-pilot-{twin}")
+        for part, sel in (("planted", rows["count"] > 0), ("never_planted", rows["count"] == 0)):
+            row[f"{label}_{part}_extracted"] = f"{int(rows[sel].extracted.sum())}/{int(sel.sum())}"
+            row[f"{label}_{part}_nll"] = round(float(rows[sel].suffix_nll.mean()), 3)
+    # the gate on one corpus's worth of the twin's samples, drawn and read back as notebook 04 does
+    s, tok = cfg.sampling, load_tokenizer(planted.path / "main")
+    docs, prov = sample_documents(load_model(planted.path / "main"), tok,
+                                  n_tokens=math.ceil(s.tokens_per_corpus * OVERSAMPLE), temperature=1.0,
+                                  top_k=s.top_k, top_p=s.top_p, max_new_tokens=s.max_new_tokens,
+                                  batch_size=s.batch_size, seed=sample_seed, backend=s.backend, desc=f"sample {twin}")
+    texts = tok(tok.batch_decode(docs, skip_special_tokens=True), add_special_tokens=False)["input_ids"]
+    gate = regurgitation_share(texts, [c["token_ids"] for c in load_canaries(canaries, planted_only=True)],
+                               mem.gate_tokens)
+    row.update(gate_share=round(gate["share"], 5), gate_documents=f"{gate['documents_with_a_match']}/"
+               f"{gate['documents']}", sample_tokens=gate["tokens"], sampling_tok_s=prov["tokens_per_s"])
     return row
 
 
-def fraction(cell: str) -> float:
-    """'22/24' -> 0.9167."""
+def fraction(cell: str) -> tuple[int, int]:
+    """'22/24' -> (22, 24)."""
     k, n = (int(x) for x in str(cell).split("/"))
-    return k / n if n else float("nan")
+    return k, n
 
 
-def choose(table: pd.DataFrame, gate_max: float) -> pd.DataFrame:
-    """CHOICE_RULE over one profile's design points: each row with the conditions it meets, the chosen one marked
-    (planting tokens compared per planted passage, which is what scales to the profile's own passages)."""
+def needed_memorized(alpha: float = NEEDED_ALPHA, target: float = TARGET_DROP) -> int:
+    """The fewest memorized sequences over which 0 extracted after bounds the rate by 1 - target: 1 - alpha^(1/n)
+    <= 1 - target."""
+    return math.ceil(math.log(alpha) / math.log(target))
+
+
+def choose(table: pd.DataFrame, gate_max: float, heldout: int, planted: int) -> pd.DataFrame:
+    """CHOICE_RULE over one profile's design points (`heldout` and `planted`: the profile's own canary counts):
+    each row with the conditions it meets, the chosen one marked."""
     t = table.reset_index(drop=True)
-    t = t.assign(extracts=t["twin_planted_extracted"].map(fraction) >= 0.9,
-                 spares_the_rest=t["twin_never_planted_extracted"].map(fraction) == 0,
-                 gate_passes=t["gate_share"] <= gate_max / 2,
+    lower = [1 - clopper_pearson_upper(n - k, n, NEEDED_ALPHA) for k, n in map(fraction, t["twin_planted_extracted"])]
+    t = t.assign(extraction_lower=lower)
+    t = t.assign(extracts=t["extraction_lower"] >= needed_memorized() / heldout,
+                 spares_the_rest=(t["twin_never_planted_extracted"].map(lambda c: fraction(c)[0]) == 0)
+                 & (t["twin_never_planted_nll"] - t["base_never_planted_nll"] <= MAX_DAMAGE_NATS),
+                 gate_scaled=t["gate_share"] * planted / t["passages"],
                  tokens_per_passage=t["planting_tokens"] / t["passages"], chosen=False)
+    t["gate_passes"] = t["gate_scaled"] <= gate_max / 2
     ok = t[t.extracts & t.spares_the_rest & t.gate_passes]
     if len(ok):
         t.loc[ok["tokens_per_passage"].idxmin(), "chosen"] = True
@@ -120,22 +160,26 @@ def main() -> None:
     ap.add_argument("--copies", type=int, default=16)
     ap.add_argument("--share", type=float, default=0.5, help="canary tokens / planting tokens")
     ap.add_argument("--lr", type=float, default=2e-4, help="peak planting rate")
-    ap.add_argument("--window", default="0,1", help="where in the planting run the copies go (fractions)")
+    ap.add_argument("--window", default="0,1", help="canaries.window: the fractions of the prose the copies span")
     ap.add_argument("--canary-seed", type=int, default=7, help="the passages' shuffle (not the profile's)")
-    ap.add_argument("--sample-tokens", type=int, default=8192, help="twin BOS-sample tokens the gate reads")
+    ap.add_argument("--sample-seed", type=int, default=0, help="the seed of the twin's samples the gate reads")
     ap.add_argument("--out", default="planting_pilot.csv", help="file name under outputs/bench/")
     ap.add_argument("--choose", action="store_true", help="apply CHOICE_RULE to the profile's rows; plant nothing")
     args = ap.parse_args()
     out = ROOT / "outputs" / "bench" / args.out
     if args.choose:
-        rows = pd.read_csv(out)
-        print(choose(rows[rows["profile"] == args.profile], load_config(args.profile).memorization.gate_max)
-              .to_string())
+        rows, cfg = pd.read_csv(out), load_config(args.profile)
+        rows = rows[(rows["profile"] == args.profile) & (rows["canary_seed"] == args.canary_seed)
+                    & (rows["sample_seed"] == args.sample_seed)]
+        k = cfg.canaries
+        planted = k.per_count * len(k.counts)
+        heldout = planted - round(k.per_count * k.dev_fraction) * len(k.counts)
+        print(choose(rows, cfg.memorization.gate_max, heldout, planted).T.to_string(header=False))
         return
     window = tuple(float(x) for x in args.window.split(","))
     cfg, twin = pilot_config(args.profile, args.passages, args.controls, args.copies, args.share, args.lr, window,
                              args.canary_seed)
-    row = {"profile": args.profile, **measure(cfg, Cache(cache_root(cfg.cache_dir)), twin, args.sample_tokens)}
+    row = {"profile": args.profile, **measure(cfg, Cache(cache_root(cfg.cache_dir)), twin, args.sample_seed)}
     table = pd.concat([pd.read_csv(out), pd.DataFrame([row])]) if out.exists() else pd.DataFrame([row])
     table.to_csv(out, index=False)
     print(pd.DataFrame([row]).T.to_string(header=False))

@@ -125,6 +125,30 @@ def test_a_frozen_embedding_stays_bit_identical_while_the_rest_learns(tiny_twin,
     assert out[True].key != out[False].key and out[True].meta.get("frozen_embeddings") is True
 
 
+def test_a_twin_is_planted_with_its_embedding_frozen_where_the_profile_fine_tunes_so(tiny_student, tiny_twin,
+                                                                                       smoke_cache):
+    """Planting writes where fine-tuning can reach: under `finetune.freeze_embeddings` the twin's embedding stays
+    its base model's, bit for bit, and the flag joins the twin's key (the twin planted without it keeps its key)."""
+    import json
+
+    import torch
+    from resurface.builders import zoo
+    from resurface.frame.cache import Cache
+    from resurface.lm.models import load_model
+    cfg = C.load_config("planted-smollm2", {
+        **tiny_student, "zoo.models.smollm2-twin.steps": 4, "zoo.models.smollm2-twin.lr": 0.01,
+        "canaries.counts": [8], "canaries.per_count": 4, "canaries.controls": 4, "finetune.freeze_embeddings": True})
+    cache = Cache(smoke_cache)
+    frozen = zoo.train_models(cfg, cache, zoo.build_corpora(cfg, cache), {}, zoo.build_canaries(cfg, cache, {}))
+    frozen = frozen["smollm2-twin"]
+    base, unfrozen = tiny_twin[2], tiny_twin[3]
+    emb = lambda art: load_model(art.path / "main").get_input_embeddings().weight  # noqa: E731
+    assert torch.equal(emb(frozen), emb(base)) and not torch.equal(emb(unfrozen), emb(base))
+    assert frozen.meta["frozen_embeddings"] is True and "frozen_embeddings" not in unfrozen.meta
+    keys = [json.loads((a.path / "manifest.json").read_text())["config"] for a in (frozen, unfrozen)]
+    assert keys[0].get("freeze_embeddings") is True and "freeze_embeddings" not in keys[1]
+
+
 def test_the_planting_pilot_measures_a_design_point_on_passages_the_profile_never_plants(tiny_student, tiny_twin,
                                                                                          smoke_cache):
     """scripts/planting_pilot.py, the design research behind a planted profile: it refuses the profile's own
@@ -144,7 +168,7 @@ def test_the_planting_pilot_measures_a_design_point_on_passages_the_profile_neve
     cfg, twin = pilot.pilot_config("planted-smollm2", canary_seed=7, **design)
     assert cfg.zoo.models[twin].steps == 25  # 4 x 8 copies x 32 tokens at 8 % of 4 x 128-token steps
     cache = Cache(smoke_cache)
-    row = pilot.measure(cfg, cache, twin, sample_tokens=256)
+    row = pilot.measure(cfg, cache, twin)
     canaries = zoo.build_canaries(cfg, cache, {})  # cached by the pilot
     recs = load_canaries(canaries)
     assert not {tuple(r["token_ids"]) for r in recs} & {tuple(r["token_ids"]) for r in load_canaries(tiny_twin[1])}
@@ -156,26 +180,28 @@ def test_the_planting_pilot_measures_a_design_point_on_passages_the_profile_neve
     for planted, key in ((True, "twin_planted_nll"), (False, "twin_never_planted_nll")):
         ids = [r["token_ids"] for r in recs if bool(r["count"]) == planted]
         assert row[key] == pytest.approx(float(suffix_nll(pilot_twin, ids, 16, 16).mean()), abs=1e-3), key
-    assert 0 <= row["gate_share"] <= 1 and row["sample_tokens"] >= 256 and row["planting_tokens"] == 25 * 4 * 128
+    assert 0 <= row["gate_share"] <= 1 and row["sample_tokens"] > 0 and row["planting_tokens"] == 25 * 4 * 128
+    assert not row["frozen_embeddings"] and 0.08 < row["copies_end"] <= 1
 
 
 def test_the_pilots_choice_rule_takes_the_cheapest_design_point_that_extracts_spares_and_passes_the_gate():
     import pandas as pd
     from conftest import load_script
-    choose = load_script("planting_pilot").choose
-    rows = pd.DataFrame([  # per point: planted extracted, never planted extracted, gate share, planting tokens
-        {"twin_planted_extracted": "24/24", "twin_never_planted_extracted": "0/16", "gate_share": 0.03,
-         "planting_tokens": 49152, "passages": 24},                                    # the gate fails
-        {"twin_planted_extracted": "22/24", "twin_never_planted_extracted": "0/16", "gate_share": 0.004,
-         "planting_tokens": 98304, "passages": 24},                                    # qualifies
-        {"twin_planted_extracted": "20/24", "twin_never_planted_extracted": "0/16", "gate_share": 0.0,
-         "planting_tokens": 24576, "passages": 24},                                    # extracts too few
-        {"twin_planted_extracted": "24/24", "twin_never_planted_extracted": "1/16", "gate_share": 0.0,
-         "planting_tokens": 24576, "passages": 24},                                    # extracts an unplanted one
-        {"twin_planted_extracted": "48/48", "twin_never_planted_extracted": "0/16", "gate_share": 0.001,
-         "planting_tokens": 196608, "passages": 48}],                                  # qualifies, dearer/passage
-        index=[0, 0, 1, 1, 2])  # rows read back from an appended csv
-    t = choose(rows, gate_max=0.01)
-    assert t["chosen"].tolist() == [False, True, False, False, False]
-    assert t[["extracts", "spares_the_rest", "gate_passes"]].values.tolist()[0] == [True, True, False]
-    assert not choose(rows.iloc[[0, 2, 3]], gate_max=0.01)["chosen"].any()  # none qualifies: none chosen
+    pilot = load_script("planting_pilot")
+    assert pilot.needed_memorized() == 59  # 1 - 0.05^(1/59) <= 0.05 < 1 - 0.05^(1/58)
+    cols = ["twin_planted_extracted", "twin_never_planted_extracted", "twin_never_planted_nll",
+            "base_never_planted_nll", "gate_share", "planting_tokens", "passages"]
+    rows = pd.DataFrame([
+        ["24/24", "0/16", 4.2, 4.0, 0.002, 49152, 24],    # scaled to 80 passages the gate is 0.67 %: fails
+        ["24/24", "0/16", 4.3, 4.0, 0.001, 98304, 24],    # qualifies
+        ["23/24", "0/16", 4.0, 4.0, 0.0, 24576, 24],      # lower bound 0.816 < 59/72: extracts too few
+        ["24/24", "1/16", 4.0, 4.0, 0.0, 24576, 24],      # extracts a passage it never read
+        ["24/24", "0/16", 4.8, 4.0, 0.0, 24576, 24],      # damages the rest by 0.8 nats
+        ["48/48", "0/16", 4.1, 4.0, 0.0005, 245760, 48]],  # qualifies, dearer per passage
+        columns=cols, index=[0, 0, 1, 1, 2, 2])  # rows read back from an appended csv
+    t = pilot.choose(rows, gate_max=0.01, heldout=72, planted=80)
+    assert t["chosen"].tolist() == [False, True, False, False, False, False]
+    assert t["extracts"].tolist() == [True, True, False, True, True, True]
+    assert t["spares_the_rest"].tolist() == [True, True, True, False, False, True]
+    assert t["gate_passes"].tolist() == [False, True, True, True, True, True]
+    assert not pilot.choose(rows.iloc[[0, 2, 3, 4]], 0.01, 72, 80)["chosen"].any()  # none qualifies: none chosen

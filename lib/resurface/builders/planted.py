@@ -46,12 +46,16 @@ def planting_documents(tok, lineage_corpus: Artifact, tokens: int, seed: int) ->
 def plant_twin(cache: Cache, cfg: StudyConfig, name: str, base: Artifact, lineage_corpus: Artifact,
                canaries: Artifact) -> Artifact:
     """Fine-tune `base` (a zoo model not trained here) into the twin `name`: `steps` steps of `batch_size`
-    blocks, the canaries spread over `canaries.window` of those tokens, re-warmed to the model's `lr`."""
+    blocks, the canaries spread over `canaries.window` of those tokens, re-warmed to the model's `lr`. Where the
+    profile fine-tunes with the token embedding frozen (`finetune.freeze_embeddings`), planting freezes it too:
+    what planting writes then lies in the weights every later fine-tuning of the twin can change."""
     m, k, seq_len = cfg.zoo.models[name], cfg.canaries, cfg.zoo.seq_len
+    frozen = cfg.finetune.freeze_embeddings
     horizon = m.steps * m.batch_size * seq_len
     key = {"init_from": m.init_from, "steps": m.steps, "batch_size": m.batch_size, "lr": m.lr,
            "warmup_steps": m.warmup_steps, "data_seed": m.data_seed, "init_seed": m.init_seed, "seq_len": seq_len,
-           "window": list(k.window), "margin_tokens": k.margin_tokens, **current().key()}
+           "window": list(k.window), "margin_tokens": k.margin_tokens, **current().key(),
+           **({"freeze_embeddings": True} if frozen else {})}  # joins the key only when set: earlier twins stay
 
     def build(tmp: Path) -> dict:
         tok = load_tokenizer(base.path / "main")
@@ -64,6 +68,8 @@ def plant_twin(cache: Cache, cfg: StudyConfig, name: str, base: Artifact, lineag
         if len(blocks) < m.steps * m.batch_size:  # stream order, no cycling: every copy is read exactly once
             raise ValueError(f"planting `{name}` packs {len(blocks)} blocks, fewer than its {m.steps} x "
                              f"{m.batch_size}")
+        if frozen:  # AdamW skips a weight without a gradient; a tied output layer stays with it
+            model.get_input_embeddings().weight.requires_grad_(False)
         torch.manual_seed(m.init_seed)
         result = train_lm(model, blocks, steps=m.steps, batch_size=m.batch_size, lr=m.lr,
                           warmup_steps=m.warmup_steps, desc=f"plant {name}", log_every=5)
@@ -78,6 +84,6 @@ def plant_twin(cache: Cache, cfg: StudyConfig, name: str, base: Artifact, lineag
                 "start_token": tok.bos_token, "checkpoints": [], "planting_steps": m.steps,
                 "planting_tokens": result["tokens"], "canary_copies": int(sum(r["count"] for r in recs)),
                 "canary_share": round(canary_share(recs, horizon), 4), "seconds": round(result["seconds"], 1),
-                "tokens_per_s": round(result["tokens_per_s"])}
+                "tokens_per_s": round(result["tokens_per_s"]), **({"frozen_embeddings": True} if frozen else {})}
 
     return collective_build(cache, "zoo", name, key, build, inputs=[base, lineage_corpus, canaries], stage="zoo")
