@@ -35,8 +35,9 @@ never-planted passages, peak rate 2e-4); a further point only if none qualifies,
 
 P2 plants the same copies into the first half of a run twice as long (its second half is prose alone), for a twin
 that keeps its passages but has stopped writing them; P3 asks whether half the copies suffice. None qualified
-(P1 extracts all but writes them, P2 writes few but extracts half), so a fourth point, between them, was added
-before it ran: the same density of copies (half the tokens) over the first three quarters of the run.
+(P1 extracts all but writes them, P2 writes few but extracts half, P3 neither extracts enough nor stops
+writing), so a fourth point, between P1 and P2, was added before it ran: the same density of copies (half the
+tokens) over the first three quarters of the run.
 
     .venv/bin/python scripts/planting_pilot.py planted-gemma --copies 16 --share 0.375 --window 0,0.606  # P4
 """
