@@ -177,9 +177,8 @@ def main() -> None:
         rows = rows[(rows["profile"] == args.profile) & (rows["canary_seed"] == args.canary_seed)
                     & (rows["sample_seed"] == args.sample_seed)]
         k = cfg.canaries
-        planted = k.per_count * len(k.counts)
-        heldout = planted - round(k.per_count * k.dev_fraction) * len(k.counts)
-        print(choose(rows, cfg.memorization.gate_max, heldout, planted).T.to_string(header=False))
+        print(choose(rows, cfg.memorization.gate_max, k.heldout(), k.per_count * len(k.counts))
+              .T.to_string(header=False))
         return
     window = tuple(float(x) for x in args.window.split(","))
     cfg, twin = pilot_config(args.profile, args.passages, args.controls, args.copies, args.share, args.lr, window,

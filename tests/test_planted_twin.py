@@ -15,8 +15,7 @@ def test_the_planted_profile_measures_finding_3_on_a_twin_of_its_student():
     assert twin.is_planted and twin.init_from == cfg.transfer.students[0] and twin.canaries
     assert not twin.is_local and cfg.memorization.natural is None
     assert cfg.memorization.sources[0] == cfg.memorization.twin and len(cfg.memorization.seeds) >= 2
-    held = len(cfg.canaries.counts) * (cfg.canaries.per_count - round(cfg.canaries.per_count * cfg.canaries.dev_fraction))
-    assert held >= cfg.memorization.min_memorized  # enough held-out passages planted for the rule to be reachable
+    assert cfg.canaries.heldout() >= cfg.memorization.min_memorized  # enough held-out passages planted for the rule to be reachable
 
 
 def test_a_twin_starts_from_a_real_weights_model_and_plants_canaries():
@@ -82,6 +81,7 @@ def test_a_planted_twin_reads_every_copy_and_learns_its_canaries_not_the_control
     planted = [r["token_ids"] for r in recs if r["count"] > 0]
     controls = [r["token_ids"] for r in recs if r["count"] == 0]
     assert len(planted) == 4 and len(controls) == 4 and twin.meta["canary_copies"] == 32
+    assert sum(r["split"] == "heldout" for r in recs) == cfg.canaries.heldout()  # the schema counts what was cut
     assert twin.meta["init_from"] == "smollm2" and twin.meta["planting_steps"] == 24
     assert (twin.path / "main" / "model.safetensors").exists() and (twin.path / "loss_history.json").exists()
     nll = {}

