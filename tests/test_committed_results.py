@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from resurface.analysis import verdicts
-from resurface.frame.profiles import load_config
+from resurface.frame.profiles import available_profiles, config_dict, load_config
 from resurface.study.proxies import finding2
 
 OUT = Path(__file__).resolve().parents[1] / "outputs" / "default"
@@ -169,3 +169,15 @@ def test_the_planted_twin_report_takes_finding_3_apart_from_its_tables():
     cost = pd.read_csv(out / "tables" / "memorization_planting_cost.csv").set_index("task")
     for src, r in f["primary"]["per_source"].items():
         assert f"{src} {cost.loc['headline', 'twin_minus_base'] + r['capability']['estimate']:+.2f}" in section
+
+
+@pytest.mark.parametrize("profile", [p for p in available_profiles() if load_config(p).borrow])
+def test_every_borrow_finds_its_lenders_committed_products(profile):
+    """A profile that borrows a notebook finds it in the lender's committed outputs, made by this notebook under
+    every parameter it reads, so `./run_all.sh --profile P` on a fresh clone does not stop at the borrow: a
+    change to either profile's parameters without re-running the lender fails here."""
+    from resurface.study import pipeline
+    cfg = load_config(profile)
+    for name, lender in cfg.borrow.items():
+        assert pipeline.borrowable(name, lender, OUT.parent / lender, config_dict(cfg), OUT.parents[1] / "notebooks",
+                                   pipeline.load())
