@@ -181,3 +181,11 @@ def test_every_borrow_finds_its_lenders_committed_products(profile):
     for name, lender in cfg.borrow.items():
         assert pipeline.borrowable(name, lender, OUT.parent / lender, config_dict(cfg), OUT.parents[1] / "notebooks",
                                    pipeline.load())
+
+
+def test_a_report_that_judges_no_claim_says_so():
+    """outputs/crossed-gemma-recipe ran 00 and 01 only: its report says no claim is judged there rather than
+    leaving the claims' section empty."""
+    report = (OUT.parent / "crossed-gemma-recipe" / "REPORT.md").read_text()
+    claims = report.split("## The three claims, and what this run found", 1)[1].split("\n## ", 1)[0]
+    assert "None is judged in this run" in claims and "| finding |" not in claims

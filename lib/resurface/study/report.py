@@ -454,6 +454,8 @@ def build_report(profile: str) -> Path:
         parts += [f"| {r['finding']} | {r['paper']} | **{r['verdict']}** | {r['numbers']} |" for r in rows]
         parts += ["", "Each verdict is computed from the numbers by a rule stated in its notebook before the "
                       "results (also saved in `findings/*.json`)."]
+    else:  # a run of the zoo and the recipe only, which another profile borrows
+        parts += ["None is judged in this run: notebooks 02-04 judge them, and it ran none of them."]
     parts += in_the_order_of_the_study(out)
     zoo = out / "tables" / "zoo_models.csv"
     if zoo.exists():
