@@ -135,3 +135,17 @@ def test_the_checkpoint_key_of_a_trained_model_is_stable():
         "corpora": ["lineage"], "layers": 2, "width": 64, "heads": 4, "steps": 600, "batch_size": 32, "lr": 0.003,
         "warmup_steps": 50, "checkpoints": [150, 300], "data_seed": 0, "init_seed": 0,
         "canaries": False}  # the students never see a canary (the twin carries them)
+
+
+def test_the_zoo_table_labels_each_model_with_this_profiles_relation():
+    """A real model's cached card is shared by every profile that loads it (its key leaves the relation out), so
+    the card says what the profile that built it first called it: the table takes this profile's label."""
+    from types import SimpleNamespace
+    from resurface.builders.zoo import Zoo
+    from resurface.frame.profiles import load_config
+    cfg = load_config("crossed-gemma")  # gemma: lineage, smollm2: cross_family
+    cached = {"gemma": SimpleNamespace(meta={"name": "gemma", "kind": "cross_family", "parameters": 1}),
+              "smollm2": SimpleNamespace(meta={"name": "smollm2", "kind": "lineage", "parameters": 2})}
+    cards = Zoo(cfg, {}, {}, None, cached).cards().set_index("name")
+    assert cards.loc["gemma", "kind"] == "lineage" and cards.loc["smollm2", "kind"] == "cross_family"
+    assert cards.loc["smollm2", "parameters"] == 2 and cached["gemma"].meta["kind"] == "cross_family"

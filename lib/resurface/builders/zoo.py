@@ -169,8 +169,11 @@ class Zoo:
         return self.models[name].path / ("main" if step is None else f"step{step}")
 
     def cards(self):
+        """One row per model. The relation label is this profile's: a model's key leaves it out (the weights do
+        not depend on it), so a cached card may carry the label of the profile that built it first."""
         import pandas as pd
-        return pd.DataFrame([a.meta for a in self.models.values()])
+        return pd.DataFrame([{**a.meta, "kind": self.cfg.zoo.models[name].kind} if name in self.cfg.zoo.models
+                             else a.meta for name, a in self.models.items()])
 
     def loss_histories(self):
         import pandas as pd
