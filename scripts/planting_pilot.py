@@ -40,6 +40,20 @@ writing), so a fourth point, between P1 and P2, was added before it ran: the sam
 tokens) over the first three quarters of the run.
 
     .venv/bin/python scripts/planting_pilot.py planted-gemma --copies 16 --share 0.375 --window 0,0.606  # P4
+
+P4 did not qualify either (16 of 24 extracted, gate 3.0 %). Over P1-P4, exact extraction and spontaneous writing
+rose and fell together: a copy trained on like any text teaches the twin both to complete a passage and to begin
+one, and prose after planting erases the two together. So the next points change what planting teaches, not how
+much: each copy's extraction prefix (`memorization.prefix_len` tokens) is read but left out of the loss
+(`planting_loss: suffix`), so the twin learns to complete a passage from its prefix, which extraction asks, and
+never learns to write its beginning, which the gate counts. Added before either ran; P6 only if P5 passes the
+gate and spares the rest but extracts too few:
+
+    .venv/bin/python scripts/planting_pilot.py planted-gemma --copies 16 --share 0.5 --planting-loss suffix  # P5
+    .venv/bin/python scripts/planting_pilot.py planted-gemma --copies 24 --share 0.5 --planting-loss suffix  # P6
+
+What it costs the experiment: such a memory is keyed to its prefix, unlike text a model learned whole in
+pretraining; whether fine-tuning erases the two alike is a caveat a planted profile states beside its verdict.
 """
 from __future__ import annotations
 
@@ -65,7 +79,8 @@ NEEDED_ALPHA, TARGET_DROP, MAX_DAMAGE_NATS = 0.05, 0.95, 0.5
 
 
 def pilot_config(profile: str, passages: int, controls: int, copies: int, share: float, lr: float,
-                 window: tuple[float, float], canary_seed: int, extra: dict | None = None):
+                 window: tuple[float, float], canary_seed: int, extra: dict | None = None,
+                 planting_loss: str = "passage"):
     """The profile (with `extra` overrides) with its twin planted at one design point, on `passages` throwaway
     canaries: steps chosen so that the canaries make up `share` of the planting tokens."""
     base = load_config(profile, extra)
@@ -80,7 +95,7 @@ def pilot_config(profile: str, passages: int, controls: int, copies: int, share:
         **(extra or {}), "canaries.seed": canary_seed, "canaries.counts": [copies], "canaries.per_count": passages,
         "canaries.controls": controls, "canaries.window": list(window),
         "canaries.max_share": min(0.99, max(share, k.max_share)), f"zoo.models.{twin}.steps": steps,
-        f"zoo.models.{twin}.lr": lr})
+        f"zoo.models.{twin}.lr": lr, f"zoo.models.{twin}.planting_loss": planting_loss})
     return cfg, twin
 
 
@@ -107,6 +122,7 @@ def measure(cfg, cache: Cache, twin: str, sample_seed: int = 0) -> dict:
            "copies_end": round(k.window[1] * 0.99 * (1 - planted.meta["canary_share"])
                                + planted.meta["canary_share"], 3),
            "frozen_embeddings": bool(planted.meta.get("frozen_embeddings", False)),
+           "planting_loss": planted.meta.get("planting_loss", "passage"),
            "planting_s": planted.meta["seconds"], "planting_tok_s": planted.meta["tokens_per_s"]}
     for label, model in (("twin", planted), ("base", zoo._external(cfg, cache, init_from))):
         rows = extracted(cache, model, canaries, mem, f"{label}-pilot-{twin}")
@@ -166,6 +182,8 @@ def main() -> None:
     ap.add_argument("--share", type=float, default=0.5, help="canary tokens / planting tokens")
     ap.add_argument("--lr", type=float, default=2e-4, help="peak planting rate")
     ap.add_argument("--window", default="0,1", help="canaries.window: the fractions of the prose the copies span")
+    ap.add_argument("--planting-loss", default="passage", choices=["passage", "suffix"],
+                    help="the twin's `planting_loss`: suffix leaves each copy's extraction prefix out of the loss")
     ap.add_argument("--canary-seed", type=int, default=7, help="the passages' shuffle (not the profile's)")
     ap.add_argument("--sample-seed", type=int, default=0, help="the seed of the twin's samples the gate reads")
     ap.add_argument("--out", default="planting_pilot.csv", help="file name under outputs/bench/")
@@ -182,9 +200,10 @@ def main() -> None:
         return
     window = tuple(float(x) for x in args.window.split(","))
     cfg, twin = pilot_config(args.profile, args.passages, args.controls, args.copies, args.share, args.lr, window,
-                             args.canary_seed)
+                             args.canary_seed, planting_loss=args.planting_loss)
     row = {"profile": args.profile, **measure(cfg, Cache(cache_root(cfg.cache_dir)), twin, args.sample_seed)}
     table = pd.concat([pd.read_csv(out), pd.DataFrame([row])]) if out.exists() else pd.DataFrame([row])
+    table["planting_loss"] = table["planting_loss"].fillna("passage")  # rows measured before the column existed
     table.to_csv(out, index=False)
     print(pd.DataFrame([row]).T.to_string(header=False))
     print(out)

@@ -172,6 +172,11 @@ def test_a_parameter_added_at_its_default_does_not_make_products_stale():
     assert changed_keys({"recipe": {"seeds": [0]}}, {"recipe": {"seeds": [0], "grid_scores": "all"}}) == []
     assert changed_keys({"recipe": {"seeds": [0]}},
                         {"recipe": {"seeds": [0], "grid_scores": "bits_per_byte"}}) == ["recipe.grid_scores"]
+    # ... and inside an entry of a mapping (`zoo.models.<name>`)
+    assert changed_keys({"zoo": {"models": {"t": {"steps": 9}}}},
+                        {"zoo": {"models": {"t": {"steps": 9, "planting_loss": "passage"}}}}) == []
+    assert changed_keys({"zoo": {"models": {"t": {"steps": 9}}}}, {"zoo": {"models": {"t": {
+        "steps": 9, "planting_loss": "suffix"}}}}) == ["zoo.models.t.planting_loss"]
 
 
 def _lender(out: Path, config: dict, notebook: str = "01_recipe") -> None:

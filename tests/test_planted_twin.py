@@ -181,7 +181,7 @@ def test_the_planting_pilot_measures_a_design_point_on_passages_the_profile_neve
         ids = [r["token_ids"] for r in recs if bool(r["count"]) == planted]
         assert row[key] == pytest.approx(float(suffix_nll(pilot_twin, ids, 16, 16).mean()), abs=1e-3), key
     assert 0 <= row["gate_share"] <= 1 and row["sample_tokens"] > 0 and row["planting_tokens"] == 25 * 4 * 128
-    assert not row["frozen_embeddings"] and 0.08 < row["copies_end"] <= 1
+    assert not row["frozen_embeddings"] and 0.08 < row["copies_end"] <= 1 and row["planting_loss"] == "passage"
 
 
 def test_the_pilots_choice_rule_takes_the_cheapest_design_point_that_extracts_spares_and_passes_the_gate():
@@ -205,3 +205,110 @@ def test_the_pilots_choice_rule_takes_the_cheapest_design_point_that_extracts_sp
     assert t["spares_the_rest"].tolist() == [True, True, True, False, False, True]
     assert t["gate_passes"].tolist() == [False, True, True, True, True, True]
     assert not pilot.choose(rows.iloc[[0, 2, 3, 4]], 0.01, 72, 80)["chosen"].any()  # none qualifies: none chosen
+
+
+def test_planting_reports_where_each_copy_landed():
+    from resurface.builders.canaries import plant, plant_with_spans
+    rng = np.random.default_rng(0)
+    docs = [list(rng.integers(10, 100, size=n)) for n in (120, 40, 300, 90)]
+    canaries = [{"token_ids": [1, 2, 3, 4, 5], "count": 3}, {"token_ids": [6, 7, 8], "count": 2}]
+    planted, spans = plant_with_spans(docs, canaries, horizon_tokens=560, seed=3, margin_tokens=4)
+    assert planted == plant(docs, canaries, horizon_tokens=560, seed=3, margin_tokens=4)
+    assert len(spans) == 5 and sorted(n for *_, n in spans) == [3, 3, 5, 5, 5]
+    for di, off, n in spans:
+        assert planted[di][off:off + n] in ([1, 2, 3, 4, 5], [6, 7, 8]), (di, off)
+
+
+@pytest.mark.parametrize("with_bos", [False, True])
+def test_a_suffix_only_planting_predicts_every_token_but_each_copys_prefix(with_bos):
+    """`planting_loss: suffix`: the packed targets line up with the packed tokens and leave out exactly the
+    first `prefix_len` tokens of every copy, wherever a block boundary cuts it."""
+    from resurface.builders.canaries import plant_with_spans
+    from resurface.builders.planted import prefix_free_targets
+    from resurface.lm.training import pack_documents
+    rng = np.random.default_rng(1)
+    docs = [list(rng.integers(10, 100, size=n)) for n in (150, 70, 260, 110)]
+    copy = list(range(200, 212))  # token ids no prose document uses
+    planted, spans = plant_with_spans(docs, [{"token_ids": copy, "count": 4}], 640, seed=0, margin_tokens=4)
+    bos = 1 if with_bos else None
+    blocks = pack_documents(planted, 0, 16, bos)
+    targets = prefix_free_targets(planted, spans, 5, 16, with_bos)
+    assert targets.shape == blocks.shape and targets.dtype == bool
+    flat, keep = blocks.reshape(-1), targets.reshape(-1)
+    assert set(flat[~keep].tolist()) == set(copy[:5])          # only prefix tokens leave the loss...
+    assert (~keep).sum() == np.isin(flat, copy[:5]).sum() == 5 * 4  # ...every one of them, of all 4 copies
+    assert keep[np.isin(flat, copy[5:])].all() and keep[np.isin(flat, [0] + ([1] if with_bos else []))].all()
+
+
+def test_only_a_planted_twin_takes_a_planting_loss():
+    with pytest.raises(C.ConfigError, match="planting_loss"):
+        C.load_config("planted-smollm2", {"zoo.models.smollm2.planting_loss": "suffix"})
+    with pytest.raises(C.ConfigError, match="planting_loss"):
+        C.load_config("planted-smollm2", {"zoo.models.smollm2-twin.planting_loss": "prefix"})
+    assert C.load_config("planted-smollm2", {"zoo.models.smollm2-twin.planting_loss": "suffix"})
+
+
+def test_a_suffix_only_twin_learns_to_complete_its_canaries_and_keeps_its_own_key(tiny_student, tiny_twin,
+                                                                                   smoke_cache):
+    """The twin planted with `planting_loss: suffix` lowers the planted passages' suffix loss as the default twin
+    does, gains a key of its own (the default twin keeps its key) and says how it was planted."""
+    import json
+
+    from resurface.builders import zoo
+    from resurface.builders.canaries import load_canaries
+    from resurface.frame.cache import Cache
+    from resurface.lm.extraction import suffix_nll
+    from resurface.lm.models import load_model
+    cfg = C.load_config("planted-smollm2", {
+        **tiny_student, "zoo.models.smollm2-twin.steps": 24, "zoo.models.smollm2-twin.lr": 0.01,
+        "canaries.counts": [8], "canaries.per_count": 4, "canaries.controls": 4,
+        "memorization.prefix_len": 16, "memorization.suffix_len": 16,
+        "zoo.models.smollm2-twin.planting_loss": "suffix"})
+    cache = Cache(smoke_cache)
+    canaries = zoo.build_canaries(cfg, cache, {})
+    twin = zoo.train_models(cfg, cache, zoo.build_corpora(cfg, cache), {}, canaries)["smollm2-twin"]
+    default = tiny_twin[3]
+    keys = [json.loads((a.path / "manifest.json").read_text())["config"] for a in (twin, default)]
+    assert keys[0]["planting_loss"] == "suffix" and keys[0]["prefix_len"] == 16 and "planting_loss" not in keys[1]
+    assert twin.meta["planting_loss"] == "suffix" and "planting_loss" not in default.meta
+    recs = load_canaries(canaries)
+    planted = [r["token_ids"] for r in recs if r["count"] > 0]
+    controls = [r["token_ids"] for r in recs if r["count"] == 0]
+    model = load_model(twin.path / "main")
+    assert suffix_nll(model, planted, 16, 16).mean() < suffix_nll(model, controls, 16, 16).mean() - 0.1
+
+
+def test_a_suffix_only_twin_is_trained_on_everything_but_its_copies_prefixes(tiny_student, smoke_cache, monkeypatch):
+    """The wiring: planting hands the training loop the targets that leave out exactly each copy's first
+    `memorization.prefix_len` tokens (caught at the loop's door; nothing is trained or cached)."""
+    from resurface.builders import planted, zoo
+    from resurface.builders.canaries import load_canaries
+    from resurface.frame.cache import Cache
+    cfg = C.load_config("planted-smollm2", {
+        **tiny_student, "zoo.models.smollm2-twin.steps": 5, "canaries.counts": [8], "canaries.per_count": 4,
+        "canaries.controls": 4, "memorization.prefix_len": 10, "memorization.suffix_len": 16,
+        "zoo.models.smollm2-twin.planting_loss": "suffix"})
+    seen = {}
+
+    class Caught(Exception):
+        pass
+
+    def fake_train_lm(model, blocks, **kw):
+        seen.update(blocks=blocks, targets=kw.get("targets"))
+        raise Caught
+    monkeypatch.setattr(planted, "train_lm", fake_train_lm)
+    cache = Cache(smoke_cache)
+    canaries = zoo.build_canaries(cfg, cache, {})
+    with pytest.raises(Caught):
+        zoo.train_models(cfg, cache, zoo.build_corpora(cfg, cache), {}, canaries)
+    blocks, targets = seen["blocks"], seen["targets"]
+    assert targets is not None and targets.shape == blocks.shape
+    recs = [r["token_ids"] for r in load_canaries(canaries, planted_only=True)]
+    flat, keep = blocks.reshape(-1), targets.reshape(-1)
+    left_out = np.flatnonzero(~keep)
+    assert len(left_out) == 10 * sum(8 for _ in recs)  # 10 prefix tokens of each of the 32 copies...
+    runs = np.split(left_out, np.flatnonzero(np.diff(left_out) != 1) + 1)
+    assert all(len(r) == 10 for r in runs)
+    for r in runs:  # ...each run of them a canary's first 10 tokens, followed by its suffix, which is kept
+        ids = flat[r[0]:r[0] + 26].tolist()
+        assert any(ids == c[:26] for c in recs), ids

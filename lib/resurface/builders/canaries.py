@@ -95,6 +95,13 @@ def plant(doc_tokens: list[list[int]], canaries: list[dict], horizon_tokens: int
 
     A copy goes at a word start (when `word_start` is given) at least `margin_tokens` from both ends of its
     document and at least `margin_tokens` from any other copy, so no copy touches end-of-text or another copy."""
+    return plant_with_spans(doc_tokens, canaries, horizon_tokens, seed, window, margin_tokens, word_start)[0]
+
+
+def plant_with_spans(doc_tokens: list[list[int]], canaries: list[dict], horizon_tokens: int, seed: int,
+                     window: tuple[float, float] = (0.0, 1.0), margin_tokens: int = 16,
+                     word_start: np.ndarray | None = None) -> tuple[list[list[int]], list[tuple[int, int, int]]]:
+    """`plant`, also returning where each copy landed: (document, offset, length) in the planted documents."""
     inserted = sum(len(c["token_ids"]) * c["count"] for c in canaries)
     room = horizon_tokens - inserted  # the inserted copies push later text back by this much
     if room <= 0:
@@ -132,14 +139,18 @@ def plant(doc_tokens: list[list[int]], canaries: list[dict], horizon_tokens: int
     by_doc: dict[int, list[tuple[int, int]]] = {}
     for di, off, k in placed:
         by_doc.setdefault(di, []).append((off, k))
-    out = []
+    out, spans = [], []
     for i, d in enumerate(doc_tokens):
         if i in by_doc:
             d = list(d)
             for off, k in sorted(by_doc[i], reverse=True):  # from the end, so earlier offsets stay valid
                 d[off:off] = copies[k]["token_ids"]
+            shift = 0  # in the planted document a copy sits after every copy inserted before it
+            for off, k in sorted(by_doc[i]):
+                spans.append((i, off + shift, len(copies[k]["token_ids"])))
+                shift += len(copies[k]["token_ids"])
         out.append(d)
-    return out
+    return out, spans
 
 
 def canary_share(canaries: list[dict], tokens: int) -> float:

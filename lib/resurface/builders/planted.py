@@ -14,9 +14,10 @@ import json
 import random
 from pathlib import Path
 
+import numpy as np
 import torch
 
-from resurface.builders.canaries import canary_share, load_canaries, plant, word_starts
+from resurface.builders.canaries import canary_share, load_canaries, plant_with_spans, word_starts
 from resurface.builders.corpora import load_corpus
 from resurface.builders.hub import external_card
 from resurface.builders.tokenizers import load_tokenizer
@@ -43,6 +44,18 @@ def planting_documents(tok, lineage_corpus: Artifact, tokens: int, seed: int) ->
     raise ValueError(f"the lineage corpus holds {total} tokens for this tokenizer; planting needs {tokens}")
 
 
+def prefix_free_targets(docs: list[list[int]], spans: list[tuple[int, int, int]], prefix_len: int, seq_len: int,
+                        with_bos: bool) -> np.ndarray:
+    """Which packed tokens are predicted (`pack_documents`' blocks, position for position): all but the first
+    `prefix_len` tokens of each planted copy. Trained so, a twin completes a passage from its prefix, as extraction
+    asks, but never learns to begin one or to continue its prefix: the prefix is read, not written."""
+    masks = [np.ones(len(d), dtype=np.uint8) for d in docs]
+    for di, off, _ in spans:
+        masks[di][off:off + prefix_len] = 0
+    # packed exactly as the tokens are: 1 for the BOS / EOS each document gains
+    return pack_documents([m.tolist() for m in masks], 1, seq_len, 1 if with_bos else None).astype(bool)
+
+
 def plant_twin(cache: Cache, cfg: StudyConfig, name: str, base: Artifact, lineage_corpus: Artifact,
                canaries: Artifact) -> Artifact:
     """Fine-tune `base` (a zoo model not trained here) into the twin `name`: `steps` steps of `batch_size`
@@ -51,11 +64,13 @@ def plant_twin(cache: Cache, cfg: StudyConfig, name: str, base: Artifact, lineag
     what planting writes then lies in the weights every later fine-tuning of the twin can change."""
     m, k, seq_len = cfg.zoo.models[name], cfg.canaries, cfg.zoo.seq_len
     frozen = cfg.finetune.freeze_embeddings
+    suffix_only = m.planting_loss == "suffix"
     horizon = m.steps * m.batch_size * seq_len
     key = {"init_from": m.init_from, "steps": m.steps, "batch_size": m.batch_size, "lr": m.lr,
            "warmup_steps": m.warmup_steps, "data_seed": m.data_seed, "init_seed": m.init_seed, "seq_len": seq_len,
            "window": list(k.window), "margin_tokens": k.margin_tokens, **current().key(),
-           **({"freeze_embeddings": True} if frozen else {})}  # joins the key only when set: earlier twins stay
+           **({"freeze_embeddings": True} if frozen else {}),  # joins the key only when set: earlier twins stay
+           **({"planting_loss": "suffix", "prefix_len": cfg.memorization.prefix_len} if suffix_only else {})}
 
     def build(tmp: Path) -> dict:
         tok = load_tokenizer(base.path / "main")
@@ -63,8 +78,11 @@ def plant_twin(cache: Cache, cfg: StudyConfig, name: str, base: Artifact, lineag
         recs = load_canaries(canaries, planted_only=True)
         inserted = sum(len(r["token_ids"]) * r["count"] for r in recs)
         docs = planting_documents(tok, lineage_corpus, horizon - inserted, m.data_seed)
-        docs = plant(docs, recs, horizon, m.data_seed, tuple(k.window), k.margin_tokens, word_starts(tok))
+        docs, spans = plant_with_spans(docs, recs, horizon, m.data_seed, tuple(k.window), k.margin_tokens,
+                                       word_starts(tok))
         blocks = pack_documents(docs, tok.eos_token_id, seq_len, document_start_id(tok))
+        targets = prefix_free_targets(docs, spans, cfg.memorization.prefix_len, seq_len,
+                                      document_start_id(tok) is not None) if suffix_only else None
         if len(blocks) < m.steps * m.batch_size:  # stream order, no cycling: every copy is read exactly once
             raise ValueError(f"planting `{name}` packs {len(blocks)} blocks, fewer than its {m.steps} x "
                              f"{m.batch_size}")
@@ -72,7 +90,7 @@ def plant_twin(cache: Cache, cfg: StudyConfig, name: str, base: Artifact, lineag
             model.get_input_embeddings().weight.requires_grad_(False)
         torch.manual_seed(m.init_seed)
         result = train_lm(model, blocks, steps=m.steps, batch_size=m.batch_size, lr=m.lr,
-                          warmup_steps=m.warmup_steps, desc=f"plant {name}", log_every=5)
+                          warmup_steps=m.warmup_steps, desc=f"plant {name}", log_every=5, targets=targets)
         if not is_main():
             return {}
         model.save_pretrained(str(tmp / "main"), safe_serialization=True)
@@ -84,6 +102,7 @@ def plant_twin(cache: Cache, cfg: StudyConfig, name: str, base: Artifact, lineag
                 "start_token": tok.bos_token, "checkpoints": [], "planting_steps": m.steps,
                 "planting_tokens": result["tokens"], "canary_copies": int(sum(r["count"] for r in recs)),
                 "canary_share": round(canary_share(recs, horizon), 4), "seconds": round(result["seconds"], 1),
-                "tokens_per_s": round(result["tokens_per_s"]), **({"frozen_embeddings": True} if frozen else {})}
+                "tokens_per_s": round(result["tokens_per_s"]), **({"frozen_embeddings": True} if frozen else {}),
+                **({"planting_loss": "suffix"} if suffix_only else {})}
 
     return collective_build(cache, "zoo", name, key, build, inputs=[base, lineage_corpus, canaries], stage="zoo")

@@ -98,10 +98,10 @@ def heldout_blocks(corpus: Artifact, tokenizer, seq_len: int, max_blocks: int = 
 # ------------------------------------------------------------- pretraining
 
 def model_key(m: ModelConfig) -> dict:
-    """The part of a locally trained model's config that keys its checkpoint. Fields added to ModelConfig
-    for other kinds of models (`gguf`, a planted twin's `init_from`) stay out, so adding them does not invalidate
-    every trained zoo."""
-    return m.model_dump(mode="json", exclude={"gguf", "init_from", "parameters"})
+    """The part of a locally trained model's config that keys its checkpoint. Fields added to ModelConfig for
+    other kinds of models (`gguf`, a planted twin's `init_from` and `planting_loss`) stay out, so adding them
+    does not invalidate every trained zoo."""
+    return m.model_dump(mode="json", exclude={"gguf", "init_from", "parameters", "planting_loss"})
 
 
 # A builder's own format version, in its config (the one style; cache.FORMAT_VERSION would re-key every artifact).

@@ -182,6 +182,10 @@ class ModelConfig(Strict):
     canaries: bool = False
     init_from: str | None = Field(None, description="a planted twin: this zoo model (Hub or GGUF) fine-tuned here "
                                   "for `steps` x `batch_size` blocks of the lineage's prose with the canaries inside")
+    planting_loss: Literal["passage", "suffix"] = Field(
+        "passage", description="a planted twin's loss on its canary copies: `passage` trains on a copy like any "
+        "text; `suffix` predicts only its tokens after the extraction prefix (`memorization.prefix_len`), so the "
+        "twin learns to complete a passage from its prefix but not to begin one on its own")
     parameters: int | None = Field(None, gt=0, description="a Hub model's parameter count: its structural strength "
                                    "within a lineage (weaker / equal / stronger) and its cost in `resurface check`")
 
@@ -192,6 +196,8 @@ class ModelConfig(Strict):
         if self.init_from is not None and (self.hub_id is not None or self.gguf is not None or not self.canaries):
             raise ValueError("a model with `init_from` is a planted twin: it has `canaries: true` and no `hub_id` "
                              "or `gguf` of its own")
+        if self.planting_loss != "passage" and self.init_from is None:
+            raise ValueError("`planting_loss` applies to a planted twin (a model with `init_from`) only")
         if self.hub_id is not None and self.parameters is None:
             raise ValueError(f"Hub model `{self.hub_id}` needs `parameters` (its size decides whether a same-lineage "
                              "source is weaker, equal or stronger)")
@@ -579,19 +585,23 @@ _NO_DEFAULT = object()
 
 
 def field_default(dotted: str):
-    """The schema's default of a dotted parameter key (`analysis.score`), or a sentinel when the key has none
-    (a required field, or an entry of a mapping such as `zoo.models.<name>`)."""
+    """The schema's default of a dotted parameter key (`analysis.score`, `zoo.models.<name>.lr`), or a sentinel
+    when the key has none (a required field, or an entry of a mapping such as `zoo.models.<name>` itself)."""
     from pydantic import BaseModel
     from pydantic_core import PydanticUndefined
     model: type | None = StudyConfig
     field = None
     for part in dotted.split("."):
+        if typing.get_origin(model) is dict:  # a mapping's entry (`<name>`): its values' model
+            model, field = typing.get_args(model)[1], None
+            continue
         if not (isinstance(model, type) and issubclass(model, BaseModel)) or part not in model.model_fields:
             return _NO_DEFAULT
         field = model.model_fields[part]
-        # an optional section (`recipe: RecipeConfig | None`): its model
-        model = next((a for a in typing.get_args(field.annotation) if isinstance(a, type) and issubclass(a, BaseModel)),
-                     field.annotation)
+        # an optional section (`recipe: RecipeConfig | None`): its model; a mapping stays one for its entry's name
+        model = field.annotation if typing.get_origin(field.annotation) is dict else next(
+            (a for a in typing.get_args(field.annotation) if isinstance(a, type) and issubclass(a, BaseModel)),
+            field.annotation)
     if field is None or field.default is PydanticUndefined:
         return _NO_DEFAULT
     return field.default

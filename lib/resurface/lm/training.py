@@ -120,8 +120,9 @@ class _ChunkedHeadLoss(torch.autograd.Function):
 FUSED_HEAD_ARCHITECTURES = ("gpt_neox", "llama", "gpt2")  # plain linear head: no bias, scaling or soft-capping
 
 
-def causal_lm_loss(model, x: torch.Tensor, chunk: int = 512) -> torch.Tensor:
-    """Mean next-token cross-entropy of the blocks `x`, as `model(input_ids=x, labels=x).loss`.
+def causal_lm_loss(model, x: torch.Tensor, chunk: int = 512, targets: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean next-token cross-entropy of the blocks `x`, as `model(input_ids=x, labels=x).loss`; `targets`
+    (booleans shaped like `x`) keeps only the positions it marks as tokens to predict, as labels of -100 do.
 
     For this project's CPU architectures the output head and the loss run fused in chunks
     (`_ChunkedHeadLoss`); anything else (a GPU, a wrapped DDP model, another head) takes the
@@ -131,10 +132,13 @@ def causal_lm_loss(model, x: torch.Tensor, chunk: int = 512) -> torch.Tensor:
              in FUSED_HEAD_ARCHITECTURES
              and isinstance(head, torch.nn.Linear) and head.bias is None and torch.is_grad_enabled())
     if not fused:
-        return model(input_ids=x, labels=x).loss
+        return model(input_ids=x, labels=x if targets is None else x.masked_fill(~targets, -100)).loss
     hidden = model.base_model(input_ids=x).last_hidden_state
-    h = hidden[:, :-1].reshape(-1, hidden.shape[-1])
-    return _ChunkedHeadLoss.apply(h, head.weight, x[:, 1:].reshape(-1), chunk)
+    h, y = hidden[:, :-1].reshape(-1, hidden.shape[-1]), x[:, 1:].reshape(-1)
+    if targets is not None:
+        keep = targets[:, 1:].reshape(-1)
+        h, y = h[keep], y[keep]
+    return _ChunkedHeadLoss.apply(h, head.weight, y, chunk)
 
 
 def train_lm(model, blocks: np.ndarray, *, steps: int, batch_size: int, lr: float, warmup_steps: int,
@@ -142,7 +146,7 @@ def train_lm(model, blocks: np.ndarray, *, steps: int, batch_size: int, lr: floa
              on_checkpoint: Callable[[int], None] | None = None, log_every: int = 10,
              desc: str = "train", micro_batch_size: int | None = None,
              lr_fn: Callable[[int], float] | None = None, optimizer_state: Path | None = None,
-             save_optimizer_to: Path | None = None) -> dict:
+             save_optimizer_to: Path | None = None, targets: np.ndarray | None = None) -> dict:
     """Train for `steps` steps reading blocks in `order` (default: stream order, cycling).
 
     Returns the loss history and throughput. `on_checkpoint(step)` is called after
@@ -155,6 +159,7 @@ def train_lm(model, blocks: np.ndarray, *, steps: int, batch_size: int, lr: floa
 
     `lr_fn(step)` replaces the warm-up + cosine schedule; `optimizer_state` continues from AdamW moments saved
     by `save_optimizer_to` (how a student continues its own pretraining instead of re-warming a fresh optimizer).
+    `targets` (booleans shaped like `blocks`) leaves the positions it marks False out of the loss.
     """
     model.train()
     acc = accelerator()
@@ -183,12 +188,14 @@ def train_lm(model, blocks: np.ndarray, *, steps: int, batch_size: int, lr: floa
             g["lr"] = lr_fn(step) if lr_fn is not None else lr_at(step, steps, lr, warmup_steps)
         step_loss = 0.0
         for start in range(0, local, micro):
-            x = torch.from_numpy(blocks[idx[start:start + micro]].astype(np.int64)).to(device)
+            rows = idx[start:start + micro]
+            x = torch.from_numpy(blocks[rows].astype(np.int64)).to(device)
+            y = None if targets is None else torch.from_numpy(targets[rows].astype(bool)).to(device)
             last = start + micro >= local
             # DDP all-reduces gradients once per step, on the last micro-batch
             sync = acc.no_sync(model) if acc is not None and not last else contextlib.nullcontext()
             with sync, autocast():
-                loss = causal_lm_loss(model, x)
+                loss = causal_lm_loss(model, x, targets=y)
                 if micro < local:  # the whole batch in one piece is left untouched (same bits as before)
                     loss = loss * (micro / local)
             acc.backward(loss) if acc is not None else loss.backward()
