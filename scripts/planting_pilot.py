@@ -53,7 +53,23 @@ gate and spares the rest but extracts too few:
     .venv/bin/python scripts/planting_pilot.py planted-gemma --copies 24 --share 0.5 --planting-loss suffix  # P6
 
 What it costs the experiment: such a memory is keyed to its prefix, unlike text a model learned whole in
-pretraining; whether fine-tuning erases the two alike is a caveat a planted profile states beside its verdict.
+pretraining, and may be easier to erase; a drop measured on it would then belong to the instrument. So a suffix
+point must also show, before it can qualify, that its memories are as durable as passage-trained ones (an
+outside referee's condition, added with P5 and P6 before either ran):
+
+    DURABILITY_RULE: the twin of a `planting_loss: suffix` point and the passage-trained reference P1 (the
+    same 24 passages, fully extracted) are each fine-tuned with the profile's real-text control (its recipe from
+    notebook 01's findings, seed 0; `--durability`). Per planted passage, the share of the planting's suffix-NLL
+    gain the control undid: (after - twin) / (base - twin). The suffix point qualifies only if the one-sided 95 %
+    t upper bound of the paired mean difference (suffix point minus P1) is at most 0.10.
+
+P5 extracts enough only with 24 of 24 (23 of 24 gives a lower bound of 0.817, under 59 / 72); the gate is
+scaled linearly from the pilot's 24 passages to the profile's 80, and `share` counts every copy token, though a
+suffix point predicts only half of each copy. If P5 fails the gate, no further point runs without a new one
+committed first.
+
+    .venv/bin/python scripts/planting_pilot.py planted-gemma --copies 16 --share 0.5 --durability            # P1's
+    .venv/bin/python scripts/planting_pilot.py planted-gemma --copies 16 --share 0.5 --planting-loss suffix --durability
 """
 from __future__ import annotations
 
@@ -75,7 +91,7 @@ from resurface.lm.extraction import regurgitation_share
 from resurface.lm.models import load_model
 from resurface.lm.sampler import sample_documents
 
-NEEDED_ALPHA, TARGET_DROP, MAX_DAMAGE_NATS = 0.05, 0.95, 0.5
+NEEDED_ALPHA, TARGET_DROP, MAX_DAMAGE_NATS, MAX_LESS_DURABLE = 0.05, 0.95, 0.5, 0.10
 
 
 def pilot_config(profile: str, passages: int, controls: int, copies: int, share: float, lr: float,
@@ -143,6 +159,48 @@ def measure(cfg, cache: Cache, twin: str, sample_seed: int = 0) -> dict:
     return row
 
 
+def durability(cfg, cache: Cache, twin: str) -> pd.DataFrame:
+    """DURABILITY_RULE's measurement: per planted passage of one design point, suffix NLL under the base model,
+    the twin, and the twin fine-tuned with the real-text control under the profile's recipe (notebook 01's
+    findings, seed 0), extraction by the twin and after, and the share of the planting gain the control undid."""
+    import json
+    from types import SimpleNamespace
+
+    from resurface.builders.students import finetune
+    from resurface.builders.synthetic import corpus_texts, real_text_corpus
+    from resurface.frame.schema import split_schedule
+    corpora = zoo.build_corpora(cfg, cache)
+    canaries = zoo.build_canaries(cfg, cache, {})
+    planted = zoo.train_models(cfg, cache, corpora, {}, canaries)[twin]
+    lender = (cfg.borrow or {}).get("01_recipe", cfg.profile)
+    recipe = json.loads((ROOT / "outputs" / lender / "findings" / "01_recipe.json").read_text())
+    schedule, lr = split_schedule(recipe["schedule"])
+    ft = cfg.finetune.model_copy(update={"schedule": schedule, **({"lr": lr} if lr else {})})
+    corpus = real_text_corpus(cache, SimpleNamespace(corpora=corpora, cfg=cfg))
+    after = finetune(cache, f"{twin}--real-text--pilot", planted, "main", corpus, corpus_texts, recipe["budget"], ft,
+                     cfg.zoo.seq_len, 0)
+    mem = cfg.memorization
+    rows = {label: extracted(cache, art, canaries, mem, f"{label}-pilot-{twin}").set_index("canary_id")
+            for label, art in (("base", zoo._external(cfg, cache, cfg.zoo.models[twin].init_from)),
+                               ("twin", planted), ("after", after))}
+    keep = rows["twin"]["count"] > 0
+    out = pd.DataFrame({f"{label}_nll": r.loc[keep, "suffix_nll"] for label, r in rows.items()})
+    out["twin_extracted"] = rows["twin"].loc[keep, "extracted"].astype(int)
+    out["after_extracted"] = rows["after"].loc[keep, "extracted"].astype(int)
+    out["gain_undone"] = (out["after_nll"] - out["twin_nll"]) / (out["base_nll"] - out["twin_nll"])
+    return out.reset_index()
+
+
+def less_durable_upper(point: pd.DataFrame, reference: pd.DataFrame, alpha: float = NEEDED_ALPHA) -> dict:
+    """DURABILITY_RULE: the paired mean difference in gain undone (point minus reference) over their shared
+    passages, with its one-sided upper t bound."""
+    from scipy import stats
+    d = (point.set_index("canary_id")["gain_undone"] - reference.set_index("canary_id")["gain_undone"]).dropna()
+    mean, se = float(d.mean()), float(d.std(ddof=1) / math.sqrt(len(d)))
+    upper = mean + float(stats.t.ppf(1 - alpha, len(d) - 1)) * se
+    return {"passages": len(d), "mean_difference": mean, "upper": upper, "as_durable": upper <= MAX_LESS_DURABLE}
+
+
 def fraction(cell: str) -> tuple[int, int]:
     """'22/24' -> (22, 24)."""
     k, n = (int(x) for x in str(cell).split("/"))
@@ -155,10 +213,26 @@ def needed_memorized(alpha: float = NEEDED_ALPHA, target: float = TARGET_DROP) -
     return math.ceil(math.log(alpha) / math.log(target))
 
 
-def choose(table: pd.DataFrame, gate_max: float, heldout: int, planted: int) -> pd.DataFrame:
+DESIGN = ["copies", "canary_share", "window", "planting_loss"]  # what tells one design point from another
+REFERENCE = (16, 0.5, "0.0-1.0", "passage")  # P1: DURABILITY_RULE's passage-trained reference
+
+
+def durable(per_passage: pd.DataFrame) -> dict[tuple, dict]:
+    """DURABILITY_RULE for every suffix point measured beside the reference (`--durability` rows)."""
+    groups = {k: g for k, g in per_passage.groupby(DESIGN)}
+    ref = groups.get(REFERENCE)
+    return {k: less_durable_upper(g, ref) for k, g in groups.items() if k[3] == "suffix" and ref is not None}
+
+
+def choose(table: pd.DataFrame, gate_max: float, heldout: int, planted: int,
+           durability: dict[tuple, dict] | None = None) -> pd.DataFrame:
     """CHOICE_RULE over one profile's design points (`heldout` and `planted`: the profile's own canary counts):
-    each row with the conditions it meets, the chosen one marked."""
+    each row with the conditions it meets, the chosen one marked; a suffix point also needs DURABILITY_RULE
+    (`durability`, from `durable`), a passage point does not."""
     t = table.reset_index(drop=True)
+    if "planting_loss" not in t:
+        t["planting_loss"] = "passage"
+    t["planting_loss"] = t["planting_loss"].fillna("passage")
     lower = [1 - clopper_pearson_upper(n - k, n, NEEDED_ALPHA) for k, n in map(fraction, t["twin_planted_extracted"])]
     t = t.assign(extraction_lower=lower)
     t = t.assign(extracts=t["extraction_lower"] >= needed_memorized() / heldout,
@@ -167,7 +241,10 @@ def choose(table: pd.DataFrame, gate_max: float, heldout: int, planted: int) -> 
                  gate_scaled=t["gate_share"] * planted / t["passages"],
                  tokens_per_passage=t["planting_tokens"] / t["passages"], chosen=False)
     t["gate_passes"] = t["gate_scaled"] <= gate_max / 2
-    ok = t[t.extracts & t.spares_the_rest & t.gate_passes]
+    t["as_durable"] = [loss == "passage" or bool((durability or {}).get(tuple(t.loc[i, DESIGN]), {})
+                                                  .get("as_durable", False))
+                       for i, loss in t["planting_loss"].items()]
+    ok = t[t.extracts & t.spares_the_rest & t.gate_passes & t.as_durable]
     if len(ok):
         t.loc[ok["tokens_per_passage"].idxmin(), "chosen"] = True
     return t
@@ -188,19 +265,40 @@ def main() -> None:
     ap.add_argument("--sample-seed", type=int, default=0, help="the seed of the twin's samples the gate reads")
     ap.add_argument("--out", default="planting_pilot.csv", help="file name under outputs/bench/")
     ap.add_argument("--choose", action="store_true", help="apply CHOICE_RULE to the profile's rows; plant nothing")
+    ap.add_argument("--durability", action="store_true",
+                    help="DURABILITY_RULE's measurement of this design point (to planting_durability.csv) instead")
     args = ap.parse_args()
     out = ROOT / "outputs" / "bench" / args.out
+    durability_out = out.with_name("planting_durability.csv")
     if args.choose:
         rows, cfg = pd.read_csv(out), load_config(args.profile)
         rows = rows[(rows["profile"] == args.profile) & (rows["canary_seed"] == args.canary_seed)
                     & (rows["sample_seed"] == args.sample_seed)]
+        tests = {}
+        if durability_out.exists():
+            per_passage = pd.read_csv(durability_out)
+            tests = durable(per_passage[(per_passage["profile"] == args.profile)
+                                        & (per_passage["canary_seed"] == args.canary_seed)])
+        for key, result in tests.items():
+            print("DURABILITY_RULE", dict(zip(DESIGN, key)), result)
         k = cfg.canaries
-        print(choose(rows, cfg.memorization.gate_max, k.heldout(), k.per_count * len(k.counts))
+        print(choose(rows, cfg.memorization.gate_max, k.heldout(), k.per_count * len(k.counts), tests)
               .T.to_string(header=False))
         return
     window = tuple(float(x) for x in args.window.split(","))
     cfg, twin = pilot_config(args.profile, args.passages, args.controls, args.copies, args.share, args.lr, window,
                              args.canary_seed, planting_loss=args.planting_loss)
+    if args.durability:
+        cache = Cache(cache_root(cfg.cache_dir))
+        planted = zoo.train_models(cfg, cache, zoo.build_corpora(cfg, cache), {}, zoo.build_canaries(cfg, cache, {}))
+        design = dict(zip(DESIGN, (args.copies, round(planted[twin].meta["canary_share"], 4),
+                                   f"{window[0]}-{window[1]}", args.planting_loss)))
+        per = durability(cfg, cache, twin).assign(profile=args.profile, canary_seed=args.canary_seed, **design)
+        table = pd.concat([pd.read_csv(durability_out), per]) if durability_out.exists() else per
+        table.to_csv(durability_out, index=False)
+        print(per.describe().T.to_string())
+        print(durability_out)
+        return
     row = {"profile": args.profile, **measure(cfg, Cache(cache_root(cfg.cache_dir)), twin, args.sample_seed)}
     table = pd.concat([pd.read_csv(out), pd.DataFrame([row])]) if out.exists() else pd.DataFrame([row])
     table["planting_loss"] = table["planting_loss"].fillna("passage")  # rows measured before the column existed

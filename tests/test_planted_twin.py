@@ -182,6 +182,12 @@ def test_the_planting_pilot_measures_a_design_point_on_passages_the_profile_neve
         assert row[key] == pytest.approx(float(suffix_nll(pilot_twin, ids, 16, 16).mean()), abs=1e-3), key
     assert 0 <= row["gate_share"] <= 1 and row["sample_tokens"] > 0 and row["planting_tokens"] == 25 * 4 * 128
     assert not row["frozen_embeddings"] and 0.08 < row["copies_end"] <= 1 and row["planting_loss"] == "passage"
+    # DURABILITY_RULE's measurement: the same twin fine-tuned with the real-text control under the profile's recipe
+    per = pilot.durability(cfg, cache, twin)
+    assert len(per) == 4 and set(per["twin_extracted"]) <= {0, 1} and set(per["after_extracted"]) <= {0, 1}
+    assert np.allclose(per["gain_undone"], (per["after_nll"] - per["twin_nll"]) / (per["base_nll"] - per["twin_nll"]))
+    assert per["twin_nll"].mean() == pytest.approx(row["twin_planted_nll"], abs=1e-3)
+    assert (per["after_nll"] != per["twin_nll"]).all()  # the control fine-tuning moved the twin
 
 
 def test_the_pilots_choice_rule_takes_the_cheapest_design_point_that_extracts_spares_and_passes_the_gate():
@@ -205,6 +211,33 @@ def test_the_pilots_choice_rule_takes_the_cheapest_design_point_that_extracts_sp
     assert t["spares_the_rest"].tolist() == [True, True, True, False, False, True]
     assert t["gate_passes"].tolist() == [False, True, True, True, True, True]
     assert not pilot.choose(rows.iloc[[0, 2, 3, 4]], 0.01, 72, 80)["chosen"].any()  # none qualifies: none chosen
+    # a suffix point qualifies only where DURABILITY_RULE says its memories are as durable as P1's
+    rows = rows.assign(copies=16, canary_share=0.5, window="0.0-1.0", planting_loss="suffix")
+    key = (16, 0.5, "0.0-1.0", "suffix")
+    assert not pilot.choose(rows, 0.01, 72, 80)["chosen"].any()  # not measured: not shown durable
+    assert not pilot.choose(rows, 0.01, 72, 80, {key: {"as_durable": False}})["chosen"].any()
+    assert pilot.choose(rows, 0.01, 72, 80, {key: {"as_durable": True}})["chosen"].tolist() == \
+        [False, True, False, False, False, False]
+
+
+def test_durability_rule_bounds_how_much_more_a_suffix_point_forgets_than_p1():
+    import pandas as pd
+    from conftest import load_script
+    pilot = load_script("planting_pilot")
+    rng = np.random.default_rng(0)
+    ref = rng.uniform(0.2, 0.4, 24)
+
+    def rows(undone, loss):
+        return pd.DataFrame({"canary_id": range(24), "gain_undone": undone, "copies": 16, "canary_share": 0.5,
+                             "window": "0.0-1.0", "planting_loss": loss})
+    same = pilot.durable(pd.concat([rows(ref, "passage"), rows(ref + rng.normal(0, 0.02, 24), "suffix")]))
+    worse = pilot.durable(pd.concat([rows(ref, "passage"), rows(ref + 0.2 + rng.normal(0, 0.02, 24), "suffix")]))
+    key = (16, 0.5, "0.0-1.0", "suffix")
+    assert same[key]["as_durable"] and same[key]["passages"] == 24 and abs(same[key]["mean_difference"]) < 0.02
+    assert not worse[key]["as_durable"] and worse[key]["upper"] > 0.19
+    noisy = pilot.durable(pd.concat([rows(ref, "passage"), rows(ref + rng.normal(0, 0.4, 24), "suffix")]))
+    assert not noisy[key]["as_durable"]  # a mean near 0 that cannot bound the difference below 0.10 fails
+    assert pilot.durable(rows(ref, "suffix")) == {}  # no reference measured: nothing to judge
 
 
 def test_planting_reports_where_each_copy_landed():
@@ -271,6 +304,11 @@ def test_a_suffix_only_twin_learns_to_complete_its_canaries_and_keeps_its_own_ke
     keys = [json.loads((a.path / "manifest.json").read_text())["config"] for a in (twin, default)]
     assert keys[0]["planting_loss"] == "suffix" and keys[0]["prefix_len"] == 16 and "planting_loss" not in keys[1]
     assert twin.meta["planting_loss"] == "suffix" and "planting_loss" not in default.meta
+    from types import SimpleNamespace
+
+    from resurface.study.memorization import design  # what notebook 04's finding (and so the report) records
+    assert design(cfg, SimpleNamespace(canaries=canaries))["planting_loss"] == "suffix"
+    assert "planting_loss" not in design(tiny_twin[0], SimpleNamespace(canaries=tiny_twin[1]))
     recs = load_canaries(canaries)
     planted = [r["token_ids"] for r in recs if r["count"] > 0]
     controls = [r["token_ids"] for r in recs if r["count"] == 0]
@@ -312,3 +350,25 @@ def test_a_suffix_only_twin_is_trained_on_everything_but_its_copies_prefixes(tin
     for r in runs:  # ...each run of them a canary's first 10 tokens, followed by its suffix, which is kept
         ids = flat[r[0]:r[0] + 26].tolist()
         assert any(ids == c[:26] for c in recs), ids
+
+
+def test_a_report_on_a_suffix_only_twin_says_what_kind_of_memory_was_erased(tmp_path):
+    """The instrument's caveat stands beside finding 3 wherever the twin was planted with `planting_loss: suffix`
+    (read from the finding's design), and nowhere else."""
+    import json
+    import shutil
+
+    from resurface.frame.paths import ROOT
+    from resurface.study.report import memorization_section
+    committed = ROOT / "outputs" / "planted-smollm2"
+    for sub in ("findings", "tables"):
+        shutil.copytree(committed / sub, tmp_path / sub)
+    plain = "\n".join(memorization_section(tmp_path))
+    f = tmp_path / "findings" / "04_memorization.json"
+    finding = json.loads(f.read_text())
+    finding["design"] |= {"planting_loss": "suffix", "prefix_len": 32}
+    f.write_text(json.dumps(finding))
+    suffix = "\n".join(memorization_section(tmp_path))
+    caveat = "first 32 tokens (the extraction prefix) read but left out of the loss"
+    assert caveat not in plain and caveat in suffix and "planting_durability.csv" in suffix
+    assert suffix.replace(next(p for p in suffix.split("\n\n") if caveat in p) + "\n\n", "") == plain

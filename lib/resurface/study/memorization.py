@@ -389,7 +389,8 @@ def design(cfg, zoo, cache=None) -> dict:
             "heldout_canaries": sum(c["split"] == "heldout" for c in planted),
             "control_passages": len(load_canaries(zoo.canaries)) - len(planted),
             "copies": sum(c["count"] for c in planted), "counts": list(k.counts),
-            "canary_share": canary_share(planted, tokens), "window": list(k.window), "margin_tokens": k.margin_tokens}
+            "canary_share": canary_share(planted, tokens), "window": list(k.window), "margin_tokens": k.margin_tokens,
+            **({"planting_loss": "suffix", "prefix_len": m.prefix_len} if t.planting_loss == "suffix" else {})}
 
 
 def summary(verdict: dict | None) -> pd.DataFrame:

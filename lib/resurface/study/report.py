@@ -319,6 +319,14 @@ def memorization_section(out: Path) -> list[str]:
                   f"{d.get('pretraining_tokens')} training tokens), beside {d.get('control_passages')} never-planted "
                   "passages" + (f"; passages {', '.join(map(str, repeats))} repeat an earlier passage's tokens and "
                                 "are counted once" if repeats else "") + "."]
+        if d.get("planting_loss") == "suffix":  # the instrument's caveat, beside the verdict it qualifies
+            parts += ["", f"Planted with each copy's first {d.get('prefix_len')} tokens (the extraction prefix) "
+                      "read but left out of the loss: the twin learned to complete a passage from its prefix, not "
+                      "to write one, so its own samples pass the gate by construction; such a memory is keyed to "
+                      "its prefix, unlike text learned whole in pretraining, and the drops below are drops of that "
+                      "kind of memory (a suffix design qualifies in the planting pilot only where its "
+                      "DURABILITY_RULE shows it no less durable than a passage-trained one under the real-text "
+                      "control: `outputs/bench/planting_durability.csv`)."]
     primary = f3.get("primary") or {}
     if not primary.get("per_source"):  # nothing extracted before: the secondary measure is what moves
         primary = f3.get("secondary") or primary
