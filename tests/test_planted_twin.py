@@ -255,7 +255,7 @@ def test_planting_reports_where_each_copy_landed():
 @pytest.mark.parametrize("with_bos", [False, True])
 def test_a_suffix_only_planting_predicts_every_token_but_each_copys_prefix(with_bos):
     """`planting_loss: suffix`: the packed targets line up with the packed tokens and leave out exactly the
-    first `prefix_len` tokens of every copy, wherever a block boundary cuts it."""
+    first `prefix_len` tokens of every copy and the suffix tokens a block boundary cuts off from its start."""
     from resurface.builders.canaries import plant_with_spans
     from resurface.builders.planted import prefix_free_targets
     from resurface.lm.training import pack_documents
@@ -268,9 +268,10 @@ def test_a_suffix_only_planting_predicts_every_token_but_each_copys_prefix(with_
     targets = prefix_free_targets(planted, spans, 5, 16, with_bos)
     assert targets.shape == blocks.shape and targets.dtype == bool
     flat, keep = blocks.reshape(-1), targets.reshape(-1)
-    assert set(flat[~keep].tolist()) == set(copy[:5])          # only prefix tokens leave the loss...
-    assert (~keep).sum() == np.isin(flat, copy[:5]).sum() == 5 * 4  # ...every one of them, of all 4 copies
-    assert keep[np.isin(flat, copy[5:])].all() and keep[np.isin(flat, [0] + ([1] if with_bos else []))].all()
+    at = [p for p in range(len(flat) - 11) if flat[p:p + 12].tolist() == copy]
+    expected = {q for p in at for q in range(p, p + 12) if q < p + 5 or q // 16 != p // 16}
+    assert len(at) == 4 and set(np.flatnonzero(~keep).tolist()) == expected
+    assert any(q >= p + 5 for p in at for q in expected)  # a boundary did cut a suffix here: both cases are seen
 
 
 def test_only_a_planted_twin_takes_a_planting_loss():
@@ -343,13 +344,11 @@ def test_a_suffix_only_twin_is_trained_on_everything_but_its_copies_prefixes(tin
     assert targets is not None and targets.shape == blocks.shape
     recs = [r["token_ids"] for r in load_canaries(canaries, planted_only=True)]
     flat, keep = blocks.reshape(-1), targets.reshape(-1)
-    left_out = np.flatnonzero(~keep)
-    assert len(left_out) == 10 * sum(8 for _ in recs)  # 10 prefix tokens of each of the 32 copies...
-    runs = np.split(left_out, np.flatnonzero(np.diff(left_out) != 1) + 1)
-    assert all(len(r) == 10 for r in runs)
-    for r in runs:  # ...each run of them a canary's first 10 tokens, followed by its suffix, which is kept
-        ids = flat[r[0]:r[0] + 26].tolist()
-        assert any(ids == c[:26] for c in recs), ids
+    n = len(recs[0])
+    at = [p for p in range(len(flat) - n + 1) if any(flat[p:p + n].tolist() == c for c in recs)]
+    assert len(at) == 32  # every copy of the 4 canaries, 8 each...
+    expected = {q for p in at for q in range(p, p + n) if q < p + 10 or q // 128 != p // 128}
+    assert set(np.flatnonzero(~keep).tolist()) == expected  # ...read but left out as the rule says, nothing else
 
 
 def test_a_report_on_a_suffix_only_twin_says_what_kind_of_memory_was_erased(tmp_path):

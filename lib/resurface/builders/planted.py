@@ -46,14 +46,21 @@ def planting_documents(tok, lineage_corpus: Artifact, tokens: int, seed: int) ->
 
 def prefix_free_targets(docs: list[list[int]], spans: list[tuple[int, int, int]], prefix_len: int, seq_len: int,
                         with_bos: bool) -> np.ndarray:
-    """Which packed tokens are predicted (`pack_documents`' blocks, position for position): all but the first
-    `prefix_len` tokens of each planted copy. Trained so, a twin completes a passage from its prefix, as extraction
-    asks, but never learns to begin one or to continue its prefix: the prefix is read, not written."""
-    masks = [np.ones(len(d), dtype=np.uint8) for d in docs]
-    for di, off, _ in spans:
-        masks[di][off:off + prefix_len] = 0
-    # packed exactly as the tokens are: 1 for the BOS / EOS each document gains
-    return pack_documents([m.tolist() for m in masks], 1, seq_len, 1 if with_bos else None).astype(bool)
+    """Which packed tokens are predicted (`pack_documents`' blocks, position for position): every token but a
+    planted copy's first `prefix_len` and those of its suffix that a block boundary cuts off from its start.
+    Trained so, a twin completes a passage from its whole prefix, as extraction asks, and never learns to write
+    any part of it without that prefix in view: the prefix is read, not written."""
+    starts, total = [], 0
+    for d in docs:  # where each document's first token lands: after its BOS, if the family packs one
+        starts.append(total + int(with_bos))
+        total += len(d) + 1 + int(with_bos)
+    mask = np.ones(total, dtype=bool)
+    for di, off, n in spans:
+        p = starts[di] + off
+        mask[p:p + prefix_len] = False
+        mask[max(p + prefix_len, (p // seq_len + 1) * seq_len):p + n] = False  # blocks do not see each other
+    n_blocks = total // seq_len
+    return mask[:n_blocks * seq_len].reshape(n_blocks, seq_len)
 
 
 def plant_twin(cache: Cache, cfg: StudyConfig, name: str, base: Artifact, lineage_corpus: Artifact,

@@ -184,8 +184,9 @@ class ModelConfig(Strict):
                                   "for `steps` x `batch_size` blocks of the lineage's prose with the canaries inside")
     planting_loss: Literal["passage", "suffix"] = Field(
         "passage", description="a planted twin's loss on its canary copies: `passage` trains on a copy like any "
-        "text; `suffix` predicts only its tokens after the extraction prefix (`memorization.prefix_len`), so the "
-        "twin learns to complete a passage from its prefix but not to begin one on its own")
+        "text; `suffix` predicts only its tokens after the extraction prefix (`memorization.prefix_len`) that see "
+        "the whole prefix in their block, so the twin learns to complete a passage from its prefix but not to "
+        "write any of it on its own")
     parameters: int | None = Field(None, gt=0, description="a Hub model's parameter count: its structural strength "
                                    "within a lineage (weaker / equal / stronger) and its cost in `resurface check`")
 
