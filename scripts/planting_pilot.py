@@ -70,6 +70,9 @@ committed first.
 
     .venv/bin/python scripts/planting_pilot.py planted-gemma --copies 16 --share 0.5 --durability            # P1's
     .venv/bin/python scripts/planting_pilot.py planted-gemma --copies 16 --share 0.5 --planting-loss suffix --durability
+    .venv/bin/python scripts/planting_pilot.py planted-gemma --copies 24 --share 0.5 --planting-loss suffix --durability
+
+Neither qualified: both pass the gate, but P5 extracts too few and P6 one passage short of the bound.
 """
 from __future__ import annotations
 
