@@ -191,7 +191,7 @@ def durability(cfg, cache: Cache, twin: str) -> pd.DataFrame:
     out["twin_extracted"] = rows["twin"].loc[keep, "extracted"].astype(int)
     out["after_extracted"] = rows["after"].loc[keep, "extracted"].astype(int)
     out["gain_undone"] = (out["after_nll"] - out["twin_nll"]) / (out["base_nll"] - out["twin_nll"])
-    return out.reset_index()
+    return out.reset_index().assign(canary_share=round(planted.meta["canary_share"], 4))
 
 
 def less_durable_upper(point: pd.DataFrame, reference: pd.DataFrame, alpha: float = NEEDED_ALPHA) -> dict:
@@ -292,11 +292,9 @@ def main() -> None:
     cfg, twin = pilot_config(args.profile, args.passages, args.controls, args.copies, args.share, args.lr, window,
                              args.canary_seed, planting_loss=args.planting_loss)
     if args.durability:
-        cache = Cache(cache_root(cfg.cache_dir))
-        planted = zoo.train_models(cfg, cache, zoo.build_corpora(cfg, cache), {}, zoo.build_canaries(cfg, cache, {}))
-        design = dict(zip(DESIGN, (args.copies, round(planted[twin].meta["canary_share"], 4),
-                                   f"{window[0]}-{window[1]}", args.planting_loss)))
-        per = durability(cfg, cache, twin).assign(profile=args.profile, canary_seed=args.canary_seed, **design)
+        per = durability(cfg, Cache(cache_root(cfg.cache_dir)), twin).assign(
+            profile=args.profile, canary_seed=args.canary_seed, copies=args.copies,
+            window=f"{window[0]}-{window[1]}", planting_loss=args.planting_loss)
         table = pd.concat([pd.read_csv(durability_out), per]) if durability_out.exists() else per
         table.to_csv(durability_out, index=False)
         print(per.describe().T.to_string())

@@ -188,6 +188,7 @@ def test_the_planting_pilot_measures_a_design_point_on_passages_the_profile_neve
     assert np.allclose(per["gain_undone"], (per["after_nll"] - per["twin_nll"]) / (per["base_nll"] - per["twin_nll"]))
     assert per["twin_nll"].mean() == pytest.approx(row["twin_planted_nll"], abs=1e-3)
     assert (per["after_nll"] != per["twin_nll"]).all()  # the control fine-tuning moved the twin
+    assert (per["canary_share"] == row["canary_share"]).all()  # the design point DURABILITY_RULE matches it by
 
 
 def test_the_pilots_choice_rule_takes_the_cheapest_design_point_that_extracts_spares_and_passes_the_gate():
